@@ -1,0 +1,44 @@
+# stadtwacht: `make demo` runs the main job on an embedded broker, `make test` runs the whole test suite.
+# Both create the virtual environment and install what they need by themselves.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-apache bench lint system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stadtwacht needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stadtwacht demo $(ARGS)
+
+# System packages the tests use (kcat, promtool, chromium); Java and Maven for the Apache Kafka tier.
+system-deps:
+	bash tests/setup-system.sh
+
+# The whole suite: every test on the embedded Tansu broker, then the broker tier again on Apache Kafka.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m broker --broker=apache $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not browser and not prometheus" $(PYTEST_ARGS)
+
+test-apache: $(STAMP)
+	$(BIN)/python -m pytest -m broker --broker=apache $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .cache bench-results.json tests/artifacts

@@ -1,0 +1,71 @@
+"""Configuration of the Kafka edge and of decoding: ``[kafka]`` and ``[ingest]``."""
+
+from __future__ import annotations
+
+import msgspec
+
+from stadtwacht.durations import parse_duration
+
+__all__ = ["IngestConfig", "KafkaConfig", "validate"]
+
+
+class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where readings come from and where alerts and dead letters go."""
+
+    #: "host:port,host:port"; empty = start the embedded Tansu broker (demo, tests).
+    bootstrap_servers: str = ""
+    group_id: str = "stadtwacht"
+    #: Topics in the reading contract (JSON object or array of readings).
+    topics: list[str] = msgspec.field(default_factory=lambda: ["sensors.flood", "sensors.air"])
+    #: Topics in sensor.community's native push format.
+    community_topics: list[str] = msgspec.field(default_factory=lambda: ["sensors.community"])
+    alerts_topic: str = "stadtwacht.alerts"
+    #: Dead letters of topic T go to T + dlq_suffix.
+    dlq_suffix: str = ".dlq"
+    client_id: str = "stadtwacht"
+    #: Upper bound of records one poll returns (memory bound and batch size).
+    max_poll_records: int = 5000
+    poll_timeout_ms: int = 200
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    #: Where a group without committed offsets starts: "earliest" (never skip data) or "latest".
+    auto_offset_reset: str = "earliest"
+    # Passed through to kafka-python unchanged (secrets: use *_file or environment).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    #: Name of an environment variable holding the SASL password (never the password itself).
+    sasl_plain_password_env: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+
+class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Limits that decide what is dead-lettered."""
+
+    max_message_bytes: int = 1_048_576
+    max_readings_per_message: int = 10_000
+    #: Readings stamped further than this in the future (sensor clock wrong) are dead-lettered.
+    max_future: str = "5m"
+
+
+def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
+    """Semantic problems as (key path, message)."""
+    problems: list[tuple[str, str]] = []
+    if kafka.auto_offset_reset not in ("earliest", "latest"):
+        problems.append(("kafka.auto_offset_reset", "must be 'earliest' or 'latest'"))
+    if not kafka.topics and not kafka.community_topics:
+        problems.append(("kafka.topics", "no input topic configured"))
+    if kafka.max_poll_records < 1:
+        problems.append(("kafka.max_poll_records", "must be >= 1"))
+    if not kafka.dlq_suffix:
+        problems.append(("kafka.dlq_suffix", "must not be empty (dead letters would loop into the input)"))
+    if ingest.max_message_bytes < 64:
+        problems.append(("ingest.max_message_bytes", "must be >= 64"))
+    try:
+        parse_duration(ingest.max_future)
+    except ValueError as e:
+        problems.append(("ingest.max_future", str(e)))
+    return problems

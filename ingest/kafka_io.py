@@ -1,0 +1,178 @@
+"""The Kafka edge: the group consumer of readings and the producer for dead letters and alerts.
+
+At-least-once: offsets are committed only by :meth:`ReadingConsumer.commit`,
+which the pipeline calls after a batch's outputs are durable. The commit
+metadata carries the offset where a new owner of the partition starts its
+warm-up re-read (see README, "Restarts and rebalances").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ingest.config import KafkaConfig
+from ingest.deadletter import DeadLetter, dead_letter_headers
+from ingest.decode import RawMessage
+from stadtwacht.errors import StadtwachtError
+
+__all__ = ["DeadLetterSink", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer"]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class KafkaIOError(StadtwachtError):
+    """A Kafka operation failed in a way the pipeline cannot ride out."""
+
+
+def client_options(cfg: KafkaConfig, bootstrap: str) -> dict:
+    """kafka-python options shared by consumer, producer and admin (security passed through)."""
+    opts: dict = {"bootstrap_servers": bootstrap.split(","), "client_id": cfg.client_id,
+                  "security_protocol": cfg.security_protocol}
+    if cfg.sasl_mechanism:
+        opts["sasl_mechanism"] = cfg.sasl_mechanism
+        opts["sasl_plain_username"] = cfg.sasl_plain_username
+        if cfg.sasl_plain_password_env:
+            opts["sasl_plain_password"] = os.environ.get(cfg.sasl_plain_password_env, "")
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(cfg, key):
+            opts[key] = getattr(cfg, key)
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_check_hostname"] = cfg.ssl_check_hostname
+    return opts
+
+
+def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
+    """An idempotent-enough producer for dead letters and alerts: acks from all replicas, retries."""
+    return KafkaProducer(**client_options(cfg, bootstrap), acks="all", retries=10, linger_ms=5,
+                         max_request_size=max(2_097_152, 2 * 1_048_576))
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: ReadingConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked):
+        tps = [(tp.topic, tp.partition) for tp in revoked]
+        if tps:
+            log.info("partitions revoked: %s", tps)
+            self.owner.on_revoke(tps)
+
+    def on_partitions_assigned(self, assigned):
+        tps = [(tp.topic, tp.partition) for tp in assigned]
+        if tps:
+            log.info("partitions assigned: %s", tps)
+            self.owner.on_assign(tps)
+
+
+class ReadingConsumer:
+    """One member of the consumer group reading the sensor topics.
+
+    ``on_assign``/``on_revoke`` are called from inside :meth:`poll` during a
+    rebalance with lists of (topic, partition).
+    """
+
+    def __init__(self, cfg: KafkaConfig, bootstrap: str, topics: Iterable[str],
+                 on_assign: Callable[[list[TP]], None] = lambda tps: None,
+                 on_revoke: Callable[[list[TP]], None] = lambda tps: None) -> None:
+        self.cfg = cfg
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self._consumer = KafkaConsumer(
+            **client_options(cfg, bootstrap),
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            max_poll_records=cfg.max_poll_records,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_partition_fetch_bytes=4 * 1_048_576,
+            fetch_max_bytes=32 * 1_048_576,
+        )
+        self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
+
+    def poll(self, timeout_ms: int | None = None) -> list[RawMessage]:
+        """The next batch of records, at most ``max_poll_records``."""
+        if timeout_ms is None:
+            timeout_ms = self.cfg.poll_timeout_ms
+        records = self._consumer.poll(timeout_ms=timeout_ms)
+        out: list[RawMessage] = []
+        for tp, msgs in records.items():
+            t, p = tp.topic, tp.partition
+            out.extend(RawMessage(t, p, m.offset, m.key, m.value, m.timestamp) for m in msgs)
+        return out
+
+    def commit(self, offsets: dict[TP, int], metadata: dict[TP, str] | None = None) -> None:
+        """Commit "next offset to read" per partition, with optional metadata."""
+        if not offsets:
+            return
+        metadata = metadata or {}
+        self._consumer.commit({
+            TopicPartition(t, p): OffsetAndMetadata(o, metadata.get((t, p), ""), -1)
+            for (t, p), o in offsets.items()
+        })
+
+    def committed(self, tp: TP) -> tuple[int | None, str]:
+        """The group's committed offset and metadata for a partition (None when none)."""
+        meta = self._consumer._coordinator.fetch_committed_offsets([TopicPartition(*tp)])
+        om = meta.get(TopicPartition(*tp))
+        if om is None or om.offset < 0:
+            return None, ""
+        return om.offset, om.metadata or ""
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self._consumer.seek(TopicPartition(*tp), offset)
+
+    def position(self, tp: TP) -> int | None:
+        try:
+            return self._consumer.position(TopicPartition(*tp), timeout_ms=1000)
+        except KafkaError:
+            return None
+
+    def assignment(self) -> list[TP]:
+        return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    def lag(self) -> dict[TP, int]:
+        """Messages behind the high watermark per assigned partition (from fetch responses)."""
+        out: dict[TP, int] = {}
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is None:
+                continue
+            pos = self._consumer._subscription.assignment.get(tp)
+            position = pos.position.offset if pos is not None and pos.position is not None else None
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, hw - position)
+        return out
+
+    def connected(self) -> bool:
+        """True when the client holds a live connection to some broker."""
+        client = self._consumer._client
+        return any(conn.connected() for conn in list(client._conns.values()))
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class DeadLetterSink:
+    """Sends dead letters to ``<source topic><suffix>`` with the original bytes and reason headers."""
+
+    def __init__(self, producer: KafkaProducer, suffix: str) -> None:
+        self._producer = producer
+        self._suffix = suffix
+
+    def send(self, letters: list[DeadLetter]) -> None:
+        for d in letters:
+            self._producer.send(d.topic + self._suffix, key=d.key, value=d.value,
+                                headers=dead_letter_headers(d))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self._producer.flush(timeout=timeout)

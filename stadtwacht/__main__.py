@@ -1,0 +1,7 @@
+"""``python -m stadtwacht``."""
+
+import sys
+
+from stadtwacht.cli import main
+
+sys.exit(main())

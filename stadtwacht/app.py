@@ -1,0 +1,94 @@
+"""Assembly of a running service (``run`` and ``demo``): pipeline, Kafka loop, HTTP, signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+from alerting.api import AlertApi
+from stadtwacht.config import Config
+from stadtwacht.http import HttpServer, StateFeed
+from stadtwacht.metrics import new_registry
+from stadtwacht.pipeline import Pipeline
+from stadtwacht.runner import Health, Runner
+from stadtwacht.state_view import build_state
+
+__all__ = ["Service", "api_token", "install_signal_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+def api_token(cfg: Config, generate: bool = False) -> str | None:
+    """The API token from the environment or a file (never from the TOML itself)."""
+    token = os.environ.get(cfg.http.api_token_env, "").strip()
+    if not token and cfg.http.api_token_file:
+        token = Path(cfg.http.api_token_file).read_text(encoding="utf-8").strip()
+    if not token and generate:
+        token = secrets.token_urlsafe(18)
+    return token or None
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT finish the current batch, commit and flush, then exit."""
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("signal %d: finishing the batch, committing, flushing notifications", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+class Service:
+    """One stadtwacht process: consume, detect, alert, and serve HTTP on one port."""
+
+    def __init__(self, cfg: Config, bootstrap: str, state_dir: Path, *, port: int | None = None,
+                 districts: str | None = None, sensors: str | None = None, notify: list[str] = (),
+                 exercise: bool = False, token: str | None = None, topics: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.registry = new_registry()
+        self.health = Health()
+        self.pipeline = Pipeline(cfg, self.registry, state_dir, districts_path=districts, sensors_path=sensors,
+                                 extra_channels=list(notify), exercise=exercise)
+        self.token = token
+        self.lock = threading.RLock()
+        self.feed = StateFeed(lambda: build_state(self.pipeline, cfg.alerting.language), self.lock)
+        self.pipeline.alerts.listeners.append(lambda record: self.feed.changed())
+        self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed)
+        self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed)
+        self.runner.lock = self.lock
+        self.http = HttpServer(cfg.http.host, cfg.http.port if port is None else port, self.registry, self.api,
+                               self.feed, self.readiness, self.pipeline.cap_dir,
+                               self.pipeline.alerts.active_records, cfg.http.max_body_bytes,
+                               cfg.alerting.public_url)
+
+    def readiness(self) -> tuple[bool, dict]:
+        now = time.time()
+        h = self.health
+        broker_ok = now - h.last_poll_ok < 30 and self.runner.consumer.connected()
+        store_ok, store_detail = self.pipeline.alerts.store_writable()
+        outbox = self.pipeline.alerts.outbox_status()
+        checks = {
+            "broker": {"ok": broker_ok, "last_poll_ok_age_s": round(now - h.last_poll_ok, 1) if h.last_poll_ok
+                       else None, "last_error": h.last_poll_error or None},
+            "partitions": {"ok": bool(h.assigned), "assigned": [f"{t}/{p}" for t, p in h.assigned],
+                           "warming_up": [f"{t}/{p}" for t, p in h.warming]},
+            "state_store": {"ok": store_ok, "detail": store_detail},
+            "outbox": outbox,
+        }
+        ready = (broker_ok and bool(h.assigned) and store_ok and outbox.get("ok", True) and not h.stopping)
+        return ready, {"checks": checks}
+
+    def run(self, stop: threading.Event) -> None:
+        self.http.start()
+        log.info("HTTP on %s (metrics /metrics, health /healthz /readyz, page /)", self.http.public_url)
+        try:
+            self.runner.run(stop)
+        finally:
+            self.http.stop()

@@ -1,0 +1,7 @@
+"""The one exception root of stadtwacht; each stage package derives its own from it."""
+
+__all__ = ["StadtwachtError"]
+
+
+class StadtwachtError(Exception):
+    """Root of every error stadtwacht raises on purpose."""

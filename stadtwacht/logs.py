@@ -1,0 +1,58 @@
+"""Logging: human-readable by default, JSON lines by option; secrets never reach a log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+from alerting.redaction import redact_url
+
+__all__ = ["redact_text", "setup_logging"]
+
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,31}://[^\s'\"<>]+")
+_BEARER = re.compile(r"(?i)\b(bearer|token|password|passwd|secret)([=: ]+)[^\s'\",;&]+")
+
+
+def redact_text(text: str) -> str:
+    """Every URL cut to service and host, every bearer/token/password value masked."""
+    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+class _Redacting(logging.Filter):
+    """Masks anything that looks like a credential in a URL (user:password@, tokens in query strings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact_text(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+               + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = redact_text(self.formatException(record.exc_info))
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Redacting())
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("kafka", "apprise"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,64 @@
+"""Where alert records go besides the channels: the alerts topic, a JSON Lines file, CAP 1.2 files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from alerting.cap import CapError, write_cap
+from alerting.record import AlertRecord, encode_record
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+
+    from stadtwacht.pipeline import Pipeline
+
+__all__ = ["AlertOutputs"]
+
+log = logging.getLogger(__name__)
+
+
+class AlertOutputs:
+    """Hands alert records to the alerts topic (keyed by alert_id), a JSONL stream and the CAP directory."""
+
+    def __init__(self, pipeline: Pipeline, producer: KafkaProducer | None = None, topic: str = "",
+                 jsonl: IO[bytes] | None = None, cap_dir: Path | None = None) -> None:
+        self.pipeline = pipeline
+        self.producer = producer
+        self.topic = topic
+        self.jsonl = jsonl
+        self.cap_dir = cap_dir if cap_dir is not None else pipeline.cap_dir
+        self._polygons: dict[str, list[str] | str] = {}
+
+    def emit(self, records: list[AlertRecord]) -> None:
+        for r in records:
+            data = encode_record(r)
+            if self.producer is not None:
+                self.producer.send(self.topic, key=r.alert_id.encode(), value=data)
+            if self.jsonl is not None:
+                self.jsonl.write(data + b"\n")
+            if self.cap_dir is not None:
+                self._write_cap(r)
+
+    def _write_cap(self, r: AlertRecord) -> None:
+        layer = self.pipeline.layer
+        for d in r.districts:
+            if d not in self._polygons:
+                try:
+                    self._polygons[d] = layer.cap_polygon(d)
+                except KeyError:
+                    self._polygons[d] = []
+        history = self.pipeline.alerts.episode_records(r.alert_id)
+        try:
+            write_cap(self.cap_dir, r, history, self._polygons, exercise=self.pipeline.exercise,
+                      approximate_areas=layer.approximate, unit=_unit(r.quantity),
+                      top_level=self.pipeline.top_level(r.hazard, r.quantity))
+        except (CapError, OSError) as e:  # CAP is an extra output: never block the alert itself
+            log.error("CAP message for %s/%d not written: %s", r.alert_id, r.seq, e)
+
+
+def _unit(quantity: str) -> str | None:
+    from ingest.quantities import UNITS
+
+    return UNITS.get(quantity)

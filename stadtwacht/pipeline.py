@@ -1,0 +1,203 @@
+"""The stages wired together for one process: decode, detect, map, roll up, alert.
+
+Kafka-free: ``run`` and ``demo`` feed it poll batches from the consumer,
+``replay`` feeds it batches read from files. What it returns (dead letters,
+alert records) the caller hands on before committing offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from alerting.record import AlertRecord
+from alerting.service import AlertService
+from detection.engine import DetectionEngine
+from detection.events import HAZARDS, KINDS, DetectionBatch
+from geodata.districts import DistrictLayer
+from geodata.levels import DistrictLevel
+from geodata.mapping import SensorDistricts
+from geodata.registry import SensorRegistry
+from geodata.rollup import Rollup
+from ingest.batch import ReadingBatch
+from ingest.deadletter import DeadLetter
+from ingest.decode import DecodeLimits, RawMessage, ReadingDecoder
+from ingest.quantities import QUANTITIES
+from ingest.sensor_index import SensorIndex
+from stadtwacht.config import Config
+from stadtwacht.durations import parse_duration
+from stadtwacht.metrics import PipelineMetrics
+
+__all__ = ["Pipeline", "StepResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one batch produced: to be handed on (dead letters, records) before the offset commit."""
+
+    dead: list[DeadLetter] = field(default_factory=list)
+    records: list[AlertRecord] = field(default_factory=list)
+    accepted: int = 0
+    detections: int = 0
+
+
+class Pipeline:
+    """All stages of one stadtwacht process, with their state."""
+
+    def __init__(self, cfg: Config, registry: CollectorRegistry, state_dir: Path, *,
+                 districts_path: str | None = None, sensors_path: str | None = None,
+                 extra_channels: list[str] = (), exercise: bool = False,
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 alert_clock_ns: Callable[[], int] | None = None) -> None:
+        self.cfg = cfg
+        self.clock_ns = clock_ns
+        self.metrics = PipelineMetrics.create(registry)
+        self.sensors = SensorIndex()
+        geo = cfg.geodata
+        districts_path = districts_path or geo.districts
+        self.layer = (DistrictLayer.from_file(districts_path, geo.id_column, geo.name_column, geo.metric_crs)
+                      if districts_path else DistrictLayer.demo())
+        self.registry = SensorRegistry.from_csv(sensors_path or geo.sensors or None)
+        self.registry.register(self.sensors)
+        self.decoder = ReadingDecoder(
+            self.sensors,
+            DecodeLimits(cfg.ingest.max_message_bytes, cfg.ingest.max_readings_per_message,
+                         parse_duration(cfg.ingest.max_future)),
+            community_topics=cfg.kafka.community_topics,
+            clock_ns=clock_ns,
+        )
+        self.engine = DetectionEngine(cfg.rules, cfg.detection, self.sensors)
+        self.mapping = SensorDistricts(self.layer, self.registry, self.sensors)
+        self.rollup = Rollup(self.layer, self.mapping, self.engine.rule_info, geo.quorum)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        names = dict(zip(self.layer.ids, self.layer.names, strict=True))
+        self.alerts = AlertService(cfg.alerting, state_dir, names, registry, clock=alert_clock_ns or clock_ns,
+                                   exercise=exercise, extra_urls=list(extra_channels))
+        self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
+        self.exercise = exercise
+        self.cap_dir: Path | None = Path(cfg.state.cap_dir) if cfg.state.cap_dir else state_dir / "cap"
+        self._top_levels: dict[tuple[str, str], int] = {}
+        for info in self.engine.rule_info:
+            key = (info.hazard, info.quantity)
+            self._top_levels[key] = max(self._top_levels.get(key, 0), len(info.level_names) - 1)
+
+    # -- the hot path --
+    def process_messages(self, messages: list[RawMessage], deliver: bool = True,
+                         offsets: dict[tuple[str, int], int] | None = None) -> StepResult:
+        decoded = self.decoder.decode(messages)
+        for q, n in enumerate(decoded.accepted_by_quantity.tolist()):
+            if n:
+                self.metrics.readings_accepted.labels(QUANTITIES[q]).inc(n)
+        result = self.process_batch(decoded.batch, deliver=deliver, offsets=offsets, messages=messages)
+        result.dead[:0] = decoded.dead
+        for d in decoded.dead:
+            self.metrics.dead_letter_messages.labels(d.reason).inc()
+            self.metrics.dead_letter_readings.labels(d.reason).inc(d.readings)
+        return result
+
+    def process_batch(self, batch: ReadingBatch, deliver: bool = True,
+                      offsets: dict[tuple[str, int], int] | None = None,
+                      messages: list[RawMessage] | None = None) -> StepResult:
+        """Detect, map, roll up and (when ``deliver``) apply to the alert state."""
+        result = StepResult(accepted=len(batch))
+        if len(batch):
+            self.mapping.update()
+            det = self.engine.process(batch)
+            if det.late.any():
+                result.dead.extend(self._late_letters(batch, det.late, messages))
+                result.accepted -= int(det.late.sum())
+            events = det.events
+            newest = int(batch.time[~det.late].max()) if (~det.late).any() else 0
+            if newest > self.watermark_ns:
+                self.watermark_ns = min(newest, self.clock_ns())
+                self.metrics.last_reading.set(newest / 1e9)
+        else:
+            events = DetectionBatch.empty()
+        events = DetectionBatch.concat([events, self.engine.tick(self.now_ns())])
+        result.detections = len(events)
+        self._count_detections(events)
+        changes = self.rollup.apply(events) if len(events) else []
+        self._set_district_levels(changes)
+        if deliver:
+            result.records = self.alerts.apply(changes, offsets=offsets)
+        return result
+
+    def now_ns(self) -> int:
+        """The event-time clock: the newest reading seen, never ahead of the wall clock."""
+        return self.watermark_ns or self.clock_ns()
+
+    def tick(self) -> list[AlertRecord]:
+        """Time-driven work between batches: stale sensors, group_wait, reminders, escalation."""
+        events = self.engine.tick(self.now_ns())
+        records: list[AlertRecord] = []
+        if len(events):
+            self._count_detections(events)
+            changes = self.rollup.apply(events)
+            self._set_district_levels(changes)
+            records = self.alerts.apply(changes)
+        self.alerts.tick()
+        return records
+
+    def reconcile(self, offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
+        """After a warm-up: bring the durable alert state in line with the rebuilt levels."""
+        return self.alerts.reconcile(self.rollup.current(), offsets=offsets)
+
+    def drop_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        """Forget per-sensor state of sensors whose readings came from revoked partitions."""
+        mask = self.sensors.sensors_of_partitions(partitions)
+        if mask.any():
+            self.engine.reset(mask)
+            self.rollup.reset_sensors(mask)
+
+    def top_level(self, hazard: str, quantity: str) -> int | None:
+        """The highest level of the (hazard, quantity) scale, for mapping to CAP severity."""
+        return self._top_levels.get((hazard, quantity))
+
+    # -- helpers --
+    def _late_letters(self, batch: ReadingBatch, late: np.ndarray,
+                      messages: list[RawMessage] | None) -> list[DeadLetter]:
+        out = []
+        rows = np.flatnonzero(late)
+        tolerance = self.cfg.detection.late_tolerance
+        for r in rows.tolist():
+            m = int(batch.message[r])
+            msg = messages[m] if messages is not None and m >= 0 else None
+            detail = (f"{self.sensors.id_of(int(batch.sensor[r]))} {QUANTITIES[batch.quantity[r]]} at "
+                      f"{np.datetime64(int(batch.time[r]), 'ns')}Z is more than {tolerance} behind the "
+                      f"sensor's newest reading")
+            if msg is None:
+                out.append(DeadLetter("replay", 0, -1, None, b"", "late", detail))
+            else:
+                out.append(DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, "late",
+                                      detail))
+            self.metrics.dead_letter_messages.labels("late").inc()
+            self.metrics.dead_letter_readings.labels("late").inc()
+        return out
+
+    def _count_detections(self, events: DetectionBatch) -> None:
+        if not len(events):
+            return
+        key = (events.hazard.astype(np.int64) * 64 + events.kind) * 128 + events.level.astype(np.int64)
+        uniq, counts = np.unique(key, return_counts=True)
+        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+            hazard, rest = divmod(k, 64 * 128)
+            kind, level = divmod(rest, 128)
+            self.metrics.detections.labels(HAZARDS[hazard], KINDS[kind], str(level)).inc(c)
+
+    def _set_district_levels(self, changes: list[DistrictLevel]) -> None:
+        if not changes:
+            return
+        worst: dict[tuple[str, str], int] = {}
+        for lv in self.rollup.current():
+            key = (lv.district, lv.hazard)
+            worst[key] = max(worst.get(key, 0), lv.level)
+        for c in changes:
+            self.metrics.district_level.labels(c.district, c.hazard).set(worst.get((c.district, c.hazard), 0))

@@ -1,0 +1,241 @@
+"""The Kafka loop of ``run`` and ``demo``: poll, process, hand on, commit; warm-up after (re)assignment.
+
+Order per batch, for at-least-once without lost alerts: decode and detect,
+apply to the durable alert state (SQLite, with the batch's offsets), send
+dead letters and alert records to Kafka and flush, then commit offsets.
+
+Restarts and rebalances: detection state is rebuilt, not shipped. Each
+commit's metadata names the offset from which the partition's newest
+``warmup`` span of event time can be re-read; a new owner seeks there and
+re-processes up to the last applied offset with alerts held back, then
+reconciles the durable alert state with the rebuilt levels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from kafka.errors import CommitFailedError, KafkaError
+
+from alerting.record import AlertRecord, encode_record
+from ingest.kafka_io import DeadLetterSink, ReadingConsumer, make_producer
+from stadtwacht.durations import parse_duration
+from stadtwacht.outputs import AlertOutputs
+from stadtwacht.pipeline import Pipeline
+
+__all__ = ["Health", "Runner", "warmup_horizon_ns"]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+def warmup_horizon_ns(pipeline: Pipeline) -> int:
+    """How much event time must be re-read to rebuild every window and `for` condition."""
+    cfg = pipeline.cfg
+    longest = 0
+    for rule in cfg.rules:
+        longest = max(longest, parse_duration(rule.window) + max(rule.for_ns() or [0])
+                      + parse_duration(rule.keep_firing_for))
+    return longest + parse_duration(cfg.detection.late_tolerance)
+
+
+@dataclass
+class Health:
+    """What /readyz reports; written by the loop, read by HTTP threads."""
+
+    started: float = field(default_factory=time.time)
+    last_poll_ok: float = 0.0
+    last_poll_error: str = ""
+    assigned: list[TP] = field(default_factory=list)
+    warming: list[TP] = field(default_factory=list)
+    stopping: bool = False
+
+
+class _Checkpoints:
+    """Per partition: (event time, first offset) samples to find where a warm-up must start."""
+
+    def __init__(self, horizon_ns: int) -> None:
+        self.horizon = horizon_ns
+        self.step = max(horizon_ns // 100, 1)
+        self.samples: dict[TP, deque[tuple[int, int]]] = {}
+
+    def add(self, tp: TP, time_ns: int, first_offset: int) -> None:
+        q = self.samples.setdefault(tp, deque())
+        if not q or time_ns - q[-1][0] >= self.step:
+            q.append((time_ns, first_offset))
+
+    def warm_start(self, tp: TP, now_ns: int, next_offset: int) -> int:
+        q = self.samples.get(tp)
+        if not q:
+            return next_offset
+        while len(q) > 1 and q[1][0] < now_ns - self.horizon:
+            q.popleft()
+        return min(q[0][1], next_offset)
+
+    def drop(self, tp: TP) -> None:
+        self.samples.pop(tp, None)
+
+
+class Runner:
+    """Owns the consumer and producer of one process and drives the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, bootstrap: str, health: Health | None = None,
+                 topics: list[str] | None = None, on_change=None) -> None:
+        self.pipeline = pipeline
+        self.cfg = pipeline.cfg.kafka
+        self.health = health or Health()
+        self.on_change = on_change or (lambda: None)
+        self.lock = threading.RLock()
+        self.topics = topics or [*self.cfg.topics, *self.cfg.community_topics]
+        self._suppress_until: dict[TP, int] = {}
+        self._checkpoints = _Checkpoints(warmup_horizon_ns(pipeline))
+        self._was_warming = False
+        self.producer = make_producer(self.cfg, bootstrap)
+        self.dead_letters = DeadLetterSink(self.producer, self.cfg.dlq_suffix)
+        self.outputs = AlertOutputs(pipeline, self.producer, self.cfg.alerts_topic)
+        self.consumer = ReadingConsumer(self.cfg, bootstrap, self.topics, on_assign=self._on_assign,
+                                        on_revoke=self._on_revoke)
+
+    # -- rebalance callbacks (inside poll) --
+    def _on_assign(self, tps: list[TP]) -> None:
+        applied = self.pipeline.alerts.applied_offsets()
+        for tp in tps:
+            committed, meta = self.consumer.committed(tp)
+            resume = max(committed or 0, applied.get(tp, 0))
+            warm = _parse_warm(meta)
+            if committed is not None and warm is not None and warm < committed:
+                log.info("warm-up of %s/%d: re-reading offsets %d..%d with alerts held back",
+                         tp[0], tp[1], warm, resume)
+                self.consumer.seek(tp, warm)
+                self._suppress_until[tp] = resume
+            elif resume > (committed or 0):
+                self._suppress_until[tp] = resume
+            self._checkpoints.add(tp, 0, warm if warm is not None else (committed or 0))
+        self.health.assigned = self.consumer.assignment()
+
+    def _on_revoke(self, tps: list[TP]) -> None:
+        with self.lock:
+            self.pipeline.drop_partitions(tps)
+        for tp in tps:
+            self._suppress_until.pop(tp, None)
+            self._checkpoints.drop(tp)
+        self.health.assigned = [tp for tp in self.health.assigned if tp not in tps]
+
+    # -- the loop --
+    def run(self, stop: threading.Event) -> None:
+        log.info("consuming %s as group %r", ", ".join(self.topics), self.cfg.group_id)
+        self.pipeline.alerts.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def step(self) -> int:
+        """One poll-process-commit round; returns the number of messages handled."""
+        try:
+            messages = self.consumer.poll()
+            self.health.last_poll_ok = time.time()
+            self.pipeline.metrics.broker_up.set(1)
+        except KafkaError as e:
+            self.health.last_poll_error = f"{type(e).__name__}: {e}"
+            self.pipeline.metrics.broker_up.set(0)
+            log.warning("poll failed: %s; retrying", self.health.last_poll_error)
+            time.sleep(1.0)
+            return 0
+        if not self.consumer.connected():
+            self.pipeline.metrics.broker_up.set(0)
+        started = time.perf_counter()
+        next_offsets: dict[TP, int] = {}
+        for m in messages:
+            tp = (m.topic, m.partition)
+            if m.offset + 1 > next_offsets.get(tp, -1):
+                next_offsets[tp] = m.offset + 1
+            self.pipeline.metrics.messages_consumed.labels(m.topic).inc()
+        warming = self._warming(next_offsets)
+        with self.lock:
+            if messages:
+                result = self.pipeline.process_messages(messages, deliver=not warming, offsets=next_offsets)
+                self._hand_on(result.dead, result.records)
+            records = []
+            if self._was_warming and not warming:
+                log.info("warm-up complete; reconciling alert state")
+                records = self.pipeline.reconcile(offsets=next_offsets)
+            if not warming:
+                records += self.pipeline.tick()
+            if records:
+                self._hand_on([], records)
+        self._was_warming = warming
+        self.health.warming = sorted(self._suppress_until)
+        self.pipeline.metrics.warming_up.set(1 if warming else 0)
+        if messages:
+            self._commit(next_offsets)
+            self.pipeline.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.on_change()
+        elif records:
+            self.on_change()
+        for (topic, part), lag in self.consumer.lag().items():
+            self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
+        return len(messages)
+
+    def _warming(self, next_offsets: dict[TP, int]) -> bool:
+        for tp, until in list(self._suppress_until.items()):
+            pos = next_offsets.get(tp)
+            if pos is None:
+                pos = self.consumer.position(tp)
+            if pos is not None and pos >= until:
+                del self._suppress_until[tp]
+        return bool(self._suppress_until)
+
+    def _hand_on(self, dead, records: list[AlertRecord]) -> None:
+        """Dead letters and alert records to Kafka, flushed: durable before the offset commit."""
+        if dead:
+            self.dead_letters.send(dead)
+        if records:
+            self.outputs.emit(records)
+        if dead or records:
+            self.producer.flush(timeout=60)
+
+    def _commit(self, next_offsets: dict[TP, int]) -> None:
+        now = self.pipeline.now_ns()
+        meta = {}
+        for tp, off in next_offsets.items():
+            self._checkpoints.add(tp, now, off - 1)
+            meta[tp] = f"warm={self._checkpoints.warm_start(tp, now, off)}"
+        try:
+            self.consumer.commit(next_offsets, meta)
+        except CommitFailedError as e:
+            # the group rebalanced under us: the new owner re-processes from the last commit
+            log.warning("commit failed after a rebalance (%s); the new owner re-reads these offsets", e)
+        except KafkaError as e:
+            log.warning("commit failed (%s); offsets will be committed with the next batch", e)
+
+    def close(self) -> None:
+        self.health.stopping = True
+        try:
+            self.pipeline.alerts.stop(deadline_s=10.0)
+        finally:
+            try:
+                self.producer.flush(timeout=10)
+                self.producer.close(timeout=5)
+            finally:
+                self.consumer.close()
+
+
+def _parse_warm(meta: str) -> int | None:
+    for part in (meta or "").split(";"):
+        if part.startswith("warm="):
+            try:
+                return int(part[5:])
+            except ValueError:
+                return None
+    return None
+
+
+def record_bytes(record: AlertRecord) -> bytes:
+    return encode_record(record)

@@ -13,6 +13,7 @@ import msgspec
 
 from stadtwacht import __version__
 from stadtwacht.config import Config, ConfigError, load_config
+from stadtwacht.errors import StadtwachtError
 from stadtwacht.logs import setup_logging
 
 __all__ = ["main"]
@@ -120,10 +121,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             path = args.districts or geo.districts
             layer = (DistrictLayer.from_file(path, geo.id_column, geo.name_column, geo.metric_crs)
                      if path else DistrictLayer.demo())
-            messages += [f"district layer: {m}" for m in layer.check()]
-            SensorRegistry.from_csv(args.sensors or geo.sensors or None)
+            messages += [f"district layer: {m}" for m in layer.check(geo.overlap_tolerance_m2,
+                                                                      geo.gap_tolerance_m2)]
+            sensors_path = args.sensors or geo.sensors
+            registry = SensorRegistry.from_csv(sensors_path) if sensors_path else SensorRegistry.shipped()
+            messages += [f"sensor registry line {line}: {m}" for line, m in registry.check_districts(layer.ids)]
         except Exception as e:  # report, don't crash: this command exists to find problems
-            messages.append(f"{type(e).__name__}: {e}")
+            messages.append(str(e) if isinstance(e, StadtwachtError) else f"{type(e).__name__}: {e}")
     if messages:
         for m in messages:
             print(m, file=sys.stderr)

@@ -137,16 +137,25 @@ def load_config(path: Path | str | None = None) -> tuple[Config, list[Problem]]:
             rules.append(msgspec.convert(raw, RuleConfig, str_keys=True))
         except msgspec.ValidationError as e:
             problem(*_split_validation(f"rules[{i}]", e))
+    if path is not None:  # file paths in the configuration are relative to the file
+        base = Path(path).resolve().parent
+        geo = sections["geodata"]
+        sections["geodata"] = msgspec.structs.replace(
+            geo, districts=_resolve(base, geo.districts), sensors=_resolve(base, geo.sensors))
     cfg = Config(rules=rules, **sections)
     for key, message in (
         validate_ingest(cfg.kafka, cfg.ingest)
         + validate_detection(cfg.detection, cfg.rules)
-        + validate_geodata(cfg.geodata)
+        + validate_geodata(cfg.geodata, None)
         + validate_alerting(cfg.alerting)
         + _validate_own(cfg)
     ):
         problem(key, message)
     return cfg, problems
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str(base / value) if value and not Path(value).is_absolute() else value
 
 
 def _validate_own(cfg: Config) -> list[tuple[str, str]]:

@@ -65,8 +65,8 @@ class Pipeline:
         districts_path = districts_path or geo.districts
         self.layer = (DistrictLayer.from_file(districts_path, geo.id_column, geo.name_column, geo.metric_crs)
                       if districts_path else DistrictLayer.demo())
-        self.registry = SensorRegistry.from_csv(sensors_path or geo.sensors or None)
-        self.registry.register(self.sensors)
+        sensors_path = sensors_path or geo.sensors
+        self.registry = SensorRegistry.from_csv(sensors_path) if sensors_path else SensorRegistry.shipped()
         self.decoder = ReadingDecoder(
             self.sensors,
             DecodeLimits(cfg.ingest.max_message_bytes, cfg.ingest.max_readings_per_message,
@@ -109,7 +109,7 @@ class Pipeline:
         """Detect, map, roll up and (when ``deliver``) apply to the alert state."""
         result = StepResult(accepted=len(batch))
         if len(batch):
-            self.mapping.update()
+            self.rollup.observe(batch.sensor, batch.quantity)
             det = self.engine.process(batch)
             if det.late.any():
                 result.dead.extend(self._late_letters(batch, det.late, messages))

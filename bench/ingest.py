@@ -1,0 +1,94 @@
+"""Ingest: raw kafka-python consumption vs consumption + strict decode + columnar batching.
+
+Both read the same topic on the same embedded broker, alternately, best of
+three; the ratio is decode+batching throughput over raw throughput (goal:
+decode adds <= 20 % to raw consume time, i.e. ratio >= 0.83).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ingest.decode import RawMessage, ReadingDecoder
+from ingest.sensor_index import SensorIndex
+from stadtwacht.broker import EmbeddedBroker
+
+SENSORS = 2000
+
+
+def _reading(i: int) -> dict:
+    return {"sensor_id": f"sensor-{i % SENSORS}", "time": f"2026-11-26T04:{(i // 60) % 60:02d}:{i % 60:02d}+01:00",
+            "values": {"pm10": float(i % 97), "pm2_5": float(i % 41)}, "lat": 48.7 + (i % 100) * 1e-3,
+            "lon": 9.1 + (i % 77) * 1e-3}
+
+
+def produce(bootstrap: str, topic: str, messages: int, per_message: int) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
+                             max_request_size=8 * 1024 * 1024)
+    n = 0
+    for m in range(messages):
+        if per_message == 1:
+            value = json.dumps(_reading(n)).encode()
+            n += 1
+        else:
+            value = json.dumps([_reading(n + j) for j in range(per_message)]).encode()
+            n += per_message
+        producer.send(topic, key=f"sensor-{m % SENSORS}".encode(), value=value)
+    producer.flush()
+    producer.close()
+    return n
+
+
+def consume(bootstrap: str, topic: str, total_messages: int, decode: bool) -> tuple[float, int]:
+    """Seconds to read every message of the topic (and decode it), and the readings decoded."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
+                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    consumer.assign(parts)
+    for tp in parts:
+        consumer.seek(tp, 0)
+    decoder = ReadingDecoder(SensorIndex())
+    seen = readings = 0
+    started = time.perf_counter()
+    while seen < total_messages:
+        records = consumer.poll(timeout_ms=1000)
+        batch: list[RawMessage] = []
+        for tp, msgs in records.items():
+            seen += len(msgs)
+            if decode:
+                t, p = tp.topic, tp.partition
+                batch.extend(RawMessage(t, p, m.offset, m.key, m.value, m.timestamp) for m in msgs)
+        if decode and batch:
+            readings += len(decoder.decode(batch).batch)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed, readings
+
+
+def run(quick: bool = False) -> list[dict]:
+    figures = []
+    with EmbeddedBroker() as broker:
+        for name, messages, per in (("ingest_single", 20_000 if quick else 100_000, 1),
+                                    ("ingest_batch", 200 if quick else 2_000, 100)):
+            topic = f"bench-{name}"
+            n = produce(broker.bootstrap, topic, messages, per)
+            rows = 2 * n  # two quantities per reading
+            raw, dec = [], []
+            for _ in range(2 if quick else 3):
+                raw.append(consume(broker.bootstrap, topic, messages, decode=False)[0])
+                t, got = consume(broker.bootstrap, topic, messages, decode=True)
+                assert got == rows, (got, rows)
+                dec.append(t)
+            raw_rate, dec_rate = n / min(raw), n / min(dec)
+            figures.append({"name": name, "value": dec_rate, "unit": "readings/s", "baseline_value": raw_rate,
+                            "ratio": dec_rate / raw_rate, "messages": messages, "readings_per_message": per,
+                            "note": "value: consume+decode+batch; baseline: raw kafka-python consume; "
+                                    "each reading carries pm10 and pm2_5"})
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick=True), indent=2))

@@ -1,0 +1,190 @@
+"""District roll-up: per-(sensor, rule) levels to per-(district, hazard, quantity) levels with a quorum.
+
+A district's level for a quantity is the highest level that enough of its sensors agree on: at least
+``min_sensors`` of them at (or above) it, or at least ``min_fraction`` of the district's sensors of that
+quantity (two at least), or one trusted registry sensor (official station, gauge) when configured.
+One faulty citizen sensor therefore cannot raise a district alarm. Sensor-health levels (hazard
+"sensor") are not gated: one faulty sensor puts its district's (district, "sensor", kind) at level 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from detection.events import DetectionBatch, RuleInfo
+from geodata.config import QuorumConfig
+from geodata.districts import DistrictLayer
+from geodata.errors import GeodataError
+from geodata.levels import DistrictLevel
+from geodata.mapping import SensorDistricts
+from ingest.quantities import HAZARD_OF, QUANTITIES
+
+__all__ = ["Rollup"]
+
+
+class Rollup:
+    """Keeps every (sensor, rule) level and emits district levels when they change.
+
+    ``rules[k]`` describes rule index ``k`` of ``DetectionBatch.rule``. Rules on one (hazard, quantity)
+    share one level scale; a sensor's level on it is the max over those rules.
+    """
+
+    def __init__(self, layer: DistrictLayer, districts: SensorDistricts, rules: list[RuleInfo],
+                 quorum: QuorumConfig) -> None:
+        self.layer = layer
+        self.districts = districts
+        self.rules = list(rules)
+        self.quorum = quorum
+        self.scales: list[tuple[str, str]] = []  # (hazard, quantity)
+        scale_of: dict[tuple[str, str], int] = {}
+        self._scale_of_rule = np.empty(len(rules), dtype=np.int64)
+        for k, r in enumerate(rules):
+            key = (r.hazard, r.quantity)
+            if key not in scale_of:
+                scale_of[key] = len(self.scales)
+                self.scales.append(key)
+            self._scale_of_rule[k] = scale_of[key]
+        self._rules_of_scale = [np.flatnonzero(self._scale_of_rule == s) for s in range(len(self.scales))]
+        self._gated = [h != "sensor" for h, _ in self.scales]
+        # quantity code -> scale of (its hazard, quantity), -1 when no rule watches it
+        self._scale_of_quantity = np.array([scale_of.get((HAZARD_OF[q], q), -1) for q in QUANTITIES])
+        cap = max(len(districts.sensors), 64)
+        n_rules = max(len(rules), 1)
+        self._level = np.zeros((cap, n_rules), dtype=np.int8)
+        self._value = np.zeros((cap, n_rules))
+        self._threshold = np.zeros((cap, n_rules))
+        self._time = np.zeros((cap, n_rules), dtype=np.int64)
+        self._seen = np.zeros((cap, max(len(self.scales), 1)), dtype=bool)
+        self._state: dict[tuple[int, int], DistrictLevel] = {}
+        self._version = -1
+
+    def _grow(self, n: int) -> None:
+        cap = self._level.shape[0]
+        if n <= cap:
+            return
+        new = max(n, 2 * cap)
+        for name in ("_level", "_value", "_threshold", "_time", "_seen"):
+            a = getattr(self, name)
+            b = np.zeros((new, a.shape[1]), dtype=a.dtype)
+            b[:cap] = a
+            setattr(self, name, b)
+
+    def observe(self, sensor: np.ndarray, quantity: np.ndarray) -> None:
+        """Note which sensors measure which quantities (the denominator of ``min_fraction``).
+
+        Feed it the readings (``ReadingBatch.sensor``, ``.quantity``); without it a sensor counts for
+        a quantity once it had an event on it.
+        """
+        sensor = np.asarray(sensor, dtype=np.int64)
+        self._grow(int(sensor.max()) + 1 if sensor.size else 0)
+        scale = self._scale_of_quantity[np.asarray(quantity, dtype=np.int64)]
+        ok = scale >= 0
+        self._seen[sensor[ok], scale[ok]] = True
+
+    def apply(self, events: DetectionBatch) -> list[DistrictLevel]:
+        """Take level transitions; the district levels that changed (level 0 = back to normal)."""
+        self.districts.update()
+        self._grow(len(self.districts.sensors))
+        keys: set[tuple[int, int]] = set()
+        if len(events):
+            rule = events.rule.astype(np.int64)
+            if rule.min() < 0 or rule.max() >= len(self.rules):
+                raise GeodataError(f"event rule index outside the {len(self.rules)} rules given to Rollup")
+            sensor = events.sensor.astype(np.int64)
+            self._grow(int(sensor.max()) + 1)
+            # the last transition of each (sensor, rule) in the batch wins
+            flat = sensor * len(self.rules) + rule
+            _, last_rev = np.unique(flat[::-1], return_index=True)
+            last = len(flat) - 1 - last_rev
+            s, r = sensor[last], rule[last]
+            self._level[s, r] = events.level[last]
+            self._value[s, r] = events.value[last]
+            self._threshold[s, r] = events.threshold[last]
+            self._time[s, r] = events.time[last]
+            scale = self._scale_of_rule[r]
+            self._seen[s, scale] = True
+            for si, sc in set(zip(s.tolist(), scale.tolist(), strict=True)):
+                for d in self.districts.districts_of(np.array([si])).tolist():
+                    keys.add((d, sc))
+        if self.districts.version != self._version:  # sensors were (re)mapped: recheck every key
+            self._version = self.districts.version
+            keys.update((d, sc) for d in range(len(self.layer)) for sc in range(len(self.scales)))
+        return self._recompute(keys)
+
+    def reset_sensors(self, mask: np.ndarray) -> list[DistrictLevel]:
+        """Forget the levels of some sensors (boolean mask or indices, e.g. a revoked partition).
+
+        Returns the district levels that changed as a result; callers may drop them when another
+        process now owns those sensors.
+        """
+        mask = np.asarray(mask)
+        idx = np.flatnonzero(mask) if mask.dtype == bool else mask.astype(np.int64)
+        idx = idx[idx < self._level.shape[0]]
+        self._level[idx] = 0
+        districts = self.districts.districts_of(idx).tolist()
+        return self._recompute({(d, sc) for d in districts for sc in range(len(self.scales))})
+
+    def current(self) -> list[DistrictLevel]:
+        """Every (district, hazard, quantity) at level >= 1 (to reconcile alert state after a restart)."""
+        return [dl for _, dl in sorted(self._state.items()) if dl.level >= 1]
+
+    def _recompute(self, keys: set[tuple[int, int]]) -> list[DistrictLevel]:
+        changed = []
+        for d, sc in sorted(keys):
+            new = self._evaluate(d, sc)
+            old = self._state.get((d, sc))
+            if new is None:
+                continue
+            if (old.level if old else 0) != new.level:
+                changed.append(new)
+            self._state[(d, sc)] = new
+        return changed
+
+    def _evaluate(self, d: int, sc: int) -> DistrictLevel | None:
+        """The level of one district on one scale, or None when no sensor of it ever had an event."""
+        sens = self.districts.sensors_of(d).astype(np.int64)
+        rules = self._rules_of_scale[sc]
+        old = self._state.get((d, sc))
+        lv = self._level[np.ix_(sens, rules)]
+        times = self._time[np.ix_(sens, rules)]
+        if not (times > 0).any():  # no sensor left with an event on this scale
+            return None if old is None else replace(old, level=0, sensors=(), level_name=(
+                self.rules[int(rules[0])].level_names[0]))
+        per_sensor = lv.max(axis=1)
+        level = 0
+        if per_sensor.max() > 0:
+            if not self._gated[sc]:
+                level = int(per_sensor.max())
+            else:
+                q = self.quorum
+                total = int(self._seen[sens, sc].sum())
+                trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
+                for cand in sorted(set(per_sensor[per_sensor > 0].tolist()), reverse=True):
+                    at = per_sensor >= cand
+                    n_at = int(at.sum())
+                    if ((trusted & at).any() or n_at >= q.min_sensors
+                            or (n_at >= 2 and n_at >= q.min_fraction * total)):
+                        level = cand
+                        break
+        if level > 0:
+            contrib = np.flatnonzero(per_sensor >= level)
+            best = contrib[np.lexsort((self._value[sens[contrib], rules[lv[contrib].argmax(axis=1)]],
+                                       per_sensor[contrib]))[-1]]
+            ids = tuple(self.districts.sensors.ids(sens[contrib]))
+        else:
+            flat = int(np.argmax(times))  # the latest event decides what "back to normal" shows
+            best = flat // rules.size
+            ids = ()
+        rk = int(rules[int(lv[best].argmax())]) if level > 0 else int(rules[int(np.argmax(times[best]))])
+        info = self.rules[rk]
+        hazard, quantity = self.scales[sc]
+        s = int(sens[best])
+        return DistrictLevel(
+            district=self.layer.ids[d], district_name=self.layer.names[d], hazard=hazard, quantity=quantity,
+            rule=info.name, level=level,
+            level_name=info.level_names[level] if level < len(info.level_names) else str(level),
+            value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
+            sensors=ids, time_ns=int(times.max()), approximate=self.layer.approximate)
+

@@ -1,0 +1,88 @@
+"""Static checks of deploy/Dockerfile and the build context filter (.dockerignore at the repo root)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _one(name: str) -> str:
+    values = [rest for word, rest in _instructions() if word == name]
+    assert len(values) == 1, f"{name}: {values}"
+    return values[0]
+
+
+def test_base_image_is_slim_python_311_pinned_by_patch_version():
+    args = dict(rest.split("=", 1) for word, rest in _instructions() if word == "ARG" and "=" in rest)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-(bookworm|trixie)", args["PYTHON_IMAGE"])
+    stages = [rest for word, rest in _instructions() if word == "FROM"]
+    assert len(stages) >= 2, "multi-stage build expected"
+    assert all(s.startswith("${PYTHON_IMAGE}") for s in stages)
+
+
+def test_runtime_runs_as_unprivileged_numeric_user():
+    user = _one("USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000
+    # the user directive comes after the last FROM: it applies to the runtime stage
+    words = [w for w, _ in _instructions()]
+    assert len(words) - 1 - words[::-1].index("USER") > len(words) - 1 - words[::-1].index("FROM")
+
+
+def test_port_healthcheck_entrypoint_and_command():
+    assert _one("EXPOSE") == "9108"
+    health = _one("HEALTHCHECK")
+    assert "/healthz" in health and '"python"' in health and "curl" not in health
+    assert json.loads(_one("ENTRYPOINT")) == ["stadtwacht"]
+    assert json.loads(_one("CMD")) == ["run", "--config", "/etc/stadtwacht/stadtwacht.toml"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert "stadtwacht" in scripts
+
+
+def test_copied_sources_exist_in_the_context():
+    for word, rest in _instructions():
+        if word == "COPY" and "--from" not in rest:
+            for source in rest.split()[:-1]:
+                assert (ROOT / source).exists(), source
+
+
+def _ignored(name: str, patterns: list[str]) -> bool:
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        p = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name, p.removeprefix("**/")):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_the_package_and_drops_the_rest():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for needed in ["pyproject.toml", project["project"]["readme"], *packages]:
+        assert not _ignored(needed, patterns), f"{needed} is needed by pip install but ignored"
+    for dropped in [".git", ".venv", "tests", "channels.env", "deploy/config/channels.env"]:
+        assert _ignored(dropped, patterns), f"{dropped} must stay out of the build context"

@@ -1,0 +1,191 @@
+"""A real Apache Kafka broker (one KRaft node on 127.0.0.1) for tests, run by deploy/kafka/apache-kafka.sh."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = ["SCRIPT", "ApacheKafka", "ApacheKafkaError", "free_port"]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "apache-kafka.sh"
+RESOLVE_TIMEOUT_S = 900.0
+STOP_TIMEOUT_S = 60.0
+MIN_JAVA = 17
+START_ATTEMPTS = 3
+
+
+class ApacheKafkaError(RuntimeError):
+    """The broker script failed; carries the command, its exit status and its output."""
+
+    def __init__(self, command: list[str], returncode: int | None, output: str) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.output = output
+        super().__init__(f"{' '.join(command)} exited with {returncode}:\n{output[-4000:]}")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run(args: list[str], timeout: float) -> str:
+    """Run the broker script and return its combined output, raising ApacheKafkaError on failure."""
+    command = ["bash", str(SCRIPT), *args]
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "PYTHON": sys.executable},  # runs the script's readiness probe
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        raise ApacheKafkaError(command, None, f"timed out after {timeout}s\n{output}") from exc
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise ApacheKafkaError(command, done.returncode, output)
+    return output
+
+
+def _java_major(java: str) -> int | None:
+    """Return the major version of `java -version`, or None when it cannot be read."""
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+class ApacheKafka:
+    """One Apache Kafka broker in `workdir`, listening on 127.0.0.1 (TLS with a throwaway CA when asked)."""
+
+    def __init__(self, workdir: Path, port: int | None = None, tls: bool = False) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.tls = tls
+        self._fixed_port = port
+        self.port: int = port if port is not None else free_port()
+        self._running = False
+
+    @staticmethod
+    def available(tls: bool = False) -> tuple[bool, str]:
+        """Tell whether this machine can run the broker: (True, "") or (False, why not)."""
+        java = os.environ.get("JAVA", "java")
+        if shutil.which(java) is None:
+            return False, f"Apache Kafka tests need a Java {MIN_JAVA}+ runtime ('{java}' not on PATH)"
+        major = _java_major(java)
+        if major is None or major < MIN_JAVA:
+            return False, f"Apache Kafka 4.x needs Java {MIN_JAVA}+, '{java}' reports {major}"
+        if shutil.which("mvn") is None:
+            return False, "Apache Kafka tests need Maven ('mvn' not on PATH) to fetch the broker jars"
+        if shutil.which("bash") is None or not SCRIPT.is_file():
+            return False, f"missing bash or {SCRIPT}"
+        if tls and shutil.which("openssl") is None:
+            return False, "Apache Kafka TLS tests need 'openssl' on PATH to make a throwaway CA"
+        return True, ""
+
+    @staticmethod
+    def resolve(timeout: float = RESOLVE_TIMEOUT_S) -> None:
+        """Download the broker jars once (no-op when cached)."""
+        _run(["resolve"], timeout)
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap server string for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_cafile(self) -> Path | None:
+        """CA bundle that signed the broker certificate (None without TLS)."""
+        return self.workdir / "ca.pem" if self.tls else None
+
+    @property
+    def ssl_certfile(self) -> Path | None:
+        """Client certificate signed by the same CA (the broker requests but does not require it)."""
+        return self.workdir / "client.pem" if self.tls else None
+
+    @property
+    def ssl_keyfile(self) -> Path | None:
+        """Private key of `ssl_certfile`."""
+        return self.workdir / "client-key.pem" if self.tls else None
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's log4j log."""
+        return self.workdir / "logs" / "server.log"
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments that reach this broker."""
+        if not self.tls:
+            return {"bootstrap_servers": self.bootstrap}
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SSL",
+            "ssl_cafile": str(self.ssl_cafile),
+        }
+
+    def start(self, timeout: float = 120) -> ApacheKafka:
+        """Resolve the jars if needed, start the broker and wait until it answers metadata."""
+        if self._running:
+            return self
+        self.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self._fixed_port is not None else START_ATTEMPTS
+        for attempt in range(attempts):
+            controller_port = free_port()
+            while controller_port == self.port:
+                controller_port = free_port()
+            args = ["start", "--dir", str(self.workdir), "--port", str(self.port)]
+            args += ["--controller-port", str(controller_port), "--timeout", str(timeout)]
+            if self.tls:
+                args.append("--tls")
+            try:
+                _run(args, timeout + 60)
+            except ApacheKafkaError as exc:
+                _run(["stop", "--dir", str(self.workdir)], STOP_TIMEOUT_S)
+                # A port picked by free_port() may have been taken meanwhile: pick another and retry.
+                if attempt + 1 == attempts or "already in use" not in exc.output:
+                    raise
+                self.port = free_port()
+                continue
+            break
+        self._running = True
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (waits until the process is gone); safe to call twice."""
+        if not self._running:
+            return
+        self._running = False
+        atexit.unregister(self.stop)
+        _run(["stop", "--dir", str(self.workdir)], STOP_TIMEOUT_S)
+
+    def __enter__(self) -> ApacheKafka:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        scheme = "SSL" if self.tls else "PLAINTEXT"
+        return f"ApacheKafka({scheme}://{self.bootstrap}, workdir={str(self.workdir)!r})"

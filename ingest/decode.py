@@ -13,7 +13,8 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import Annotated
 
 import msgspec
@@ -33,14 +34,17 @@ _valid_sensor_id = re.compile(SENSOR_ID_PATTERN).match
 AwareTime = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
 
 
+_NAN = float("nan")
+
+
 class Reading(msgspec.Struct, forbid_unknown_fields=True):
     """One reading as sensor feeds send it (the documented reading contract)."""
 
     sensor_id: str  # checked against SENSOR_ID_PATTERN once per new sensor
     time: AwareTime
     values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
-    lat: float | None = None
-    lon: float | None = None
+    lat: float = _NAN  # optional; sensors missing from the registry need both
+    lon: float = _NAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +165,18 @@ class ReadingDecoder:
                 elem_of: list[int], dead: list[DeadLetter]) -> Decoded:
         if not readings:
             return Decoded(ReadingBatch.empty(), dead)
-        values = [r.values for r in readings]
-        per = np.fromiter(map(len, values), dtype=np.int64, count=len(readings))
+        count = len(readings)
+        values = list(map(_get_values, readings))
+        per = np.fromiter(map(len, values), dtype=np.int64, count=count)
         n = int(per.sum())
-        qcode = QUANTITY_CODE
-        quantity = np.fromiter((qcode.get(q, 255) for d in values for q in d), dtype=np.uint8, count=n)
-        value = np.fromiter(chain.from_iterable(d.values() for d in values), dtype=np.float64, count=n)
-        ts = np.fromiter(map(_timestamp, [r.time for r in readings]), dtype=np.float64, count=len(readings))
+        keys = list(chain.from_iterable(values))
+        quantity = np.array(list(map(_QCODE_GET, keys, repeat(255, n))), dtype=np.uint8)
+        value = np.array(list(chain.from_iterable(map(dict.values, values))), dtype=np.float64)
+        ts = np.array(list(map(_timestamp, map(_get_time, readings))), dtype=np.float64)
         time_ns = np.repeat((ts * 1e6).round().astype(np.int64) * 1000, per)
         message = np.repeat(np.asarray(msg_of, dtype=np.int32), per)
         element = np.repeat(np.asarray(elem_of, dtype=np.int32), per)
-        rsensor = self.sensors.lookup([r.sensor_id for r in readings], _valid_sensor_id)
+        rsensor = self.sensors.lookup(list(map(_get_sensor, readings)), _valid_sensor_id)
         sensor = np.repeat(rsensor, per)
         first_row = np.cumsum(per) - per  # a reading's first row
 
@@ -183,11 +188,11 @@ class ReadingDecoder:
         reason[(reason == 0) & ~np.isfinite(value)] = 2
         reason[(reason == 0) & ((value < PHYSICAL_MIN[qi]) | (value > PHYSICAL_MAX[qi]))] = 3
         reason[(reason == 0) & (time_ns > self._clock_ns() + self.limits.max_future_ns)] = 4
-        with_pos = [i for i, r in enumerate(readings) if r.lat is not None or r.lon is not None]
-        if with_pos:
-            ri = np.asarray(with_pos, dtype=np.int64)
-            lat = np.array([_nan_if_none(readings[i].lat) for i in with_pos])
-            lon = np.array([_nan_if_none(readings[i].lon) for i in with_pos])
+        all_lat = np.array(list(map(_get_lat, readings)), dtype=np.float64)
+        all_lon = np.array(list(map(_get_lon, readings)), dtype=np.float64)
+        ri = np.flatnonzero(~(np.isnan(all_lat) & np.isnan(all_lon)))  # readings that carry a position
+        if ri.size:
+            lat, lon = all_lat[ri], all_lon[ri]
             bad = ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
             if bad.any():
                 rows = np.repeat(first_row[ri[bad]], per[ri[bad]]) + _ranks(per[ri[bad]])
@@ -241,10 +246,6 @@ def _row_detail(code: int, s: str, q: int, v: float) -> str:
     return f"sensor {s!r} is not in the registry and the reading has no lat/lon"
 
 
-def _nan_if_none(x: float | None) -> float:
-    return float("nan") if x is None else x
-
-
 def _ranks(counts: np.ndarray) -> np.ndarray:
     """0..c-1 for each count c, concatenated."""
     total = int(counts.sum())
@@ -252,6 +253,12 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
 
 
 _timestamp = _dt.datetime.timestamp
+_QCODE_GET = QUANTITY_CODE.get
+_get_values = attrgetter("values")
+_get_time = attrgetter("time")
+_get_sensor = attrgetter("sensor_id")
+_get_lat = attrgetter("lat")
+_get_lon = attrgetter("lon")
 
 
 def _dl(msg: RawMessage, reason: str, detail: str, element: int | None = None,

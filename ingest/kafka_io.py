@@ -77,7 +77,9 @@ class ReadingConsumer:
     """One member of the consumer group reading the sensor topics.
 
     ``on_assign``/``on_revoke`` are called from inside :meth:`poll` during a
-    rebalance with lists of (topic, partition).
+    rebalance with lists of (topic, partition); kafka-python 3 runs them on
+    its IO thread, so they must not block (no ``committed()``/``seek()`` there:
+    note the partitions and act after ``poll`` returns).
     """
 
     def __init__(self, cfg: KafkaConfig, bootstrap: str, topics: Iterable[str],
@@ -156,7 +158,10 @@ class ReadingConsumer:
     def connected(self) -> bool:
         """True when the client holds a live connection to some broker."""
         client = self._consumer._client
-        return any(conn.connected() for conn in list(client._conns.values()))
+        try:
+            return any(client.connected(b.nodeId) for b in client.cluster.brokers())
+        except Exception:  # a client-internal hiccup is reported as 'not connected', never raised
+            return False
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

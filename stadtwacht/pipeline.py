@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from alerting.config import AlertingConfig, ChannelConfig, RouteConfig
 from alerting.record import AlertRecord
 from alerting.service import AlertService
 from detection.engine import DetectionEngine
@@ -49,6 +51,17 @@ class StepResult:
     detections: int = 0
 
 
+def with_extra_channels(alerting: AlertingConfig, urls: Iterable[str]) -> AlertingConfig:
+    """Channels given on the command line (--notify) receive every alert event, whatever the routes."""
+    urls = list(urls)
+    if not urls:
+        return alerting
+    extra = [ChannelConfig(name=f"notify-{i + 1}", url=url, tags=["--notify"]) for i, url in enumerate(urls)]
+    route = RouteConfig(min_level=1, tags=["--notify"], continue_=True)
+    return msgspec.structs.replace(alerting, channels=[*alerting.channels, *extra],
+                                   routes=[route, *alerting.routes] if alerting.routes else [])
+
+
 class Pipeline:
     """All stages of one stadtwacht process, with their state."""
 
@@ -79,8 +92,8 @@ class Pipeline:
         self.rollup = Rollup(self.layer, self.mapping, self.engine.rule_info, geo.quorum)
         state_dir.mkdir(parents=True, exist_ok=True)
         names = dict(zip(self.layer.ids, self.layer.names, strict=True))
-        self.alerts = AlertService(cfg.alerting, state_dir, names, registry, clock=alert_clock_ns or clock_ns,
-                                   exercise=exercise, extra_urls=list(extra_channels))
+        self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
+                                   clock=alert_clock_ns or clock_ns, exercise=exercise)
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
         self.exercise = exercise
         self.cap_dir: Path | None = Path(cfg.state.cap_dir) if cfg.state.cap_dir else state_dir / "cap"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from kafka.errors import CommitFailedError, KafkaError
 
 from alerting.record import AlertRecord, encode_record
+from ingest.decode import RawMessage
 from ingest.kafka_io import DeadLetterSink, ReadingConsumer, make_producer
 from stadtwacht.durations import parse_duration
 from stadtwacht.outputs import AlertOutputs
@@ -93,6 +94,8 @@ class Runner:
         self.lock = threading.RLock()
         self.topics = topics or [*self.cfg.topics, *self.cfg.community_topics]
         self._suppress_until: dict[TP, int] = {}
+        self._new_partitions: list[TP] = []
+        self._revoked: list[TP] = []
         self._checkpoints = _Checkpoints(warmup_horizon_ns(pipeline))
         self._was_warming = False
         self.producer = make_producer(self.cfg, bootstrap)
@@ -101,10 +104,32 @@ class Runner:
         self.consumer = ReadingConsumer(self.cfg, bootstrap, self.topics, on_assign=self._on_assign,
                                         on_revoke=self._on_revoke)
 
-    # -- rebalance callbacks (inside poll) --
+    # -- rebalance callbacks (on kafka-python's IO thread, inside poll: must not block) --
     def _on_assign(self, tps: list[TP]) -> None:
+        self._new_partitions.extend(tps)
+
+    def _on_revoke(self, tps: list[TP]) -> None:
+        self._revoked.extend(tps)
+
+    def _settle_rebalance(self, messages: list[RawMessage]) -> list[RawMessage]:
+        """Act on a rebalance after poll: drop revoked state; set up warm-up of new partitions.
+
+        Records the same poll already returned for a partition that needs a
+        warm-up are discarded (not processed, not committed): the seek re-reads them.
+        """
+        if self._revoked:
+            revoked, self._revoked = self._revoked, []
+            with self.lock:
+                self.pipeline.drop_partitions(revoked)
+            for tp in revoked:
+                self._suppress_until.pop(tp, None)
+                self._checkpoints.drop(tp)
+        if not self._new_partitions:
+            return messages
+        new, self._new_partitions = self._new_partitions, []
         applied = self.pipeline.alerts.applied_offsets()
-        for tp in tps:
+        rewound: set[TP] = set()
+        for tp in new:
             committed, meta = self.consumer.committed(tp)
             resume = max(committed or 0, applied.get(tp, 0))
             warm = _parse_warm(meta)
@@ -112,19 +137,15 @@ class Runner:
                 log.info("warm-up of %s/%d: re-reading offsets %d..%d with alerts held back",
                          tp[0], tp[1], warm, resume)
                 self.consumer.seek(tp, warm)
+                rewound.add(tp)
                 self._suppress_until[tp] = resume
             elif resume > (committed or 0):
                 self._suppress_until[tp] = resume
             self._checkpoints.add(tp, 0, warm if warm is not None else (committed or 0))
         self.health.assigned = self.consumer.assignment()
-
-    def _on_revoke(self, tps: list[TP]) -> None:
-        with self.lock:
-            self.pipeline.drop_partitions(tps)
-        for tp in tps:
-            self._suppress_until.pop(tp, None)
-            self._checkpoints.drop(tp)
-        self.health.assigned = [tp for tp in self.health.assigned if tp not in tps]
+        if not rewound:
+            return messages
+        return [m for m in messages if (m.topic, m.partition) not in rewound]
 
     # -- the loop --
     def run(self, stop: threading.Event) -> None:
@@ -142,6 +163,7 @@ class Runner:
             messages = self.consumer.poll()
             self.health.last_poll_ok = time.time()
             self.pipeline.metrics.broker_up.set(1)
+            messages = self._settle_rebalance(messages)
         except KafkaError as e:
             self.health.last_poll_error = f"{type(e).__name__}: {e}"
             self.pipeline.metrics.broker_up.set(0)

@@ -35,7 +35,7 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
         "exercise": pipeline.exercise,
         "approximate": bool(pipeline.layer.approximate),
         "language": language,
-        "districts": pipeline.layer.geojson(levels),
+        "districts": pipeline.layer.geojson({d: {"levels": lv} for d, lv in levels.items()}),
         "alerts": alerts,
         "timeline": timeline,
         "sensor_health": sorted(health, key=lambda h: (h["district"], h["sensor_id"])),

@@ -322,7 +322,8 @@ def winter_inversion(start_ns: int, story_ns: int, shared_dir: Path | None = Non
 
     With ``shared_dir`` holding the sensor.community archive, the archive sensors reporting in its worst
     30 h (10-11 Nov 2020: 2700, 10963, 13083, 28589, 33882; 13083 stuck near 190 as in reality) replay
-    their real readings; the others, and all of them without the archive, are synthetic (13083 stuck). The synthetic sensors of the inner districts follow the
+    their real readings; the others, and all of them without the archive, are synthetic (13083 stuck).
+    The synthetic sensors of the inner districts follow the
     inversion curve; LUBW NO2 1-h means rise above 200 µg/m³ at Am Neckartor, Arnulf-Klett-Platz and
     Hohenheimer Straße (39. BImSchV limit value).
     """

@@ -120,6 +120,7 @@
     $("lang-toggle").textContent = lang === "de" ? "EN" : "DE";
     $("lang-toggle").setAttribute("aria-label", lang === "de" ? "Switch to English" : "Auf Deutsch umschalten");
     $("attribution").textContent = t("attribution");
+    setConn($("conn").dataset.state);
     document.title = "stadtwacht – " + t("title");
     if (state) render();
   }
@@ -256,9 +257,10 @@
       const badge = el("span", { className: "badge" + (idx === 4 ? " hatch" : "") }, al.level);
       badge.style.background = SCALE[idx]; badge.style.color = TEXT_ON[idx];
       const lvl = el("td", { className: "level" });
-      lvl.append(badge, el("span", { className: "level-name" }, " " + (al.level_name || "")));
+      lvl.append(badge);
       const what = el("td", {});
-      what.append(el("strong", {}, t("hz_" + al.hazard) + " "), el("span", {}, quantityName(al.quantity)));
+      what.append(el("strong", {}, t("hz_" + al.hazard) + " "), el("span", {}, quantityName(al.quantity)),
+        el("span", { className: "level-name" }, al.level_name || ""));
       const names = (al.district_names && al.district_names.length ? al.district_names : al.districts) || [];
       const val = el("td", { className: "value" });
       const unit = al.hazard === "sensor" ? "" : " " + (UNITS[al.quantity] || "");
@@ -428,6 +430,7 @@
       store.setItem("stadtwacht.operator", $("login-operator").value.trim());
       store.setItem("stadtwacht.token", $("login-token").value);
       $("login-token").value = "";
+      showError("");
       renderLogin();
       if (state) renderAlerts();
     });

@@ -1,0 +1,136 @@
+"""Framework-free HTTP handlers for acknowledgement, alert lists and silences (bearer-token protected)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import msgspec
+
+from alerting.errors import UnknownAlertError
+from alerting.record import AlertRecord
+from alerting.service import AlertService
+from stadtwacht.durations import parse_duration
+
+__all__ = ["MAX_BODY", "AlertApi"]
+
+MAX_BODY = 64 * 1024
+
+_ACK = re.compile(r"^/api/alerts/([A-Za-z0-9_.-]{1,80})/ack$")
+_SILENCE = re.compile(r"^/api/silences/([A-Za-z0-9_.-]{1,80})$")
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+class _AckBody(msgspec.Struct, forbid_unknown_fields=True):
+    operator: str
+
+
+class _SilenceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    districts: list[str] = []
+    sensors: list[str] = []
+    hazard: str = ""
+    duration: str = ""  # e.g. "2h"; empty = until removed
+    comment: str = ""
+    created_by: str = ""
+
+
+def _json(status: int, obj: Any) -> Response:
+    body = json.dumps(obj, ensure_ascii=False, default=str).encode()
+    return status, {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"}, body
+
+
+def _record(r: AlertRecord) -> dict[str, Any]:
+    return msgspec.to_builtins(r)
+
+
+class AlertApi:
+    """Routes `/api/alerts...` and `/api/silences...`; the lead's HTTP server passes requests through."""
+
+    def __init__(self, service: AlertService, token: str, *, lock: AbstractContextManager | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        # An empty token is allowed (the lead logs a warning): every request then answers 401.
+        self._service = service
+        self._token = token.encode()
+        self._lock = lock if lock is not None else nullcontext()
+        self._on_change = on_change
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, given = value.partition(" ")
+        # compare_digest on equal-length digests would hide the length too; the token length is not secret.
+        return (bool(self._token) and scheme.lower() == "bearer"
+                and hmac.compare_digest(given.strip().encode(), self._token))
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        """One request -> (status, headers, JSON body); never raises for client errors."""
+        path, _, query = path.partition("?")
+        if not self._authorized(headers):
+            status, h, b = _json(401, {"error": "unauthorized"})
+            return status, {**h, "WWW-Authenticate": 'Bearer realm="stadtwacht"'}, b
+        if len(body) > MAX_BODY:
+            return _json(413, {"error": f"request body larger than {MAX_BODY} bytes"})
+        try:
+            with self._lock:
+                status, h, b = self._route(method.upper(), path, query, body)
+            if self._on_change is not None and method.upper() in ("POST", "DELETE") and status < 300:
+                self._on_change()
+            return status, h, b
+        except msgspec.ValidationError as exc:
+            return _json(400, {"error": f"invalid request: {exc}"})
+        except msgspec.DecodeError:
+            return _json(400, {"error": "invalid JSON"})
+        except UnknownAlertError as exc:
+            return _json(404, {"error": f"unknown id {exc.ident!r}"})
+
+    def _route(self, method: str, path: str, query: str, body: bytes) -> Response:
+        if path == "/api/alerts":
+            if method != "GET":
+                return _json(405, {"error": "method not allowed"})
+            return _json(200, {"alerts": self._service.active()})
+        if path == "/api/alerts/history":
+            if method != "GET":
+                return _json(405, {"error": "method not allowed"})
+            limit = 100
+            for part in query.split("&"):
+                k, _, v = part.partition("=")
+                if k == "limit" and v.isdigit():
+                    limit = min(int(v), 1000)
+            return _json(200, {"events": [_record(r) for r in self._service.history(limit)]})
+        m = _ACK.match(path)
+        if m:
+            if method != "POST":
+                return _json(405, {"error": "method not allowed"})
+            ack = msgspec.json.decode(body, type=_AckBody)
+            if not ack.operator.strip():
+                return _json(400, {"error": "operator is required"})
+            return _json(200, {"alert": self._service.ack(m.group(1), ack.operator)})
+        if path == "/api/silences":
+            if method == "GET":
+                return _json(200, {"silences": self._service.silences()})
+            if method == "POST":
+                s = msgspec.json.decode(body, type=_SilenceBody)
+                if s.hazard not in ("", "flood", "air", "sensor"):
+                    return _json(400, {"error": "unknown hazard"})
+                ends = 0
+                if s.duration:
+                    try:
+                        ends = self._service.now_ns() + parse_duration(s.duration)
+                    except ValueError as exc:
+                        return _json(400, {"error": str(exc)})
+                sil = self._service.silence(districts=s.districts, sensors=s.sensors, hazard=s.hazard,
+                                            ends_ns=ends, comment=s.comment, created_by=s.created_by)
+                return _json(201, {"silence": sil})
+            return _json(405, {"error": "method not allowed"})
+        m = _SILENCE.match(path)
+        if m:
+            if method != "DELETE":
+                return _json(405, {"error": "method not allowed"})
+            if not self._service.unsilence(m.group(1)):
+                raise UnknownAlertError(m.group(1))
+            return _json(200, {"deleted": m.group(1)})
+        return _json(404, {"error": "not found"})

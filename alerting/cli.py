@@ -1,0 +1,64 @@
+"""`stadtwacht silence list|add|remove`: edit silences in a state directory (a running service picks them up)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+
+from alerting.config import AlertingConfig
+from alerting.episodes import rfc3339
+from alerting.recovery import open_store
+from alerting.store import Silence
+from alerting.templates import clean
+from stadtwacht.durations import parse_duration
+
+__all__ = ["silence_command"]
+
+
+def silence_command(cfg: AlertingConfig, args: argparse.Namespace) -> int:
+    """Run one silence action; prints JSON; exit code 0 on success, 2 on a usage error, 1 if not found."""
+    store, _ = open_store(args.state_dir)
+    try:
+        if args.action == "list":
+            for s in store.silences():
+                print(json.dumps({"id": s.id, "districts": list(s.districts), "sensors": list(s.sensors),
+                                  "hazard": s.hazard, "starts": rfc3339(s.starts_ns),
+                                  "ends": rfc3339(s.ends_ns) if s.ends_ns else None, "comment": s.comment,
+                                  "created_by": s.created_by, "source": s.source}, ensure_ascii=False))
+            return 0
+        if args.action == "add":
+            if not (args.district or args.sensor):
+                print("silence add: give --district or --sensor", file=sys.stderr)
+                return 2
+            try:
+                duration = parse_duration(args.duration) if args.duration else 0
+            except ValueError as exc:
+                print(f"silence add: {exc}", file=sys.stderr)
+                return 2
+            now = time.time_ns()
+            s = Silence(id=uuid.uuid4().hex[:12], districts=(args.district,) if args.district else (),
+                        sensors=(args.sensor,) if args.sensor else (), hazard="", starts_ns=now,
+                        ends_ns=now + duration if duration else 0, comment=clean(args.comment, 500),
+                        created_by=clean(args.operator, 100), source="cli")
+            with store.transaction():
+                store.put_silence(s)
+            print(json.dumps({"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}))
+            return 0
+        if args.action == "remove":
+            if not args.id:
+                print("silence remove: give --id", file=sys.stderr)
+                return 2
+            with store.transaction():
+                ok = store.delete_silence(args.id)
+            if not ok:
+                print(f"silence remove: no silence {args.id!r}", file=sys.stderr)
+                return 1
+            print(json.dumps({"deleted": args.id}))
+            return 0
+        print(f"unknown action {args.action!r}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()

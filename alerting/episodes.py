@@ -1,0 +1,92 @@
+"""Alert episodes: the pure state machine turning district-level changes into firing/update/resolved events."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from alerting.record import AlertRecord
+from geodata.levels import DistrictLevel
+
+__all__ = ["Episode", "EpisodeKey", "alert_id_for", "rfc3339", "step"]
+
+EpisodeKey = tuple[str, str, str]  # (district, hazard, quantity)
+
+
+def rfc3339(ns: int) -> str:
+    """RFC 3339 UTC time with an explicit +00:00 offset and millisecond precision."""
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def alert_id_for(key: EpisodeKey, started_ns: int) -> str:
+    """Stable episode id: a short hash of the key and the start time (same input, same id after a replay)."""
+    h = hashlib.sha256("\x1f".join([*key, str(started_ns)]).encode()).hexdigest()
+    return f"{key[1]}-{h[:12]}"
+
+
+@dataclass(slots=True)
+class Episode:
+    """One active alert episode of a (district, hazard, quantity) plus its notification bookkeeping."""
+
+    alert_id: str
+    district: str
+    district_name: str
+    hazard: str
+    quantity: str
+    level: int
+    level_name: str
+    seq: int
+    started_ns: int
+    last_ns: int
+    value: float
+    threshold: float
+    rule: str
+    sensors: tuple[str, ...]
+    prev_level: int = 0  # level before the last event (for the trend)
+    opened_ns: int = 0  # service clock when the episode fired (escalation counts from here)
+    acked_by: str = ""
+    acked_ns: int = 0
+    notified_tags: list[str] = field(default_factory=list)  # everyone warned: gets the all-clear
+    last_notified_ns: int = 0
+    escalated: list[int] = field(default_factory=list)  # indices of routes whose escalation fired
+    routes: list[int] = field(default_factory=list)  # indices of routes that matched an event
+
+    @property
+    def key(self) -> EpisodeKey:
+        return (self.district, self.hazard, self.quantity)
+
+    def record(self, event: str, time_ns: int) -> AlertRecord:
+        """The public record of this episode's latest event."""
+        return AlertRecord(
+            alert_id=self.alert_id, seq=self.seq, event=event, hazard=self.hazard, quantity=self.quantity,
+            level=self.level, level_name=self.level_name, districts=[self.district],
+            district_names=[self.district_name], sensors=list(self.sensors), value=self.value,
+            threshold=self.threshold, rule=self.rule, started_at=rfc3339(self.started_ns), time=rfc3339(time_ns),
+        )
+
+
+def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None, AlertRecord | None]:
+    """Apply one change: (episode after, record emitted or None); an unchanged level emits nothing."""
+    if current is None:
+        if change.level <= 0:
+            return None, None
+        key = (change.district, change.hazard, change.quantity)
+        ep = Episode(
+            alert_id=alert_id_for(key, change.time_ns), district=change.district,
+            district_name=change.district_name, hazard=change.hazard, quantity=change.quantity,
+            level=change.level, level_name=change.level_name, seq=1, started_ns=change.time_ns,
+            last_ns=change.time_ns, value=change.value, threshold=change.threshold, rule=change.rule,
+            sensors=tuple(change.sensors),
+        )
+        return ep, ep.record("firing", change.time_ns)
+    if change.level == current.level:
+        return current, None
+    ep = replace(
+        current, level=max(change.level, 0), level_name=change.level_name, seq=current.seq + 1,
+        last_ns=change.time_ns, value=change.value, threshold=change.threshold, rule=change.rule,
+        sensors=tuple(change.sensors) or current.sensors, prev_level=current.level,
+        district_name=change.district_name or current.district_name,
+    )
+    event = "resolved" if change.level <= 0 else "update"
+    return ep, ep.record(event, change.time_ns)

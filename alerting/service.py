@@ -1,0 +1,399 @@
+"""The alerting facade the composition package calls: apply level changes, tick timers, run the notifier."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter as _Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from alerting.channels import Channel, build_channels, make_channel
+from alerting.config import AlertingConfig
+from alerting.episodes import Episode, rfc3339, step
+from alerting.errors import UnknownAlertError
+from alerting.metrics import AlertingMetrics
+from alerting.outbox import Notifier, RetryPolicy
+from alerting.record import AlertRecord
+from alerting.recovery import STATE_FILE, open_store
+from alerting.routing import Router
+from alerting.store import Silence
+from alerting.templates import clean, render_event_message, render_followup_message
+from geodata.levels import DistrictLevel
+from stadtwacht.durations import parse_duration
+
+__all__ = ["AlertService"]
+
+log = logging.getLogger("stadtwacht.alerting")
+
+Listener = Callable[[AlertRecord], None]
+
+#: Tag of channels given with --notify: they receive every event (and therefore every all-clear).
+EVERYTHING_TAG = "__everything__"
+#: The outbox counts as stuck (readiness fails) when a delivery waits longer than this.
+OUTBOX_STUCK_S = 600.0
+
+
+def _parse_time_ns(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1e9) if text else 0
+
+
+class AlertService:
+    """Episodes, routing, grouping, durable outbox and notifier behind one object (thread-safe)."""
+
+    def __init__(self, config: AlertingConfig, state_dir: Path, districts: Mapping[str, str],
+                 registry: CollectorRegistry, clock: Callable[[], int] = time.time_ns, exercise: bool = False,
+                 environ: Mapping[str, str] | None = None, extra_urls: list[str] | tuple[str, ...] = (),
+                 channels: Mapping[str, Channel] | None = None) -> None:
+        self.config = config
+        self.districts = dict(districts)
+        self.exercise = exercise
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._store, self.recovery = open_store(Path(state_dir))
+        self._channels = dict(channels) if channels is not None else build_channels(
+            config, os.environ if environ is None else environ)
+        for i, url in enumerate(extra_urls, 1):  # --notify URLs: every event, outside the routing rules
+            self._channels[f"notify-{i}"] = make_channel(f"notify-{i}", url, (EVERYTHING_TAG,))
+        self._router = Router(config.routes, {n: c.tags for n, c in self._channels.items()})
+        self._metrics = AlertingMetrics(registry)
+        self._group_wait_ns = parse_duration(config.group_wait)
+        self._group_rules = [(g.hazard, g.min_level, parse_duration(g.wait)) for g in config.group_rules]
+        self._repeat_ns = parse_duration(config.repeat_interval) if config.repeat_interval else 0
+        policy = RetryPolicy(parse_duration(config.retry_initial), parse_duration(config.retry_max),
+                             parse_duration(config.max_retry_age))
+        self._notifier = Notifier(Path(state_dir) / STATE_FILE, self._channels, self._metrics, policy, clock)
+        #: Callbacks receiving every new AlertRecord after it is committed (e.g. the page's SSE stream).
+        self.listeners: list[Listener] = []
+        self._load_config_silences()
+        self._silences = self._store.silences()
+        self._update_gauges()
+        if self.recovery.pending_deliveries or self.recovery.pending_events:
+            log.info("alert state recovered: %d active episodes, %d grouped events, %d deliveries pending",
+                     self.recovery.active_episodes, self.recovery.pending_events,
+                     self.recovery.pending_deliveries)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start one notifier thread per channel (resumes the outbox left by a previous run)."""
+        self._notifier.start()
+
+    def stop(self, deadline_s: float = 10.0) -> None:
+        """Flush every waiting group now (shutdown), let the notifier drain until the deadline, then stop."""
+        with self._lock:
+            now = self._clock()
+            with self._store.transaction():
+                for g in self._store.due_groups(2**62):
+                    self._flush_group(g, now)
+            self._after_commit([])
+        self._notifier.stop(deadline_s)
+
+    def close(self) -> None:
+        """Stop without draining and close the state store."""
+        self._notifier.stop(0.0)
+        with self._lock:
+            self._store.close()
+
+    def deliver_pending(self) -> None:
+        """Synchronously send what is due on every channel (for replay/tests; not needed with start())."""
+        with self._lock:
+            for name in self._channels:
+                while self._notifier.deliver_once(self._store, name):
+                    pass
+
+    def now_ns(self) -> int:
+        """The service clock (injected; wall clock by default)."""
+        return self._clock()
+
+    @property
+    def channel_labels(self) -> dict[str, str]:
+        """Channel name -> redacted service://host (for health output)."""
+        return {n: c.label for n, c in self._channels.items()}
+
+    # ------------------------------------------------------------------ episode changes
+    def apply(self, changes: list[DistrictLevel],
+              offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
+        """Apply district-level changes; episodes, events, outbox and offsets commit in one transaction."""
+        records: list[AlertRecord] = []
+        with self._lock:
+            now = self._clock()
+            with self._store.transaction():
+                self._silences = self._store.silences()  # the CLI may have changed them
+                for ch in changes:
+                    key = (ch.district, ch.hazard, ch.quantity)
+                    ep, rec = step(self._store.episode_by_key(key), ch)
+                    if rec is None or ep is None:
+                        continue
+                    if not ep.district_name:
+                        ep.district_name = self.districts.get(ep.district, ep.district)
+                        rec.district_names = [ep.district_name]
+                    if rec.event == "firing":
+                        ep.opened_ns = now
+                    self._store.add_event(rec)
+                    self._route_event(ep, rec, ch.time_ns, now)
+                    self._store.save_episode(ep, active=rec.event != "resolved")
+                    records.append(rec)
+                self._flush_due(now)
+                if offsets:
+                    self._store.set_offsets(offsets)
+            self._after_commit(records)
+        self._call_listeners(records)  # outside the lock: a listener may take the caller's locks
+        return records
+
+    def reconcile(self, current: list[DistrictLevel],
+                  offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
+        """Bring episodes in line with the full current picture (after a restart or warm-up)."""
+        with self._lock:
+            seen = {(c.district, c.hazard, c.quantity) for c in current}
+            now = self._clock()
+            gone = [DistrictLevel(district=ep.district, district_name=ep.district_name, hazard=ep.hazard,
+                                  quantity=ep.quantity, rule=ep.rule, level=0, level_name="normal",
+                                  value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
+                    for ep in self._store.active_episodes() if ep.key not in seen]
+            return self.apply([*gone, *current], offsets)
+
+    def applied_offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> offset recorded with the last change applied from it."""
+        with self._lock:
+            return self._store.offsets()
+
+    def tick(self, now_ns: int | None = None) -> None:
+        """Timers: flush groups whose group_wait passed, send reminders and escalations."""
+        with self._lock:
+            now = self._clock() if now_ns is None else now_ns
+            with self._store.transaction():
+                self._silences = self._store.silences()
+                self._flush_due(now)
+                for ep in self._store.active_episodes():
+                    if ep.acked_by:
+                        continue
+                    rec = ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
+                    if self._silenced(rec, now):
+                        continue
+                    changed = False
+                    for route in self._router.routes:
+                        if (route.index in ep.routes and route.escalate_after_ns and route.index not in ep.escalated
+                                and now - ep.opened_ns >= route.escalate_after_ns):
+                            self._enqueue_followup("escalation", rec, route.escalate_tags, now)
+                            ep.escalated.append(route.index)
+                            ep.notified_tags = sorted({*ep.notified_tags, *route.escalate_tags})
+                            changed = True
+                    if self._repeat_ns and ep.notified_tags and now - ep.last_notified_ns >= self._repeat_ns:
+                        self._enqueue_followup("reminder", rec, tuple(ep.notified_tags), now)
+                        ep.last_notified_ns = now
+                        changed = True
+                    if changed:
+                        self._store.save_episode(ep, active=True)
+            self._after_commit([])
+
+    # ------------------------------------------------------------------ operator actions
+    def ack(self, alert_id: str, operator: str) -> dict[str, Any]:
+        """Record an acknowledgement: stops reminders and escalation of the episode."""
+        operator = clean(operator, 100) or "unknown"
+        with self._lock:
+            now = self._clock()
+            with self._store.transaction():
+                ep = self._store.episode(alert_id)
+                if ep is None or not self._store.episode_active(alert_id):
+                    raise UnknownAlertError(alert_id)
+                self._store.add_ack(alert_id, operator, now)
+                if not ep.acked_by:
+                    ep.acked_by, ep.acked_ns = operator, now
+                    self._store.save_episode(ep, active=True)
+            log.info("alert %s acknowledged by %s", alert_id, operator)
+            return self._episode_view(ep, now)
+
+    def silence(self, *, districts: list[str] | tuple[str, ...] = (), sensors: list[str] | tuple[str, ...] = (),
+                hazard: str = "", starts_ns: int | None = None, ends_ns: int = 0, comment: str = "",
+                created_by: str = "") -> dict[str, Any]:
+        """Add a silence (maintenance window); events are still recorded, notifications suppressed."""
+        with self._lock:
+            s = Silence(id=uuid.uuid4().hex[:12], districts=tuple(districts), sensors=tuple(sensors),
+                        hazard=hazard, starts_ns=self._clock() if starts_ns is None else starts_ns,
+                        ends_ns=ends_ns, comment=clean(comment, 500), created_by=clean(created_by, 100),
+                        source="api")
+            with self._store.transaction():
+                self._store.put_silence(s)
+            self._silences = self._store.silences()
+            return self._silence_view(s)
+
+    def unsilence(self, silence_id: str) -> bool:
+        """Remove a silence; False when there was none with that id."""
+        with self._lock:
+            with self._store.transaction():
+                ok = self._store.delete_silence(silence_id)
+            self._silences = self._store.silences()
+            return ok
+
+    def silences(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._silence_view(s) for s in self._silences]
+
+    # ------------------------------------------------------------------ views
+    def active(self) -> list[dict[str, Any]]:
+        """Active episodes as JSON-ready dicts (no channel URLs; tags only)."""
+        with self._lock:
+            now = self._clock()
+            return [self._episode_view(ep, now) for ep in self._store.active_episodes()]
+
+    def active_records(self) -> list[AlertRecord]:
+        """The latest record of every active episode (for the Atom feed of active alerts)."""
+        with self._lock:
+            return [ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
+                    for ep in self._store.active_episodes()]
+
+    def episode_records(self, alert_id: str) -> list[AlertRecord]:
+        """Every event of one episode in seq order, the latest included (CAP `references`)."""
+        with self._lock:
+            return self._store.episode_history(alert_id)
+
+    def store_writable(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: can the state store take a write lock right now?"""
+        with self._lock:
+            try:
+                self._store.probe_write()
+            except Exception as exc:
+                return False, {"path": str(self._store.path), "error": type(exc).__name__ + ": " + str(exc)}
+            return True, {"path": str(self._store.path)}
+
+    def outbox_status(self) -> dict[str, Any]:
+        """Readiness: outbox depth, oldest pending age and per-channel state; not ok when stuck."""
+        with self._lock:
+            now = self._clock()
+            channels: dict[str, Any] = {}
+            oldest = 0.0
+            for name, ch in self._channels.items():
+                d = self._store.next_delivery(name)
+                age = max(0.0, (now - d.created_ns) / 1e9) if d else 0.0
+                oldest = max(oldest, age)
+                channels[name] = {"channel": ch.label, "pending": self._store.outbox_depth(name),
+                                  "oldest_pending_age_s": round(age, 1), "attempts": d.attempts if d else 0}
+            return {"ok": oldest < OUTBOX_STUCK_S, "depth": self._store.outbox_depth(),
+                    "oldest_pending_age_s": round(oldest, 1), "channels": channels}
+
+    def history(self, limit: int = 100) -> list[AlertRecord]:
+        """The latest alert events, newest first."""
+        with self._lock:
+            return self._store.history(max(1, min(limit, 10_000)))
+
+    def outbox(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Outbox deliveries (channel names, refs, state, attempts) for diagnostics and tests."""
+        with self._lock:
+            return [{"id": d.id, "channel": d.channel, "state": d.state, "attempts": d.attempts,
+                     "refs": list(d.refs), "title": d.title} for d in self._store.deliveries(state)]
+
+    # ------------------------------------------------------------------ internals
+    def _episode_view(self, ep: Episode, now: int) -> dict[str, Any]:
+        rec = ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
+        return {"alert_id": ep.alert_id, "seq": ep.seq, "hazard": ep.hazard, "quantity": ep.quantity,
+                "level": ep.level, "level_name": ep.level_name, "district": ep.district,
+                "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
+                "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
+                "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
+                "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None,
+                "notified": list(ep.notified_tags), "silenced": self._silenced(rec, now)}
+
+    @staticmethod
+    def _silence_view(s: Silence) -> dict[str, Any]:
+        d = asdict(s)
+        d["starts"] = rfc3339(s.starts_ns)
+        d["ends"] = rfc3339(s.ends_ns) if s.ends_ns else None
+        return d
+
+    def _load_config_silences(self) -> None:
+        with self._store.transaction():
+            wanted = {s.id for s in self.config.silences}
+            for old in self._store.silences():
+                if old.source == "config" and old.id not in wanted:
+                    self._store.delete_silence(old.id)
+            for c in self.config.silences:
+                self._store.put_silence(Silence(
+                    id=c.id, districts=tuple(c.districts), sensors=tuple(c.sensors), hazard=c.hazard,
+                    starts_ns=_parse_time_ns(c.starts), ends_ns=_parse_time_ns(c.ends), comment=c.comment,
+                    created_by="config", source="config"))
+
+    def _silenced(self, rec: AlertRecord, now: int) -> bool:
+        return any(s.matches(rec, now) for s in self._silences)
+
+    def _wait_ns(self, rec: AlertRecord) -> int:
+        for hazard, min_level, wait in self._group_rules:
+            if (not hazard or hazard == rec.hazard) and rec.level >= min_level:
+                return wait
+        return self._group_wait_ns
+
+    def _route_event(self, ep: Episode, rec: AlertRecord, reading_ns: int, now: int) -> None:
+        """Decide who hears about this event and queue it for its group (all in the caller's transaction)."""
+        if rec.event == "resolved":
+            tags = tuple(ep.notified_tags)  # the all-clear goes to exactly those warned (even under a silence)
+        else:
+            routes = self._router.match(rec)
+            ep.routes = sorted({*ep.routes, *(r.index for r in routes)})
+            tags = () if self._silenced(rec, now) else self._router.tags_for(rec)
+            if not self._silenced(rec, now) and self._router.channels_for([EVERYTHING_TAG]):
+                tags = tuple(sorted({*tags, EVERYTHING_TAG}))
+            if tags and rec.event == "update":
+                tags = tuple(sorted({*tags, *ep.notified_tags}))  # those warned also hear it eased
+        if not tags or not self._router.channels_for(tags):
+            return
+        # At most one grouped event per alert: flushing the older one keeps each alert's events in order.
+        for g in self._store.pending_groups_for_alert(rec.alert_id):
+            self._flush_group(g, now)
+        gkey = "|".join([rec.event, rec.hazard, rec.quantity, str(rec.level), ",".join(tags)])
+        due = self._store.pending_group_due(gkey)
+        if due is None:
+            due = now + self._wait_ns(rec)
+        self._store.add_pending(rec, gkey, due, tags, ep.prev_level, reading_ns)
+        if rec.event != "resolved":
+            ep.notified_tags = sorted({*ep.notified_tags, *tags})
+            ep.last_notified_ns = now
+
+    def _flush_due(self, now: int) -> None:
+        for g in self._store.due_groups(now):
+            self._flush_group(g, now)
+
+    def _flush_group(self, gkey: str, now: int) -> None:
+        items = self._store.take_group(gkey)
+        if not items:
+            return
+        events = [(p.record, p.prev_level) for p in items]
+        first = items[0].record
+        title, body = render_event_message(events, self.config.language, self.exercise, self.config.public_url)
+        ntype = "success" if first.event == "resolved" else ("failure" if first.level >= 3 else "warning")
+        self._store.add_message(now, title, body, ntype, [f"{r.alert_id}/{r.seq}" for r, _ in events],
+                                min(p.reading_ns for p in items), first.event,
+                                self._router.channels_for(items[0].tags))
+
+    def _enqueue_followup(self, kind: str, rec: AlertRecord, tags: tuple[str, ...], now: int) -> None:
+        channels = self._router.channels_for(tags)
+        if not channels:
+            return
+        title, body = render_followup_message(kind, rec, self.config.language, self.exercise,
+                                              self.config.public_url)
+        self._store.add_message(now, title, body, "failure", [f"{rec.alert_id}/{rec.seq}"], 0, kind, channels)
+
+    def _update_gauges(self) -> None:
+        counts = _Counter((ep.hazard, ep.level) for ep in self._store.active_episodes())
+        self._metrics.set_active(dict(counts))
+        self._metrics.outbox_depth.set(self._store.outbox_depth())
+
+    def _after_commit(self, records: list[AlertRecord]) -> None:
+        for rec in records:
+            self._metrics.alert_events.labels(rec.event).inc()
+        self._update_gauges()
+        self._notifier.wake()
+
+    def _call_listeners(self, records: list[AlertRecord]) -> None:
+        for rec in records:
+            for cb in list(self.listeners):
+                try:
+                    cb(rec)
+                except Exception:
+                    log.exception("alert listener failed")

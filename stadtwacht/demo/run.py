@@ -1,0 +1,95 @@
+"""``stadtwacht demo``: embedded broker, scenario simulator, the full pipeline and the page, in one command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from alerting.config import ChannelConfig
+from stadtwacht.app import Service, api_token, install_signal_handlers
+from stadtwacht.broker import EmbeddedBroker
+from stadtwacht.config import Config
+from stadtwacht.demo import DEMO_SENSORS_CSV, Simulator
+from stadtwacht.demo.scenarios import DEFAULT_SPEED, story_wall_seconds
+
+__all__ = ["create_topics", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 3
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
+    """Create the topics with several partitions (auto-creation would give one each)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stadtwacht-demo")
+    try:
+        for t in topics:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(t, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def demo_config(cfg: Config, state_dir: Path) -> Config:
+    """The demo's additions: the local file and console channels."""
+    channels = [*cfg.alerting.channels,
+                ChannelConfig(name="console", url="console://", tags=["demo"]),
+                ChannelConfig(name="file", url=f"file://{state_dir / 'notifications.jsonl'}", tags=["demo"])]
+    return msgspec.structs.replace(cfg, alerting=msgspec.structs.replace(cfg.alerting, channels=channels))
+
+
+def run_demo(cfg: Config, args: argparse.Namespace) -> int:
+    speed = args.speed or DEFAULT_SPEED
+    duration = args.duration if args.duration is not None else story_wall_seconds(speed) + 30
+    # A fresh state directory each run (kept afterwards, so the notifications can be read).
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="stadtwacht-demo-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cfg = demo_config(cfg, state_dir)
+    token = api_token(cfg, generate=True)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    with EmbeddedBroker(log_path=state_dir / "tansu.log") as broker:
+        k = cfg.kafka
+        create_topics(broker.bootstrap, [*k.topics, *k.community_topics])
+        service = Service(cfg, broker.bootstrap, state_dir, port=args.port, districts=args.districts,
+                          sensors=args.sensors or str(DEMO_SENSORS_CSV), notify=args.notify, exercise=True,
+                          token=token)
+        url = service.http.public_url
+        print(f"""
+stadtwacht demo (EXERCISE) on an embedded Tansu broker at {broker.bootstrap}
+  control-room page  {url}/          (API token: {token})
+  metrics            {url}/metrics
+  health             {url}/healthz  {url}/readyz
+  CAP 1.2 feed       {url}/cap/atom.xml
+  notifications      console, and {state_dir / 'notifications.jsonl'}
+  state              {state_dir}
+The story (Neckar flood wave, winter inversion, ozone afternoon, a stuck and a silent sensor) runs
+{story_wall_seconds(speed):.0f} s at {speed:.0f}x; the demo stops after {duration:.0f} s or on Ctrl-C.
+""", flush=True)
+        pipeline_thread = threading.Thread(target=service.run, args=(stop,), name="pipeline")
+        pipeline_thread.start()
+        simulator = Simulator(broker.bootstrap, speed=speed)
+        sim_thread = threading.Thread(target=simulator.run, args=(None, stop), name="simulator", daemon=True)
+        sim_thread.start()
+        deadline = time.monotonic() + duration
+        try:
+            while not stop.is_set() and time.monotonic() < deadline and pipeline_thread.is_alive():
+                stop.wait(0.5)
+        finally:
+            stop.set()
+            sim_thread.join(timeout=10)
+            pipeline_thread.join(timeout=60)
+    active = service.pipeline.alerts.active()
+    print(f"demo finished: {len(service.pipeline.alerts.history(10_000))} alert events, {len(active)} still "
+          f"active; notifications in {state_dir / 'notifications.jsonl'}")
+    return 0

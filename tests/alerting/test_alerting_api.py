@@ -1,0 +1,125 @@
+"""HTTP API handlers: bearer auth, size limit, ack, lists, silences; no secret in any output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from alerting_helpers import FakeClock, level
+from prometheus_client import CollectorRegistry, generate_latest
+
+from alerting.api import MAX_BODY, AlertApi
+from alerting.config import AlertingConfig, ChannelConfig
+from alerting.service import AlertService
+
+TOKEN = "t0ken-for-tests"
+SECRET = "pa55w0rd-XYZ"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def setup(tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    cfg = AlertingConfig(group_wait="0s", channels=[
+        ChannelConfig(name="mail", url="mailto://ops:${SMTP_PASS}@127.0.0.1:9?to=a@example.org&from=s@example.org"
+                      "&mode=insecure",
+                      tags=["control-room"]),
+        ChannelConfig(name="hook", url="json://user:${HOOK_TOKEN}@127.0.0.1:9/h", tags=["control-room"]),
+    ])
+    reg = CollectorRegistry()
+    svc = AlertService(cfg, tmp_path / "state", {"mitte": "Mitte"}, reg, clock=FakeClock(),
+                       environ={"SMTP_PASS": SECRET, "HOOK_TOKEN": SECRET})
+    yield svc, AlertApi(svc, TOKEN), reg
+    svc.close()
+
+
+def call(api, method, path, body=b"", headers=AUTH):
+    status, hdrs, out = api.handle(method, path, dict(headers), body)
+    assert hdrs["Content-Type"].startswith("application/json")
+    return status, json.loads(out)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                                     {"Authorization": f"Basic {TOKEN}"}, {"authorization": "Bearer "}])
+def test_unauthorized(setup, headers):
+    _, api, _ = setup
+    for method, path in [("GET", "/api/alerts"), ("POST", "/api/alerts/x/ack"), ("GET", "/api/silences"),
+                         ("DELETE", "/api/silences/x")]:
+        assert call(api, method, path, headers=headers)[0] == 401
+
+
+def test_body_limit(setup):
+    _, api, _ = setup
+    assert call(api, "POST", "/api/silences", b"{" + b" " * MAX_BODY + b"}")[0] == 413
+
+
+def test_ack_flow(setup):
+    svc, api, _ = setup
+    a = svc.apply([level("mitte", 2)])[0].alert_id
+    status, out = call(api, "GET", "/api/alerts")
+    assert status == 200 and out["alerts"][0]["alert_id"] == a and out["alerts"][0]["acked_by"] is None
+    status, out = call(api, "POST", f"/api/alerts/{a}/ack", json.dumps({"operator": "Müller"}).encode(),
+                       headers={"authorization": f"bearer {TOKEN}"})
+    assert status == 200 and out["alert"]["acked_by"] == "Müller"
+    assert call(api, "GET", "/api/alerts")[1]["alerts"][0]["acked_by"] == "Müller"
+    assert call(api, "POST", "/api/alerts/nope-123/ack", b'{"operator": "x"}')[0] == 404
+    assert call(api, "POST", f"/api/alerts/{a}/ack", b'{"operator": ""}')[0] == 400
+    assert call(api, "POST", f"/api/alerts/{a}/ack", b'{"op": "x"}')[0] == 400
+    assert call(api, "POST", f"/api/alerts/{a}/ack", b"not json")[0] == 400
+    assert call(api, "GET", f"/api/alerts/{a}/ack")[0] == 405
+    status, out = call(api, "GET", "/api/alerts/history?limit=5")
+    assert status == 200 and out["events"][0]["alert_id"] == a and out["events"][0]["seq"] == 1
+    assert call(api, "GET", "/api/nothing")[0] == 404
+
+
+def test_silences_api(setup):
+    svc, api, _ = setup
+    status, out = call(api, "POST", "/api/silences",
+                       json.dumps({"districts": ["mitte"], "duration": "2h", "comment": "Wartung"}).encode())
+    assert status == 201
+    sid = out["silence"]["id"]
+    assert out["silence"]["ends"] is not None
+    assert [s["id"] for s in call(api, "GET", "/api/silences")[1]["silences"]] == [sid]
+    svc.apply([level("mitte", 3)])
+    assert svc.outbox() == []  # silenced: recorded, not notified
+    assert call(api, "POST", "/api/silences", b'{"duration": "soon"}')[0] == 400
+    assert call(api, "POST", "/api/silences", b'{"hazard": "fire"}')[0] == 400
+    assert call(api, "DELETE", f"/api/silences/{sid}")[0] == 200
+    assert call(api, "DELETE", f"/api/silences/{sid}")[0] == 404
+
+
+def test_secrets_never_in_api_metrics_or_logs(setup, caplog):
+    svc, api, reg = setup
+    a = svc.apply([level("mitte", 3)])[0].alert_id
+    svc.deliver_pending()  # both channels point at a closed port: failures get logged and counted
+    call(api, "POST", f"/api/alerts/{a}/ack", b'{"operator": "x"}')
+    outputs = [api.handle("GET", p, AUTH, b"")[2].decode() for p in ("/api/alerts", "/api/alerts/history",
+                                                                      "/api/silences")]
+    metrics = generate_latest(reg).decode()
+    assert 'channel="mailto://127.0.0.1",outcome="retry"' in metrics
+    assert 'channel="json://127.0.0.1",outcome="retry"' in metrics
+    errors = " ".join(o["channel"] + str(o) for o in svc.outbox())
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("stadtwacht"))
+    assert "channel mail" in ours and "channel hook" in ours
+    for text in [*outputs, metrics, caplog.text, errors, ours, repr(svc.channel_labels)]:
+        assert SECRET not in text
+    for text in [*outputs, metrics, errors, ours]:
+        assert "ops:" not in text and "user:" not in text and ":9/h" not in text
+
+
+def test_lock_and_on_change(setup):
+    import threading
+    svc, _, _ = setup
+    changes = []
+    lock = threading.RLock()
+    api = AlertApi(svc, TOKEN, lock=lock, on_change=lambda: changes.append(1))
+    a = svc.apply([level("mitte", 2)])[0].alert_id
+    assert call(api, "GET", "/api/alerts")[0] == 200 and changes == []
+    assert call(api, "POST", f"/api/alerts/{a}/ack", b'{"operator": "x"}')[0] == 200 and changes == [1]
+    assert call(api, "POST", "/api/alerts/unknown/ack", b'{"operator": "x"}')[0] == 404 and changes == [1]
+
+
+def test_empty_token_rejects_everything(setup):
+    svc, _, _ = setup
+    api = AlertApi(svc, "")
+    assert call(api, "GET", "/api/alerts", headers={"Authorization": "Bearer "})[0] == 401

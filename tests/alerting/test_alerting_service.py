@@ -1,0 +1,320 @@
+"""AlertService with file channels and an injected clock: grouping, routing, durability, timers, silences."""
+
+from __future__ import annotations
+
+from alerting_helpers import T0, FakeClock, S, file_config, level, read_file_channel
+from prometheus_client import CollectorRegistry
+
+from alerting.service import AlertService
+
+DISTRICTS = {"mitte": "Mitte", "west": "West", "ost": "Ost", "bad-cannstatt": "Bad Cannstatt"}
+
+
+def make(tmp_path, clock=None, registry=None, **cfg):
+    return AlertService(file_config(tmp_path, **cfg), tmp_path / "state", DISTRICTS,
+                        registry or CollectorRegistry(), clock=clock or FakeClock())
+
+
+def refs(msgs):
+    return [line for m in msgs for line in m["body"].splitlines() if line.startswith("Ref: ")]
+
+
+def test_flood_top_level_goes_out_at_once_to_control_room_and_kats(tmp_path):
+    svc = make(tmp_path)
+    recs = svc.apply([level("mitte", 3)])
+    svc.deliver_pending()
+    assert [r.event for r in recs] == ["firing"]
+    for ch in ("leitstelle", "kats"):
+        assert refs(read_file_channel(tmp_path, ch)) == [f"Ref: {recs[0].alert_id}/1"]
+    assert read_file_channel(tmp_path, "umwelt") == []
+    svc.close()
+
+
+def test_idempotent_apply_emits_nothing(tmp_path):
+    svc = make(tmp_path)
+    assert len(svc.apply([level("mitte", 3)])) == 1
+    assert svc.apply([level("mitte", 3, t=T0 + S)]) == []
+    assert svc.apply([level("west", 0)]) == []
+    assert len(svc.outbox()) == 2  # one message, two channels
+    svc.close()
+
+
+def test_air_burst_is_grouped_within_group_wait(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    svc.apply([level("mitte", 1, hazard="air", quantity="pm10")])
+    clock.advance(10)
+    svc.apply([level("west", 1, hazard="air", quantity="pm10"), level("ost", 1, hazard="air", quantity="pm10")])
+    svc.tick()
+    svc.deliver_pending()
+    assert read_file_channel(tmp_path, "umwelt") == []  # still inside group_wait
+    clock.advance(21)
+    svc.tick()
+    svc.deliver_pending()
+    msgs = read_file_channel(tmp_path, "umwelt")
+    assert len(msgs) == 1 and "Mitte, West, Ost" in msgs[0]["title"]
+    assert len(refs(msgs)) == 3
+    assert read_file_channel(tmp_path, "leitstelle") == []  # air level 1: environment office only
+    svc.close()
+
+
+def test_update_flushes_the_pending_firing_first(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    a = svc.apply([level("mitte", 2)])[0].alert_id  # flood 2: 30 s group_wait
+    clock.advance(5)
+    svc.apply([level("mitte", 3, t=T0 + 5 * S)])  # flood 3: 0 s, must not overtake the firing
+    svc.deliver_pending()
+    assert refs(read_file_channel(tmp_path, "leitstelle")) == [f"Ref: {a}/1", f"Ref: {a}/2"]
+    assert refs(read_file_channel(tmp_path, "kats")) == [f"Ref: {a}/2"]
+    svc.close()
+
+
+def test_all_clear_only_to_those_warned(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    a = svc.apply([level("mitte", 3)])[0].alert_id
+    svc.apply([level("mitte", 1, t=T0 + S)])  # eases: routes say control room, kats heard the warning too
+    clock.advance(60)
+    svc.apply([level("mitte", 0, t=T0 + 60 * S)])
+    clock.advance(30)  # the all-clear waits the default group_wait (all-clears of a burst are grouped)
+    svc.tick()
+    svc.deliver_pending()
+    assert refs(read_file_channel(tmp_path, "kats"))[-1] == f"Ref: {a}/3"
+    assert refs(read_file_channel(tmp_path, "leitstelle")) == [f"Ref: {a}/1", f"Ref: {a}/2", f"Ref: {a}/3"]
+    assert read_file_channel(tmp_path, "umwelt") == []
+    assert read_file_channel(tmp_path, "kats")[-1]["title"].startswith("ENTWARNUNG")
+    svc.close()
+
+
+def test_durable_state_and_offsets_across_reopen(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    a = svc.apply([level("mitte", 2)], offsets={("stadtwacht.levels", 0): 41})[0].alert_id
+    svc.apply([level("west", 1, hazard="air", quantity="pm10")], offsets={("stadtwacht.levels", 0): 42,
+                                                                          ("stadtwacht.levels", 1): 7})
+    svc.close()  # nothing delivered, air still inside group_wait
+    svc2 = make(tmp_path, clock)
+    assert svc2.applied_offsets() == {("stadtwacht.levels", 0): 42, ("stadtwacht.levels", 1): 7}
+    assert svc2.recovery.active_episodes == 2 and svc2.recovery.pending_events == 2
+    assert svc2.apply([level("mitte", 2)]) == []  # replaying the same change does not double-apply
+    recs = svc2.apply([level("mitte", 3, t=T0 + S)])
+    assert (recs[0].alert_id, recs[0].seq, recs[0].event) == (a, 2, "update")
+    clock.advance(31)
+    svc2.tick()
+    svc2.deliver_pending()
+    assert refs(read_file_channel(tmp_path, "leitstelle")) == [f"Ref: {a}/1", f"Ref: {a}/2"]
+    assert len(read_file_channel(tmp_path, "umwelt")) == 1
+    assert [r.seq for r in svc2.history(10)] == [2, 1, 1]
+    svc2.close()
+
+
+def test_reconcile_resolves_updates_and_fires(tmp_path):
+    svc = make(tmp_path)
+    svc.apply([level("mitte", 2), level("west", 1)])
+    recs = svc.reconcile([level("west", 2, t=T0 + S), level("ost", 1, t=T0 + S)])
+    assert sorted((r.districts[0], r.event) for r in recs) == [("mitte", "resolved"), ("ost", "firing"),
+                                                             ("west", "update")]
+    assert sorted(a["district"] for a in svc.active()) == ["ost", "west"]
+    svc.close()
+
+
+def test_reminders_and_escalation_until_ack(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock, group_wait="0s")
+    a = svc.apply([level("mitte", 2)])[0].alert_id  # route: control room, escalate to kats after 10 min
+    svc.deliver_pending()
+    clock.advance(9 * 60)
+    svc.tick()
+    svc.deliver_pending()
+    assert read_file_channel(tmp_path, "kats") == []
+    clock.advance(60)
+    svc.tick()
+    svc.deliver_pending()
+    kats = read_file_channel(tmp_path, "kats")
+    assert len(kats) == 1 and kats[0]["title"].startswith("ESKALATION") and refs(kats) == [f"Ref: {a}/1"]
+    clock.advance(50 * 60)  # one hour after firing: reminder to everyone warned
+    svc.tick()
+    svc.deliver_pending()
+    assert read_file_channel(tmp_path, "leitstelle")[-1]["title"].startswith("ERINNERUNG")
+    assert read_file_channel(tmp_path, "kats")[-1]["title"].startswith("ERINNERUNG")
+    view = svc.ack(a, "Schmidt <b>")
+    assert view["acked_by"] == "Schmidt"
+    n = len(svc.outbox())
+    clock.advance(5 * 3600)
+    svc.tick()
+    assert len(svc.outbox()) == n  # acknowledged: no more reminders
+    svc.apply([level("mitte", 0, t=T0 + 3600 * S)])
+    svc.deliver_pending()
+    assert read_file_channel(tmp_path, "kats")[-1]["title"].startswith("ENTWARNUNG")  # escalated => warned
+    svc.close()
+
+
+def test_silence_records_but_does_not_notify(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    sil = svc.silence(districts=["mitte"], ends_ns=clock.now + 3600 * S, comment="Wartung")
+    svc.apply([level("mitte", 3), level("west", 3, sensors=("pegel-7",))])
+    svc.apply([level("mitte", 0, t=T0 + S)])
+    svc.deliver_pending()
+    lines = refs(read_file_channel(tmp_path, "leitstelle"))
+    assert len(lines) == 1 and len(svc.history(10)) == 3  # mitte recorded, only west notified
+    assert svc.unsilence(sil["id"]) and not svc.unsilence(sil["id"])
+    svc.silence(sensors=["pegel-7"])
+    svc.apply([level("west", 4, t=T0 + 2 * S, sensors=("pegel-7",))])
+    svc.apply([level("west", 0, t=T0 + 3 * S)])
+    clock.advance(30)
+    svc.tick()
+    svc.deliver_pending()
+    titles = [m["title"] for m in read_file_channel(tmp_path, "leitstelle")]
+    assert [t.split(":")[0] for t in titles] == ["WARNUNG", "ENTWARNUNG"]  # update silenced, all-clear not
+    svc.close()
+
+
+def test_config_silence_and_active_view(tmp_path):
+    from alerting.config import SilenceConfig
+    svc = make(tmp_path, silences=[SilenceConfig(id="w", hazard="air", starts="2025-01-01T00:00:00+01:00",
+                                                 ends="2026-01-01T00:00:00+01:00")])
+    svc.apply([level("mitte", 2, hazard="air", quantity="pm10")])
+    [view] = svc.active()
+    assert view["silenced"] is True and view["notified"] == []
+    assert svc.silences()[0]["source"] == "config"
+    svc.close()
+
+
+def test_listeners_get_committed_records(tmp_path):
+    svc = make(tmp_path)
+    seen = []
+    svc.listeners.append(seen.append)
+    svc.listeners.append(lambda r: 1 / 0)  # a broken listener must not break apply
+    recs = svc.apply([level("mitte", 1), level("west", 2)])
+    assert seen == recs
+    svc.close()
+
+
+def value(reg, name, **labels):
+    v = reg.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+def test_metrics(tmp_path):
+    reg = CollectorRegistry()
+    clock = FakeClock()
+    svc = make(tmp_path, clock, registry=reg)
+    svc.apply([level("mitte", 3, t=T0 - 2 * S), level("west", 1, hazard="air", quantity="pm10")])
+    assert value(reg, "stadtwacht_active_alerts", hazard="flood", level="3") == 1
+    assert value(reg, "stadtwacht_alert_events_total", event="firing") == 2
+    assert value(reg, "stadtwacht_outbox_depth") == 2
+    svc.deliver_pending()
+    assert value(reg, "stadtwacht_notifications_total", channel="file://", outcome="success") == 2
+    assert value(reg, "stadtwacht_outbox_depth") == 0
+    assert value(reg, "stadtwacht_notification_latency_seconds_count") == 2
+    assert value(reg, "stadtwacht_notification_latency_seconds_sum") == 4.0  # 2 s after the reading, twice
+    svc.apply([level("mitte", 0, t=T0 + S)])
+    assert value(reg, "stadtwacht_active_alerts", hazard="flood", level="3") == 0
+    svc.close()
+
+
+def test_extra_notify_urls_get_everything_including_the_all_clear(tmp_path):
+    clock = FakeClock()
+    svc = AlertService(file_config(tmp_path, group_wait="0s"), tmp_path / "state", DISTRICTS,
+                       CollectorRegistry(), clock=clock, extra_urls=[f"file://{tmp_path}/extra.jsonl"])
+    a = svc.apply([level("west", 1, hazard="air", quantity="pm10")])[0].alert_id
+    svc.apply([level("west", 0, hazard="air", quantity="pm10", t=T0 + S)])
+    svc.deliver_pending()
+    assert refs(read_file_channel(tmp_path, "extra")) == [f"Ref: {a}/1", f"Ref: {a}/2"]
+    assert refs(read_file_channel(tmp_path, "umwelt")) == [f"Ref: {a}/1", f"Ref: {a}/2"]
+    assert read_file_channel(tmp_path, "leitstelle") == []
+    svc.close()
+
+
+def test_records_views_and_health(tmp_path):
+    clock = FakeClock()
+    svc = make(tmp_path, clock)
+    a = svc.apply([level("mitte", 1)])[0].alert_id
+    svc.apply([level("mitte", 2, t=T0 + S)])
+    assert [(r.seq, r.event) for r in svc.episode_records(a)] == [(1, "firing"), (2, "update")]
+    [cur] = svc.active_records()
+    assert (cur.alert_id, cur.seq, cur.level) == (a, 2, 2)
+    assert svc.store_writable()[0] is True
+    st = svc.outbox_status()
+    assert st["ok"] and st["depth"] == 1  # the update flushed the waiting firing; the update itself waits
+    clock.advance(31)
+    svc.tick()
+    assert svc.outbox_status()["depth"] == 2
+    clock.advance(700)  # nobody sends: the outbox counts as stuck
+    st = svc.outbox_status()
+    assert not st["ok"] and st["channels"]["leitstelle"]["pending"] == 2
+    assert st["channels"]["leitstelle"]["channel"] == "file://"
+    svc.close()
+
+
+def test_permanent_failure_and_expiry_do_not_block_the_queue(tmp_path):
+    from alerting.config import ChannelConfig
+    clock = FakeClock()
+    cfg = file_config(tmp_path, group_wait="0s", max_retry_age="1h", channels=[
+        ChannelConfig(name="leitstelle", url="bogus-scheme://nowhere", tags=["control-room"]),
+        ChannelConfig(name="kats", url=f"file://{tmp_path}/missing-dir/kats.jsonl", tags=["kats"]),
+    ])
+    reg = CollectorRegistry()
+    svc = AlertService(cfg, tmp_path / "state", DISTRICTS, reg, clock=clock)
+    svc.apply([level("mitte", 3)])
+    svc.apply([level("west", 3)])
+    svc.deliver_pending()
+    states = {(d["channel"], d["state"]) for d in svc.outbox()}
+    assert states == {("leitstelle", "failed"), ("kats", "pending")}  # permanent vs retryable
+    assert value(reg, "stadtwacht_notifications_total", channel="invalid://", outcome="failed") == 0
+    assert value(reg, "stadtwacht_notifications_total", channel="bogus-scheme://", outcome="failed") == 2
+    assert value(reg, "stadtwacht_notifications_total", channel="file://", outcome="retry") == 1
+    clock.advance(3601)
+    svc.deliver_pending()
+    assert {d["state"] for d in svc.outbox() if d["channel"] == "kats"} == {"expired"}
+    assert value(reg, "stadtwacht_outbox_depth") == 0
+    svc.close()
+
+
+def test_backoff_doubles_between_attempts(tmp_path):
+    from alerting.outbox import RetryPolicy
+    p = RetryPolicy(initial_ns=S, maximum_ns=10 * S)
+    assert [p.delay_ns(n) // S for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_silence_cli(tmp_path, capsys):
+    import argparse
+    import json
+
+    from alerting.cli import silence_command
+    ns = dict(state_dir=tmp_path / "state", district="mitte", sensor=None, duration="2h", comment="<b>Bau</b>",
+              operator="cli", id=None)
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns)) == 0
+    sid = json.loads(capsys.readouterr().out)["id"]
+    import time
+    svc = make(tmp_path, clock=time.time_ns)  # a service on the same state sees the CLI's silence (wall clock)
+    svc.apply([level("mitte", 3)])
+    assert svc.outbox() == [] and svc.active()[0]["silenced"]
+    svc.close()
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="list", **ns)) == 0
+    assert json.loads(capsys.readouterr().out)["comment"] == "Bau"
+    ns["id"] = sid
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns)) == 0
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns)) == 1
+
+
+def test_started_notifier_delivers_and_stop_drains(tmp_path):
+    import time
+    svc = make(tmp_path, clock=time.time_ns, group_wait="0s")
+    svc.start()
+    recs = svc.apply([level("mitte", 3), level("west", 3)])
+    svc.stop(5)  # returns once everything due is sent (or the deadline passed)
+    want = [f"Ref: {r.alert_id}/1" for r in recs]
+    assert sorted(refs(read_file_channel(tmp_path, "kats"))) == sorted(want)
+    assert {d["state"] for d in svc.outbox()} == {"sent"}
+    svc.close()
+
+
+def test_console_channel(tmp_path, capsys):
+    from alerting.channels import make_channel
+    ch = make_channel("c", "console://", ("t",))
+    assert ch.send("Titel", "Text\nRef: a/1", "warning").ok
+    assert "== Titel\nText\nRef: a/1" in capsys.readouterr().out
+    assert ch.label == "console://"

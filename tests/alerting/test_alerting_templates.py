@@ -1,0 +1,73 @@
+"""Message templates: both languages, Ref lines, grouping, markup stripped."""
+
+from __future__ import annotations
+
+import pytest
+from alerting_helpers import T0, S, level
+
+from alerting.episodes import step
+from alerting.templates import clean, render_event_message, render_followup_message
+
+
+def _rec(district, lv, **kw):
+    return step(None, level(district, lv, **kw))[1]
+
+
+@pytest.mark.parametrize(("lang", "words"), [
+    ("de", ["WARNUNG", "Hochwasser", "Wo: Mitte", "Stufe: 3 (Unwetter)", "Messwert 305.0 cm", "Schwelle 300.0 cm",
+            "Seit: 15.06.2025 17:06 CEST", "Empfehlung: Gefahrenbereich räumen"]),
+    ("en", ["WARNING", "Flood", "Where: Mitte", "Level: 3 (Unwetter)", "Value 305.0 cm", "threshold 300.0 cm",
+            "Since: 15.06.2025 17:06 CEST", "Recommended action: Evacuate"]),
+])
+def test_languages(lang, words):
+    rec = _rec("mitte", 3)
+    title, body = render_event_message([(rec, 0)], lang)
+    for w in words:
+        assert w in title + "\n" + body, w
+    assert body.splitlines()[-1] == f"Ref: {rec.alert_id}/1"
+
+
+def test_grouped_message_has_one_ref_per_event():
+    recs = [_rec(d, 2, t=T0 + i * S) for i, d in enumerate(["mitte", "west", "ost"])]
+    title, body = render_event_message([(r, 0) for r in recs], "de")
+    assert "Mitte, West, Ost" in title
+    refs = [line for line in body.splitlines() if line.startswith("Ref: ")]
+    assert refs == [f"Ref: {r.alert_id}/1" for r in recs]
+
+
+def test_trend_and_all_clear():
+    ep, _ = step(None, level("mitte", 2))
+    ep, up = step(ep, level("mitte", 3, t=T0 + S))
+    _, body = render_event_message([(up, 2)], "de")
+    assert "Tendenz: steigend" in body and body.endswith(f"Ref: {up.alert_id}/2")
+    ep, down = step(ep, level("mitte", 1, t=T0 + 2 * S))
+    assert "Trend: easing" in render_event_message([(down, 3)], "en")[1]
+    _, res = step(ep, level("mitte", 0, t=T0 + 3 * S))
+    title, body = render_event_message([(res, 1)], "de")
+    assert title.startswith("ENTWARNUNG") and "Keine Maßnahmen" in body
+
+
+def test_exercise_and_followups():
+    rec = _rec("mitte", 2)
+    title, body = render_followup_message("reminder", rec, "en", exercise=True)
+    assert title.startswith("[EXERCISE] REMINDER") and body.endswith(f"Ref: {rec.alert_id}/1")
+
+
+HOSTILE = [
+    ('<script>alert(1)</script>Mitte', "alert(1)Mitte"),
+    ('<img src=x onerror="x()">West', "West"),
+    ("Ost\x00\x1b[31m", "Ost[31m"),
+    ("a & b \"c\" 'd'", "a  b c d"),
+    ("x" * 500, "x" * 200),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), HOSTILE)
+def test_clean(raw, expected):
+    assert clean(raw) == expected
+
+
+def test_no_markup_reaches_the_message():
+    rec = _rec("mitte", 2, name="<b onclick=evil()>Mitte</b>", sensors=("<script>s1</script>",))
+    title, body = render_event_message([(rec, 0)], "de")
+    assert "<" not in title + body and ">" not in title + body

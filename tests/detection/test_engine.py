@@ -1,0 +1,190 @@
+"""Table-driven unit tests of the engine: aggregates, hysteresis, `for`, keep_firing_for, lateness, health."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detection.anomaly_config import AnomalyConfig
+from detection.config import DetectionConfig, HealthConfig, RuleConfig, load_default_rules
+from detection.engine import DetectionEngine
+from detection.events import KINDS
+from ingest.batch import ReadingBatch
+from ingest.quantities import quantity_code
+from ingest.sensor_index import SensorIndex
+
+MIN = 60_000_000_000
+HOUR = 60 * MIN
+NO_ANOMALY = DetectionConfig(anomaly=AnomalyConfig(enabled=False))
+
+
+def _engine(rules, config=NO_ANOMALY, names=("s1",)):
+    index = SensorIndex()
+    for n in names:
+        index.add(n)
+    return DetectionEngine(rules, config, index), index
+
+
+def _feed(engine, quantity, minutes, values, sensor=0):
+    """One batch; returns [(minute, level)] of rule 0 and the result."""
+    n = len(values)
+    res = engine.process(ReadingBatch.from_columns(
+        [sensor] * n, [quantity_code(quantity)] * n, [int(m * MIN) for m in minutes], values))
+    ev = res.events.take(res.events.rule == 0)
+    return [(int(t // MIN), int(lv)) for t, lv in zip(ev.time, ev.level, strict=True)], res
+
+
+def _rule(**kw):
+    base = dict(name="r", quantity="no2", level_names=[f"l{i}" for i in range(len(kw["levels"]))])
+    return RuleConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize(("aggregate", "window", "minutes", "values", "want"), [
+    # each reading on its own
+    ("mean", "0s", [0, 1, 2], [250, 100, 210], [(0, 1), (1, 0), (2, 1)]),
+    # 1-h mean (24 buckets of 2.5 min): 100, 300 -> 200 at minute 10; the 100 at 0 leaves the window at 60
+    ("mean", "1h", [0, 10, 30, 61], [100, 300, 200, 50], [(10, 1), (61, 0)]),
+    ("max", "1h", [0, 10, 30, 71], [300, 100, 100, 100], [(0, 1), (71, 0)]),
+    ("min", "30m", [0, 10, 20, 40], [300, 100, 250, 260], [(0, 1), (10, 0), (40, 1)]),
+    ("last", "1h", [0, 10, 20], [300, 100, 200], [(0, 1), (10, 0), (20, 1)]),
+])
+def test_aggregates(aggregate, window, minutes, values, want):
+    engine, _ = _engine([_rule(levels=[200.0], window=window, aggregate=aggregate)])
+    got, _ = _feed(engine, "no2", minutes, values)
+    assert got == want
+
+
+def test_rate_of_rise_slope_per_hour():
+    """Least-squares slope over the window: +6 cm per 10 min = 36 cm/h fires, a level stretch clears."""
+    rule = _rule(quantity="water_level", levels=[30.0], window="1h", aggregate="rate_per_hour")
+    engine, _ = _engine([rule])
+    got, res = _feed(engine, "water_level", [0, 10, 20, 30, 40], [100, 106, 112, 118, 124])
+    assert got == [(10, 1)]
+    assert res.events.value[0] == pytest.approx(36.0)
+    assert KINDS[res.events.kind[0]] == "rate"
+    got, _ = _feed(engine, "water_level", [50, 60, 70, 80, 90, 100, 110], [124] * 7)
+    assert got and got[-1][1] == 0
+
+
+@pytest.mark.parametrize(("values", "want_levels"), [
+    # Esslingen (gauge Kirchentellinsfurt) example: alarm at 500 rising, lifted only at 450 falling
+    ([300, 340, 410, 490, 505, 470, 455, 449, 300], [1, 2, 3, 4, 2, 0]),
+    ([505, 451, 450, 449], [4, 2]),  # 450 exactly still holds the alarm (clears when < 450)
+    ([330, 329.9, 330], [1, 0, 1]),  # exactly at a level is active
+])
+def test_esslingen_hysteresis(values, want_levels):
+    rule = next(r for r in load_default_rules() if r.name == "neckar-pegel-beispiel")
+    engine, _ = _engine([rule], names=("pegel-kirchentellinsfurt",))
+    got, res = _feed(engine, "water_level", range(len(values)), values)
+    assert [lv for _, lv in got] == want_levels
+    if 4 in want_levels:
+        i = want_levels.index(4) + 1
+        assert res.events.threshold[i] == 450.0  # falling: the clear level crossed
+
+
+def test_flood_rules_only_apply_to_gauges():
+    rule = next(r for r in load_default_rules() if r.name == "neckar-pegel-beispiel")
+    engine, _ = _engine([rule], names=("pegel-plochingen", "boje-1"))
+    got, _ = _feed(engine, "water_level", [0], [600], sensor=1)
+    assert got == []
+    got, _ = _feed(engine, "water_level", [0], [600], sensor=0)
+    assert got == [(0, 4)]
+
+
+def test_no2_alert_needs_three_hours_while_limit_fires_at_once():
+    """One rule, `for` per level: 200 fires at once, 400 only after holding 3 h (39. BImSchV)."""
+    rule = next(r for r in load_default_rules() if r.name == "no2-1h")
+    engine, _ = _engine([rule])
+    got, _ = _feed(engine, "no2", range(0, 180, 10), [450] * 18)
+    assert got == [(0, 1)]
+    got, _ = _feed(engine, "no2", [180], [450])
+    assert got == [(180, 2)]
+
+
+def test_for_matures_on_tick_and_keep_firing_for_expires_on_tick():
+    rule = _rule(levels=[200.0], for_="30m", keep_firing_for="20m")
+    engine, _ = _engine([rule], DetectionConfig(health=HealthConfig(stale_min="1d"),
+                                                anomaly=AnomalyConfig(enabled=False)))
+    assert _feed(engine, "no2", [0], [250])[0] == []
+    ev = engine.tick(29 * MIN)
+    assert len(ev.take(ev.rule == 0)) == 0
+    ev = engine.tick(30 * MIN)
+    assert [(int(t // MIN), int(lv)) for t, lv in zip(ev.time, ev.level, strict=True)] == [(30, 1)]
+    assert _feed(engine, "no2", [31], [100])[0] == []  # condition gone, kept firing for 20 min
+    ev = engine.tick(50 * MIN)
+    assert [(int(t // MIN), int(lv)) for t, lv in zip(ev.time, ev.level, strict=True) if True] == [(50, 0)]
+
+
+@pytest.mark.parametrize(("minutes", "late"), [
+    ([100, 90, 89.99, 105, 95], [False, False, True, False, False]),  # 10 min tolerance against the old newest
+])
+def test_late_rows_are_masked_and_not_judged(minutes, late):
+    engine, _ = _engine([_rule(levels=[200.0])])
+    _feed(engine, "no2", [100], [100])
+    got, res = _feed(engine, "no2", minutes[1:], [100, 900, 100, 100])
+    assert res.late.tolist() == late[1:]
+    assert got == []  # the 900 was late
+
+
+def test_out_of_order_within_tolerance_merges_into_the_window():
+    engine, _ = _engine([_rule(levels=[200.0], window="1h", aggregate="mean")])
+    _feed(engine, "no2", [30], [150])
+    got, res = _feed(engine, "no2", [25], [300])  # older, within tolerance: mean becomes 225 at minute 30
+    assert not res.late.any()
+    assert got == [(30, 1)]
+
+
+def test_saturated_sensor_drops_levels_and_is_flagged():
+    rule = next(r for r in load_default_rules() if r.name == "pm10-24h")
+    engine, _ = _engine([rule])
+    got, _ = _feed(engine, "pm10", [0], [80])
+    assert got == [(0, 1)]
+    got, res = _feed(engine, "pm10", [3], [1999.9])
+    assert got == [(3, 0)]
+    kinds = [KINDS[k] for k in res.events.kind]
+    assert "range" in kinds
+    got, res = _feed(engine, "pm10", [6], [80])  # healthy again, the saturated value never entered the mean
+    assert got == [(6, 1)] and res.events.value[res.events.rule == 0][0] == 80.0
+
+
+def test_stale_sensor_is_flagged_on_tick_and_clears_on_reading():
+    cfg = DetectionConfig(health=HealthConfig(stale_factor=5.0, stale_min="15m"),
+                          anomaly=AnomalyConfig(enabled=False))
+    engine, _ = _engine([_rule(quantity="pm10", levels=[50.0])], cfg)
+    _feed(engine, "pm10", [0, 5, 10], [60, 60, 60])  # learned interval 5 min -> stale after 25 min
+    stale_rule = [i.name for i in engine.rule_info].index("sensor-stale")
+    assert len(engine.tick(35 * MIN)) == 0
+    ev = engine.tick(36 * MIN)
+    assert sorted((int(r), int(lv)) for r, lv in zip(ev.rule, ev.level, strict=True)) == [(0, 0), (stale_rule, 1)]
+    _, res = _feed(engine, "pm10", [40], [60])
+    assert sorted((int(r), int(lv)) for r, lv in zip(res.events.rule, res.events.level, strict=True)) == [
+        (0, 1), (stale_rule, 0)]
+
+
+def test_rule_info_order_and_sensor_patterns_refresh_for_new_sensors():
+    rules = load_default_rules()
+    engine, index = _engine(rules)
+    info = engine.rule_info
+    assert [i.name for i in info[: len(rules)]] == [r.name for r in rules]
+    assert [(i.kind, i.hazard, i.quantity) for i in info[len(rules): len(rules) + 3]] == [
+        ("stale", "sensor", "stale"), ("stuck", "sensor", "stuck"), ("range", "sensor", "range")]
+    assert info[-1].kind == "anomaly"
+    index.add("pegel-neu")  # a sensor the engine has not seen
+    _, res = _feed(engine, "water_level", [0], [340], sensor=1)
+    flood = [i.name for i in info].index("neckar-pegel-beispiel")
+    assert res.events.rule.tolist() == [flood] and res.events.level.tolist() == [1]
+
+
+def test_anomaly_events_from_the_detector():
+    """A long calm series then a jump: the real detector scores it and the engine emits an anomaly level."""
+    engine, _ = _engine([], DetectionConfig())
+    rng = np.random.default_rng(3)
+    n = 1500
+    values = 20 + rng.normal(0, 1, n)
+    values[-20:] += 60
+    res = engine.process(ReadingBatch.from_columns(
+        np.zeros(n), np.full(n, quantity_code("no2")), np.arange(n) * 2 * MIN, values))
+    an = res.events.take(res.events.kind == KINDS.index("anomaly"))
+    assert an.level.tolist()[:1] == [1]
+    assert an.time.min() >= (n - 20) * 2 * MIN
+    assert engine.state_nbytes() > 0

@@ -6,6 +6,8 @@ as JSON Lines; field names and meanings are documented in the README.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 __all__ = ["AlertRecord", "decode_record", "encode_record"]
@@ -24,11 +26,18 @@ class AlertRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     districts: list[str]
     district_names: list[str]
     sensors: list[str]
-    value: float
-    threshold: float
+    value: float | None  # the aggregate that decided; JSON null where none applies (NaN in memory)
+    threshold: float | None  # the level boundary crossed; null e.g. when a faulty sensor ended the episode
     rule: str
     started_at: str
     time: str
+
+    def __post_init__(self) -> None:
+        # JSON has no NaN: "not applicable" travels as null and is NaN again in memory
+        if self.value is None:
+            self.value = math.nan
+        if self.threshold is None:
+            self.threshold = math.nan
 
 
 _encoder = msgspec.json.Encoder()

@@ -84,7 +84,30 @@ class Rollup:
         self._seen[sensor[ok], scale[ok]] = True
 
     def apply(self, events: DetectionBatch) -> list[DistrictLevel]:
-        """Take level transitions; the district levels that changed (level 0 = back to normal)."""
+        """Take level transitions; the district levels that changed (level 0 = back to normal).
+
+        A batch may hold several transitions of one (sensor, rule), e.g. a gauge
+        flapping during a catch-up: they are applied in event-time order, one per
+        round, so no district change is lost and the result does not depend on
+        where poll batches happen to be cut.
+        """
+        if len(events) < 2:
+            return self._apply_round(events)
+        events = events.take(np.argsort(events.time, kind="stable"))
+        flat = events.sensor.astype(np.int64) * len(self.rules) + events.rule.astype(np.int64)
+        order = np.argsort(flat, kind="stable")
+        sorted_flat = flat[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_flat)) + 1]
+        rank = np.empty(len(flat), dtype=np.int64)
+        rank[order] = np.arange(len(flat)) - np.repeat(starts, np.diff(np.r_[starts, len(flat)]))
+        if rank.max() == 0:
+            return self._apply_round(events)
+        changed: list[DistrictLevel] = []
+        for r in range(int(rank.max()) + 1):
+            changed.extend(self._apply_round(events.take(rank == r)))
+        return changed
+
+    def _apply_round(self, events: DetectionBatch) -> list[DistrictLevel]:
         self.districts.update()
         self._grow(len(self.districts.sensors))
         keys: set[tuple[int, int]] = set()

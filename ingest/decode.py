@@ -4,6 +4,13 @@ msgspec validates each message against a compiled schema in C; the remaining
 per-message work is flattening into Python lists, then every check that can be
 done on whole columns (quantity codes, finiteness, physical range, future
 timestamps, positions) runs vectorised over the poll batch.
+
+Fast path: messages are first decoded with the time kept as a string (no
+datetime object per reading, structs untracked by the garbage collector) and
+the strings are parsed as RFC 3339 for the whole poll batch at once with numpy
+(:func:`rfc3339_us`). Any message the fast path cannot take as it is (a
+decode error, or a time string msgspec would reject) is decoded again by the
+strict schema, so results and dead letters are exactly those of the strict path.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from ingest.deadletter import DeadLetter
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
 from ingest.sensor_index import SensorIndex
 
-__all__ = ["SENSOR_ID_PATTERN", "DecodeLimits", "Decoded", "RawMessage", "Reading", "ReadingDecoder"]
+__all__ = ["SENSOR_ID_PATTERN", "DecodeLimits", "Decoded", "RawMessage", "Reading", "ReadingDecoder", "rfc3339_us"]
 
 #: Sensor ids are plain tokens so they can never inject markup into a message, CAP or the page.
 SENSOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
@@ -44,6 +51,16 @@ class Reading(msgspec.Struct, forbid_unknown_fields=True):
     time: AwareTime
     values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
     lat: float = _NAN  # optional; sensors missing from the registry need both
+    lon: float = _NAN
+
+
+class _FastReading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """:class:`Reading` with the time still a string: the fast path's shape (no cycles, so no GC tracking)."""
+
+    sensor_id: str
+    time: str
+    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+    lat: float = _NAN
     lon: float = _NAN
 
 
@@ -101,15 +118,29 @@ class ReadingDecoder:
         self._one = msgspec.json.Decoder(Reading)
         self._many = msgspec.json.Decoder(list[Reading])
         self._raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+        self._fast_one = msgspec.json.Decoder(_FastReading)
+        self._fast_many = msgspec.json.Decoder(list[_FastReading])
+        self._time = msgspec.json.Decoder(AwareTime)
 
     def decode(self, messages: list[RawMessage]) -> Decoded:
         """Decode a poll batch; the Python-level loop is per message, the rest is per column."""
-        readings: list[Reading] = []
+        strict: set[int] = set()
+        while True:
+            readings, msg_of, elem_of, dead, slow = self._decode_messages(messages, strict)
+            time_us, bad = self._times_us(readings, slow)
+            if bad is None:
+                return self._finish(messages, readings, msg_of, elem_of, dead, time_us)
+            # a time string msgspec rejects: decode those messages strictly for the exact dead letters
+            strict.update(np.unique(np.asarray(msg_of, dtype=np.int64)[bad]).tolist())
+
+    def _decode_messages(self, messages: list[RawMessage], strict: set[int]):
+        readings: list = []
         msg_of: list[int] = []
         elem_of: list[int] = []
         dead: list[DeadLetter] = []
+        slow = 0  # readings with a datetime (strict path, community) rather than a time string
         lim = self.limits
-        one, many = self._one.decode, self._many.decode
+        fast_one, fast_many = self._fast_one.decode, self._fast_many.decode
         community = self.community_topics
         for m, msg in enumerate(messages):
             data = msg.value
@@ -117,35 +148,80 @@ class ReadingDecoder:
                 dead.append(_dl(msg, "oversized" if data else "malformed",
                                 f"{len(data) if data else 0} bytes (limit {lim.max_message_bytes})"))
                 continue
-            try:
-                if msg.topic in community:
-                    readings.append(self._community.decode(data, msg.timestamp_ms))
-                    msg_of.append(m)
-                    elem_of.append(-1)
-                elif data[:1] == b"[" or data.lstrip()[:1] == b"[":
-                    try:
-                        rs = many(data)
-                        elems = range(len(rs))
-                        if not rs:
-                            dead.append(_dl(msg, "malformed", "empty array: no readings"))
+            if msg.topic not in community and m not in strict:
+                try:
+                    if data[:1] == b"[" or data.lstrip()[:1] == b"[":
+                        rs = fast_many(data)
+                        if rs and len(rs) <= lim.max_readings_per_message:
+                            readings.extend(rs)
+                            msg_of.extend([m] * len(rs))
+                            elem_of.extend(range(len(rs)))
                             continue
-                    except msgspec.ValidationError:
-                        rs, elems = self._decode_elements(msg, dead)
-                    if len(rs) > lim.max_readings_per_message:
-                        detail = f"{len(rs)} readings (limit {lim.max_readings_per_message})"
-                        dead.append(_dl(msg, "oversized", detail, readings=len(rs)))
+                    else:
+                        readings.append(fast_one(data))
+                        msg_of.append(m)
+                        elem_of.append(-1)
                         continue
-                    readings.extend(rs)
-                    msg_of.extend([m] * len(rs))
-                    elem_of.extend(elems)
-                else:
-                    readings.append(one(data))
-                    msg_of.append(m)
-                    elem_of.append(-1)
-            except Exception as err:  # any decode failure is bad input, never a crash
-                reason, detail = _reason_of(err)
-                dead.append(_dl(msg, reason, detail))
-        return self._finish(messages, readings, msg_of, elem_of, dead)
+                except Exception:  # the strict path below decides and explains
+                    pass
+            slow += self._decode_strict(m, msg, readings, msg_of, elem_of, dead)
+        return readings, msg_of, elem_of, dead, slow
+
+    def _decode_strict(self, m: int, msg: RawMessage, readings: list, msg_of: list[int], elem_of: list[int],
+                       dead: list[DeadLetter]) -> int:
+        """The strict schema for one message: its readings appended, its rejections dead-lettered."""
+        data = msg.value
+        lim = self.limits
+        try:
+            if msg.topic in self.community_topics:
+                readings.append(self._community.decode(data, msg.timestamp_ms))
+                msg_of.append(m)
+                elem_of.append(-1)
+                return 1
+            if data[:1] == b"[" or data.lstrip()[:1] == b"[":
+                try:
+                    rs = self._many.decode(data)
+                    elems = range(len(rs))
+                    if not rs:
+                        dead.append(_dl(msg, "malformed", "empty array: no readings"))
+                        return 0
+                except msgspec.ValidationError:
+                    rs, elems = self._decode_elements(msg, dead)
+                if len(rs) > lim.max_readings_per_message:
+                    detail = f"{len(rs)} readings (limit {lim.max_readings_per_message})"
+                    dead.append(_dl(msg, "oversized", detail, readings=len(rs)))
+                    return 0
+                readings.extend(rs)
+                msg_of.extend([m] * len(rs))
+                elem_of.extend(elems)
+                return len(rs)
+            readings.append(self._one.decode(data))
+            msg_of.append(m)
+            elem_of.append(-1)
+            return 1
+        except Exception as err:  # any decode failure is bad input, never a crash
+            reason, detail = _reason_of(err)
+            dead.append(_dl(msg, reason, detail))
+            return 0
+
+    def _times_us(self, readings: list, slow: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Event times in whole µs since the epoch, or the rows whose time string msgspec rejects."""
+        times = list(map(_get_time, readings))
+        if slow:
+            times = [t if t.__class__ is str else t.isoformat() for t in times]
+        us, ok = rfc3339_us(times)
+        if ok.all():
+            return us, None
+        rows = np.flatnonzero(~ok)
+        bad = []
+        for r in rows.tolist():
+            try:
+                dt = self._time.decode(msgspec.json.encode(times[r]))
+            except msgspec.ValidationError:
+                bad.append(r)
+                continue
+            us[r] = round(dt.timestamp() * 1e6)  # as the strict path has always computed it
+        return us, (np.asarray(bad, dtype=np.int64) if bad else None)
 
     def _decode_elements(self, msg: RawMessage, dead: list[DeadLetter]) -> tuple[list[Reading], list[int]]:
         """Slow path for a batch message with bad elements: keep the good ones with their positions."""
@@ -161,8 +237,8 @@ class ReadingDecoder:
         return out, elems
 
     # -- whole-column checks --
-    def _finish(self, messages: list[RawMessage], readings: list[Reading], msg_of: list[int],
-                elem_of: list[int], dead: list[DeadLetter]) -> Decoded:
+    def _finish(self, messages: list[RawMessage], readings: list, msg_of: list[int],
+                elem_of: list[int], dead: list[DeadLetter], time_us: np.ndarray) -> Decoded:
         if not readings:
             return Decoded(ReadingBatch.empty(), dead)
         count = len(readings)
@@ -172,8 +248,7 @@ class ReadingDecoder:
         keys = list(chain.from_iterable(values))
         quantity = np.array(list(map(_QCODE_GET, keys, repeat(255, n))), dtype=np.uint8)
         value = np.array(list(chain.from_iterable(map(dict.values, values))), dtype=np.float64)
-        ts = np.array(list(map(_timestamp, map(_get_time, readings))), dtype=np.float64)
-        time_ns = np.repeat((ts * 1e6).round().astype(np.int64) * 1000, per)
+        time_ns = np.repeat(time_us * 1000, per)
         message = np.repeat(np.asarray(msg_of, dtype=np.int32), per)
         element = np.repeat(np.asarray(elem_of, dtype=np.int32), per)
         rsensor = self.sensors.lookup(list(map(_get_sensor, readings)), _valid_sensor_id)
@@ -252,7 +327,6 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-_timestamp = _dt.datetime.timestamp
 _QCODE_GET = QUANTITY_CODE.get
 _get_values = attrgetter("values")
 _get_time = attrgetter("time")
@@ -265,3 +339,70 @@ def _dl(msg: RawMessage, reason: str, detail: str, element: int | None = None,
         readings: int = 1) -> DeadLetter:
     return DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", reason, detail,
                       element, readings)
+
+
+_CUM_DAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_FRAC_SCALE = np.array([0, 100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)  # by number of digits
+_WIDTH = 32  # longest form taken: 19 + 7 (".ffffff") + 6 ("+HH:MM")
+# "YYYY-MM-DDTHH:MM:SS": byte minus _BASE must be <= _SPAN (digits 0..9, separators exactly)
+_BASE = np.frombuffer(b"0000-00-00T00:00:00", dtype=np.uint8)
+_SPAN = np.array([9 if ch == "0" else 0 for ch in "0000-00-00T00:00:00"], dtype=np.uint8)
+
+
+def rfc3339_us(times: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-column RFC 3339 parse: µs since the epoch and a mask of the strings taken.
+
+    Takes ``YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|±HH:MM)`` with years 1970..2099 and every
+    field in range (the common shapes; each is one msgspec accepts with the same
+    instant). Anything else is left to msgspec by the caller (mask False).
+    """
+    n = len(times)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    length = np.fromiter(map(len, times), dtype=np.int64, count=n)  # true lengths (numpy drops trailing NULs)
+    try:
+        b = np.array(times, dtype=f"S{_WIDTH}")
+    except UnicodeEncodeError:  # non-ASCII somewhere: never a time the fast path takes
+        b = np.array([t if t.isascii() else "" for t in times], dtype=f"S{_WIDTH}")
+    t = np.ascontiguousarray(b.view(np.uint8).reshape(n, _WIDTH).T)  # one row per character position
+    ok = ((t[:19] - _BASE[:, None]) <= _SPAN[:, None]).all(axis=0)
+    d = t[:19].astype(np.int32)  # small temporaries: fresh large arrays cost page faults
+    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3] - 53328  # 53328 = 48 * 1111
+    month, day, hour, minute, second = (d[i] * 10 + d[i + 1] - 528 for i in (5, 8, 11, 14, 17))
+    frac = np.zeros(n, np.int64)
+    p = np.full(n, 19, dtype=np.int64)  # position of the offset designator
+    has_frac = t[19] == 46  # "."
+    if has_frac.any():
+        fr = np.flatnonzero(has_frac)
+        dig = (t[20:27, fr] - 48) <= 9
+        k = np.cumprod(dig, axis=0).sum(axis=0)
+        ok[fr] &= (k >= 1) & (k <= 6)
+        k = np.minimum(k, 6)
+        f = np.zeros(fr.size, np.int64)
+        for i in range(6):
+            f = np.where(i < k, f * 10 + t[20 + i, fr].astype(np.int64) - 48, f)
+        frac[fr] = f * _FRAC_SCALE[k]
+        p[fr] = 20 + k
+    flat = t.reshape(-1)
+    cols = np.arange(n)
+    tz = flat[p * n + cols]
+    zulu = (tz == 90) & (length == p + 1)  # "Z"
+    signed = ((tz == 43) | (tz == 45)) & (length == p + 6)  # "+" / "-"
+    base = np.minimum(p + 1, _WIDTH - 5) * n + cols
+    h1, h2, colon, m1, m2 = (flat[base + i * n].astype(np.int32) - 48 for i in range(5))  # "HH:MM"
+    signed &= ((h1 >= 0) & (h1 <= 9) & (h2 >= 0) & (h2 <= 9) & (colon == 10) & (m1 >= 0) & (m1 <= 9)
+               & (m2 >= 0) & (m2 <= 9))
+    oh, om = h1 * 10 + h2, m1 * 10 + m2
+    signed &= (oh <= 23) & (om <= 59)
+    ok &= zulu | signed
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    mi = np.clip(month - 1, 0, 11)
+    ok &= ((year >= 1970) & (year <= 2099) & (month >= 1) & (month <= 12) & (day >= 1)
+           & (day <= _MONTH_DAYS[mi] + ((mi == 1) & leap)) & (hour <= 23) & (minute <= 59) & (second <= 59))
+    # days since 1970-01-01 (years 1970..2099: every 4th year is a leap year, 2000 included)
+    y = (year - 1970).astype(np.int64)
+    days = y * 365 + (y + 1) // 4 + _CUM_DAYS[mi] + ((mi >= 2) & leap) + day - 1
+    offset = np.where(signed, np.where(tz == 45, -1, 1) * (oh * 60 + om), 0)
+    us = (days * 86400 + hour * 3600 + minute * 60 + second - offset * 60) * 1_000_000 + frac
+    return np.where(ok, us, 0), ok

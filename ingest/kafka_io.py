@@ -159,7 +159,7 @@ class ReadingConsumer:
         """True when the client holds a live connection to some broker."""
         client = self._consumer._client
         try:
-            return any(client.connected(b.nodeId) for b in client.cluster.brokers())
+            return any(client.connected(b.node_id) for b in client.cluster.brokers())
         except Exception:  # a client-internal hiccup is reported as 'not connected', never raised
             return False
 

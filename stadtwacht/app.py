@@ -63,6 +63,8 @@ class Service:
         self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed)
         self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed)
         self.runner.lock = self.lock
+        self.pipeline.metrics.outbox_oldest.set_function(
+            lambda: self.pipeline.alerts.outbox_status()["oldest_pending_age_s"])
         self.http = HttpServer(cfg.http.host, cfg.http.port if port is None else port, self.registry, self.api,
                                self.feed, self.readiness, self.pipeline.cap_dir,
                                self.pipeline.alerts.active_records, cfg.http.max_body_bytes,

@@ -49,8 +49,11 @@ def tansu_binary() -> Path:
 class EmbeddedBroker:
     """A Tansu broker on a free loopback port; use as a context manager."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
+                 advertised_port: int | None = None) -> None:
         self.port = port or free_port()
+        #: Port named in metadata (clients reconnect there); another one puts a proxy in between (tests).
+        self.advertised_port = advertised_port or self.port
         self.log_path = log_path
         self._proc: subprocess.Popen | None = None
 
@@ -60,9 +63,10 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

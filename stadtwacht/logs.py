@@ -14,13 +14,13 @@ __all__ = ["redact_text", "setup_logging"]
 
 
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,31}://[^\s'\"<>]+")
-_BEARER = re.compile(r"(?i)\b(bearer|token|password|passwd|secret)([=: ]+)[^\s'\",;&]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+|(?:token|password|passwd|secret)\s*[=:]\s*)[^\s'\",;&]+")
 
 
 def redact_text(text: str) -> str:
     """Every URL cut to service and host, every bearer/token/password value masked."""
     text = _URL.sub(lambda m: redact_url(m.group(0)), text)
-    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}***", text)
 
 
 class _Redacting(logging.Filter):
@@ -56,3 +56,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     for noisy in ("kafka", "apprise"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # urllib3 logs request lines and retried paths ("POST /hook/<token>"): webhook tokens live in paths
+    logging.getLogger("urllib3").setLevel(max(logging.ERROR, root.level))

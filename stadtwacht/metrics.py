@@ -46,6 +46,7 @@ class PipelineMetrics:
     broker_up: Gauge
     last_reading: Gauge
     warming_up: Gauge
+    outbox_oldest: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -79,4 +80,8 @@ class PipelineMetrics:
             warming_up=Gauge("stadtwacht_warming_up",
                              "1 while partitions are re-read to rebuild detection state (alerts held back)",
                              registry=registry),
+            # the value is read at scrape time: the service sets a function (see app.Service)
+            outbox_oldest=Gauge("stadtwacht_outbox_oldest_seconds",
+                                "Age of the oldest notification still waiting in the outbox (0 when empty)",
+                                registry=registry),
         )

@@ -95,9 +95,10 @@ class Runner:
         self.topics = topics or [*self.cfg.topics, *self.cfg.community_topics]
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
+        self._committed_at_assign: dict[TP, int] = {}
         self._revoked: list[TP] = []
         self._checkpoints = _Checkpoints(warmup_horizon_ns(pipeline))
-        self._was_warming = False
+        self._backlog = True  # look for committed but unpublished alert events once
         self.producer = make_producer(self.cfg, bootstrap)
         self.dead_letters = DeadLetterSink(self.producer, self.cfg.dlq_suffix)
         self.outputs = AlertOutputs(pipeline, self.producer, self.cfg.alerts_topic)
@@ -123,6 +124,7 @@ class Runner:
                 self.pipeline.drop_partitions(revoked)
             for tp in revoked:
                 self._suppress_until.pop(tp, None)
+                self._committed_at_assign.pop(tp, None)
                 self._checkpoints.drop(tp)
         if not self._new_partitions:
             return messages
@@ -131,6 +133,7 @@ class Runner:
         rewound: set[TP] = set()
         for tp in new:
             committed, meta = self.consumer.committed(tp)
+            self._committed_at_assign[tp] = committed or 0
             resume = max(committed or 0, applied.get(tp, 0))
             warm = _parse_warm(meta)
             if committed is not None and warm is not None and warm < committed:
@@ -142,6 +145,8 @@ class Runner:
             elif resume > (committed or 0):
                 self._suppress_until[tp] = resume
             self._checkpoints.add(tp, 0, warm if warm is not None else (committed or 0))
+            log.debug("assigned %s/%d: committed %s, applied %s, warm-up from %s", tp[0], tp[1], committed,
+                      applied.get(tp), warm)
         self.health.assigned = self.consumer.assignment()
         if not rewound:
             return messages
@@ -152,6 +157,11 @@ class Runner:
         log.info("consuming %s as group %r", ", ".join(self.topics), self.cfg.group_id)
         self.pipeline.alerts.start()
         try:
+            try:
+                with self.lock:
+                    self._hand_on([], [])  # events committed before a kill but never published
+            except KafkaError as e:
+                log.warning("publishing the alert backlog failed (%s); retrying with the next batch", e)
             while not stop.is_set():
                 self.step()
         finally:
@@ -162,7 +172,6 @@ class Runner:
         try:
             messages = self.consumer.poll()
             self.health.last_poll_ok = time.time()
-            self.pipeline.metrics.broker_up.set(1)
             messages = self._settle_rebalance(messages)
         except KafkaError as e:
             self.health.last_poll_error = f"{type(e).__name__}: {e}"
@@ -170,8 +179,8 @@ class Runner:
             log.warning("poll failed: %s; retrying", self.health.last_poll_error)
             time.sleep(1.0)
             return 0
-        if not self.consumer.connected():
-            self.pipeline.metrics.broker_up.set(0)
+        # set once per round: 1-then-0 would let a scrape in between read 1 while the broker is gone
+        self.pipeline.metrics.broker_up.set(1 if self.consumer.connected() else 0)
         started = time.perf_counter()
         next_offsets: dict[TP, int] = {}
         for m in messages:
@@ -179,20 +188,30 @@ class Runner:
             if m.offset + 1 > next_offsets.get(tp, -1):
                 next_offsets[tp] = m.offset + 1
             self.pipeline.metrics.messages_consumed.labels(m.topic).inc()
+        held_until = dict(self._suppress_until)
         warming = self._warming(next_offsets)
+        records: list[AlertRecord] = []
         with self.lock:
-            if messages:
+            if warming or not held_until:
+                # all held back while any partition warms up; otherwise the normal path
                 result = self.pipeline.process_messages(messages, deliver=not warming, offsets=next_offsets)
-                self._hand_on(result.dead, result.records)
-            records = []
-            if self._was_warming and not warming:
-                log.info("warm-up complete; reconciling alert state")
-                records = self.pipeline.reconcile(offsets=next_offsets)
+                self._hand_on(self._not_yet_handed_on(result.dead), result.records)
+            else:
+                # the warm-up ends inside this batch: hold back what was applied before, reconcile, go live
+                held = [m for m in messages if m.offset < held_until.get((m.topic, m.partition), -1)]
+                live = [m for m in messages if m.offset >= held_until.get((m.topic, m.partition), -1)]
+                if held:
+                    result = self.pipeline.process_messages(held, deliver=False)
+                    self._hand_on(self._not_yet_handed_on(result.dead), [])
+                log.info("warm-up complete; reconciling alert state with the rebuilt levels")
+                records = self.pipeline.reconcile()
+                if live:
+                    result = self.pipeline.process_messages(live, deliver=True, offsets=next_offsets)
+                    self._hand_on(result.dead, result.records)
             if not warming:
                 records += self.pipeline.tick()
             if records:
                 self._hand_on([], records)
-        self._was_warming = warming
         self.health.warming = sorted(self._suppress_until)
         self.pipeline.metrics.warming_up.set(1 if warming else 0)
         if messages:
@@ -205,6 +224,12 @@ class Runner:
             self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
         return len(messages)
 
+    def _not_yet_handed_on(self, dead: list) -> list:
+        """Dead letters of a warm-up re-read below the committed offset were sent before: drop them."""
+        if not self._committed_at_assign:
+            return dead
+        return [d for d in dead if d.offset >= self._committed_at_assign.get((d.topic, d.partition), -1)]
+
     def _warming(self, next_offsets: dict[TP, int]) -> bool:
         for tp, until in list(self._suppress_until.items()):
             pos = next_offsets.get(tp)
@@ -215,13 +240,23 @@ class Runner:
         return bool(self._suppress_until)
 
     def _hand_on(self, dead, records: list[AlertRecord]) -> None:
-        """Dead letters and alert records to Kafka, flushed: durable before the offset commit."""
+        """Dead letters and alert records to Kafka, flushed: durable before the offset commit.
+
+        Alert records are taken from the durable history (every committed event not yet marked
+        published), so events committed to SQLite just before a kill are published after the restart.
+        """
+        upto = 0
+        if records or self._backlog:
+            upto, records = self.pipeline.alerts.unpublished()
         if dead:
             self.dead_letters.send(dead)
         if records:
             self.outputs.emit(records)
         if dead or records:
             self.producer.flush(timeout=60)
+        if records:
+            self.pipeline.alerts.mark_published(upto)
+        self._backlog = False
 
     def _commit(self, next_offsets: dict[TP, int]) -> None:
         now = self.pipeline.now_ns()

@@ -15,6 +15,24 @@ def _rfc3339(ns: int) -> str:
     return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.UTC).isoformat(timespec="seconds")
 
 
+def _trend(pipeline: Pipeline, alert_id: str) -> str:
+    """Rising, falling or steady: the level (then the value) of the episode's last event against the one before."""
+    recs = pipeline.alerts.episode_records(alert_id)
+    if len(recs) < 2:
+        return "rising"  # a new episode: up from level 0
+    a, b = recs[-2], recs[-1]
+    diff = (b.level > a.level) - (b.level < a.level) or (b.value > a.value) - (b.value < a.value)
+    return {1: "rising", -1: "falling"}.get(diff, "steady")
+
+
+def _page_alert(pipeline: Pipeline, a: dict) -> dict:
+    """An active alert in the page's shape: the alert record's district lists and a trend added."""
+    district = a.get("district")
+    return {**a, "districts": a.get("districts", [district] if district else []),
+            "district_names": a.get("district_names", [a.get("district_name") or district] if district else []),
+            "trend": a.get("trend") or _trend(pipeline, a["alert_id"])}
+
+
 def build_state(pipeline: Pipeline, language: str = "de") -> dict:
     """A JSON-ready snapshot; read under the pipeline lock."""
     levels: dict[str, dict[str, int]] = {d: {"flood": 0, "air": 0, "sensor": 0} for d in pipeline.layer.ids}
@@ -23,15 +41,19 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
         cur = levels.setdefault(lv.district, {"flood": 0, "air": 0, "sensor": 0})
         cur[lv.hazard] = max(cur.get(lv.hazard, 0), lv.level)
         if lv.hazard == "sensor":
-            health.extend({"sensor_id": s, "district": lv.district, "kind": lv.quantity,
+            health.extend({"sensor_id": s, "district": lv.district, "district_name": lv.district_name,
+                           "kind": lv.quantity,
                            "since": _rfc3339(lv.time_ns)} for s in lv.sensors)
-    alerts = pipeline.alerts.active()
+    alerts = [_page_alert(pipeline, a) for a in pipeline.alerts.active()]
     timeline = [msgspec.to_builtins(r) for r in pipeline.alerts.history(100)]
     max_levels: dict[str, int] = {}
     for info in pipeline.engine.rule_info:
         max_levels[info.hazard] = max(max_levels.get(info.hazard, 0), len(info.level_names) - 1)
     return {
         "generated_at": _rfc3339(pipeline.clock_ns()),
+        # the pipeline's event-time clock (newest reading): alert ages count on it, as stale detection does;
+        # in the demo it is the story's compressed clock, in service the wall clock give or take the latency
+        "now": _rfc3339(pipeline.now_ns()),
         "exercise": pipeline.exercise,
         "approximate": bool(pipeline.layer.approximate),
         "language": language,

@@ -23,7 +23,7 @@
       ack: "Quittieren", silence: "Stumm", acked_by: "quittiert von", silenced: "stumm",
       rising: "steigend", falling: "fallend", steady: "gleichbleibend",
       level: "Stufe", level0: "normal", threshold: "Schwelle",
-      stale: "meldet nicht mehr", stuck: "hängt (konstanter Wert)", range: "außerhalb des Messbereichs",
+      stale: "meldet nicht mehr", stuck: "hängt (konstanter Wert)", range: "außerhalb des Messbereichs", anomaly: "auffälliger Verlauf",
       since: "seit", firing: "ausgelöst", update: "geändert", resolved: "aufgehoben",
       new_alert: "Neuer Alarm", ack_ok: "Quittiert", silence_ok: "Stummgeschaltet",
       unauthorized: "Token abgelehnt (401) – bitte neu anmelden.", failed: "Fehlgeschlagen",
@@ -48,7 +48,7 @@
       ack: "Acknowledge", silence: "Silence", acked_by: "acknowledged by", silenced: "silenced",
       rising: "rising", falling: "falling", steady: "steady",
       level: "Level", level0: "normal", threshold: "threshold",
-      stale: "silent (stale)", stuck: "stuck (constant value)", range: "out of range",
+      stale: "silent (stale)", stuck: "stuck (constant value)", range: "out of range", anomaly: "anomalous readings",
       since: "since", firing: "firing", update: "update", resolved: "resolved",
       new_alert: "New alert", ack_ok: "Acknowledged", silence_ok: "Silenced",
       unauthorized: "Token rejected (401) – please log in again.", failed: "Failed",
@@ -57,12 +57,14 @@
       ago_s: "{n} s ago", ago_m: "{n} min ago", ago_h: "{n} h {m} min ago", ago_d: "{n} d ago",
     },
   };
-  const UNITS = { water_level: "cm", discharge: "m³/s", pm10: "µg/m³", pm2_5: "µg/m³", no2: "µg/m³", o3: "µg/m³", so2: "µg/m³" };
+  const UNITS = { water_level: "cm", discharge: "m³/s", pm10: "µg/m³", pm2_5: "µg/m³", no2: "µg/m³", o3: "µg/m³", so2: "µg/m³",
+    stale: "s" };
+  const HAZARD_ORDER = { flood: 0, air: 1, sensor: 2 }; // at equal severity, hazards before sensor faults
   const QUANTITY = {
     de: { water_level: "Pegel", discharge: "Abfluss", pm10: "PM10", pm2_5: "PM2,5", no2: "NO₂", o3: "Ozon", so2: "SO₂",
-          stale: "Ausfall", stuck: "hängt", range: "Messbereich" },
+          stale: "Ausfall", stuck: "hängt", range: "Messbereich", anomaly: "Anomalie" },
     en: { water_level: "water level", discharge: "discharge", pm10: "PM10", pm2_5: "PM2.5", no2: "NO₂", o3: "ozone", so2: "SO₂",
-          stale: "stale", stuck: "stuck", range: "range" },
+          stale: "stale", stuck: "stuck", range: "range", anomaly: "anomaly" },
   };
   // Sequential, colour-blind-safe scale (samples of "inferno": lightness falls monotonically);
   // the darkest stop is the alarm colour and is also hatched, and every district shows its level number.
@@ -77,6 +79,7 @@
   let hazard = store.getItem("stadtwacht.hazard") || "flood";
   let seenAlerts = null; // Set of alert ids already announced
   let mapKey = null; // districts geometry already drawn (ids joined)
+  let clockOffset = 0; // ms the pipeline's event-time clock (state.now) is ahead of this browser's clock
 
   function t(key) { return (I18N[lang] || I18N.de)[key] || I18N.de[key] || key; }
   function fmt(key, vars) { return t(key).replace(/\{(\w+)\}/g, (_, k) => String(vars[k])); }
@@ -105,7 +108,7 @@
     return d.toLocaleString(lang === "en" ? "en-GB" : "de-DE", { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
   function age(iso) {
-    const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+    const s = Math.max(0, Math.round((Date.now() + clockOffset - new Date(iso).getTime()) / 1000));
     if (Number.isNaN(s)) return "";
     if (s < 60) return fmt("ago_s", { n: s });
     if (s < 3600) return fmt("ago_m", { n: Math.floor(s / 60) });
@@ -247,7 +250,8 @@
   function renderAlerts() {
     const body = $("alerts");
     const alerts = (state.alerts || []).slice().sort((a, b) =>
-      (b.level / maxLevel(b.hazard)) - (a.level / maxLevel(a.hazard)) || String(b.time).localeCompare(String(a.time)));
+      (b.level / maxLevel(b.hazard)) - (a.level / maxLevel(a.hazard)) ||
+      (HAZARD_ORDER[a.hazard] ?? 9) - (HAZARD_ORDER[b.hazard] ?? 9) || String(b.time).localeCompare(String(a.time)));
     body.replaceChildren();
     const a = auth();
     alerts.forEach((al) => {
@@ -263,7 +267,7 @@
         el("span", { className: "level-name" }, al.level_name || ""));
       const names = (al.district_names && al.district_names.length ? al.district_names : al.districts) || [];
       const val = el("td", { className: "value" });
-      const unit = al.hazard === "sensor" ? "" : " " + (UNITS[al.quantity] || "");
+      const unit = UNITS[al.quantity] ? " " + UNITS[al.quantity] : "";
       val.append(el("span", {}, numberFmt(al.value) + unit),
         el("span", { className: "muted small" }, ` (${t("threshold")} ${numberFmt(al.threshold)})`));
       const ageTd = el("td", { className: "age", "data-since": al.started_at, title: timeFmt(al.started_at) }, age(al.started_at));
@@ -303,7 +307,7 @@
     items.forEach((h) => {
       const li = el("li", { "data-sensor-id": h.sensor_id, "data-kind": h.kind, className: "kind-" + h.kind });
       li.append(el("span", { className: "tag" }, quantityName(h.kind)), el("code", {}, h.sensor_id),
-        el("span", {}, ` ${h.district ? "(" + h.district + ") " : ""}${t(h.kind)}, ${t("since")} ${timeFmt(h.since)}`));
+        el("span", {}, ` ${h.district ? "(" + (h.district_name || h.district) + ") " : ""}${t(h.kind)}, ${t("since")} ${timeFmt(h.since)}`));
       list.appendChild(li);
     });
     $("health-count").textContent = String(items.length);
@@ -319,7 +323,7 @@
       const badge = el("span", { className: "badge small" }, r.level);
       badge.style.background = SCALE[idx]; badge.style.color = TEXT_ON[idx];
       const names = (r.district_names && r.district_names.length ? r.district_names : r.districts) || [];
-      const unit = r.hazard === "sensor" ? "" : " " + (UNITS[r.quantity] || "");
+      const unit = UNITS[r.quantity] ? " " + UNITS[r.quantity] : "";
       li.append(el("time", { datetime: r.time }, timeFmt(r.time)), badge,
         el("span", { className: "ev" }, t(r.event)),
         el("span", {}, ` ${t("hz_" + r.hazard)} ${quantityName(r.quantity)} ${r.level_name || ""} – ${names.join(", ")} – ${numberFmt(r.value)}${unit}`));
@@ -332,7 +336,8 @@
     if (!lang) lang = state.language === "en" ? "en" : "de";
     $("banner-exercise").hidden = !state.exercise;
     $("banner-approximate").hidden = !state.approximate;
-    $("generated-at").textContent = state.generated_at ? timeFmt(state.generated_at) : "";
+    const asOf = state.now || state.generated_at; // the situation's time (in the demo: the story clock)
+    $("generated-at").textContent = asOf ? timeFmt(asOf) : "";
     drawMap(state.districts);
     colourMap();
     renderAlerts();
@@ -343,6 +348,8 @@
   function setState(s) {
     const first = !state;
     state = s;
+    const now = s.now ? new Date(s.now).getTime() : NaN;
+    clockOffset = Number.isNaN(now) ? 0 : now - Date.now();
     if (first && !store.getItem("stadtwacht.lang")) { lang = s.language === "en" ? "en" : "de"; applyLanguage(); }
     render();
   }

@@ -91,6 +91,7 @@ class Pipeline:
         self.mapping = SensorDistricts(self.layer, self.registry, self.sensors)
         self.rollup = Rollup(self.layer, self.mapping, self.engine.rule_info, geo.quorum)
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state_dir
         names = dict(zip(self.layer.ids, self.layer.names, strict=True))
         self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
                                    clock=alert_clock_ns or clock_ns, exercise=exercise)

@@ -13,7 +13,9 @@ reconciles the durable alert state with the rebuilt levels.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -96,6 +98,8 @@ class Runner:
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
         self._committed_at_assign: dict[TP, int] = {}
+        self._warm_file = pipeline.state_dir / "warmup-offsets.json"
+        self._local_warm = self._load_local_warm()
         self._revoked: list[TP] = []
         self._checkpoints = _Checkpoints(warmup_horizon_ns(pipeline))
         self._backlog = True  # look for committed but unpublished alert events once
@@ -136,6 +140,8 @@ class Runner:
             self._committed_at_assign[tp] = committed or 0
             resume = max(committed or 0, applied.get(tp, 0))
             warm = _parse_warm(meta)
+            if warm is None:  # brokers that drop commit metadata (Tansu): this process's own record
+                warm = self._local_warm.get(tp)
             if committed is not None and warm is not None and warm < committed:
                 log.info("warm-up of %s/%d: re-reading offsets %d..%d with alerts held back",
                          tp[0], tp[1], warm, resume)
@@ -224,6 +230,26 @@ class Runner:
             self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
         return len(messages)
 
+    def _load_local_warm(self) -> dict[TP, int]:
+        try:
+            raw = json.loads(self._warm_file.read_text(encoding="utf-8"))
+            return {(t, int(p)): int(o) for t, p, o in raw}
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def _save_local_warm(self, meta: dict[TP, str]) -> None:
+        """Keep the warm-up starts next to the alert state too, for brokers that drop commit metadata."""
+        for tp, m in meta.items():
+            warm = _parse_warm(m)
+            if warm is not None:
+                self._local_warm[tp] = warm
+        tmp = self._warm_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps([[t, p, o] for (t, p), o in self._local_warm.items()]), encoding="utf-8")
+            os.replace(tmp, self._warm_file)
+        except OSError as e:
+            log.warning("cannot record warm-up offsets in %s: %s", self._warm_file, e)
+
     def _not_yet_handed_on(self, dead: list) -> list:
         """Dead letters of a warm-up re-read below the committed offset were sent before: drop them."""
         if not self._committed_at_assign:
@@ -264,6 +290,7 @@ class Runner:
         for tp, off in next_offsets.items():
             self._checkpoints.add(tp, now, off - 1)
             meta[tp] = f"warm={self._checkpoints.warm_start(tp, now, off)}"
+        self._save_local_warm(meta)
         try:
             self.consumer.commit(next_offsets, meta)
         except CommitFailedError as e:

@@ -76,7 +76,16 @@ stadtwacht demo (EXERCISE) on an embedded Tansu broker at {broker.bootstrap}
 The story (Neckar flood wave, winter inversion, ozone afternoon, a stuck and a silent sensor) runs
 {story_wall_seconds(speed):.0f} s at {speed:.0f}x; the demo stops after {duration:.0f} s or on Ctrl-C.
 """, flush=True)
-        pipeline_thread = threading.Thread(target=service.run, args=(stop,), name="pipeline")
+        failure: list[BaseException] = []
+
+        def run_pipeline() -> None:
+            try:
+                service.run(stop)
+            except BaseException as e:  # reported below: the demo must not exit 0 on a dead pipeline
+                failure.append(e)
+                log.exception("the pipeline stopped with an error")
+
+        pipeline_thread = threading.Thread(target=run_pipeline, name="pipeline")
         pipeline_thread.start()
         simulator = Simulator(broker.bootstrap, speed=speed)
         sim_thread = threading.Thread(target=simulator.run, args=(None, stop), name="simulator", daemon=True)
@@ -89,6 +98,9 @@ The story (Neckar flood wave, winter inversion, ozone afternoon, a stuck and a s
             stop.set()
             sim_thread.join(timeout=10)
             pipeline_thread.join(timeout=60)
+    if failure:
+        print(f"demo failed: the pipeline stopped with {type(failure[0]).__name__}: {failure[0]}", flush=True)
+        return 1
     active = service.pipeline.alerts.active()
     print(f"demo finished: {len(service.pipeline.alerts.history(10_000))} alert events, {len(active)} still "
           f"active; notifications in {state_dir / 'notifications.jsonl'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alerting_helpers import HttpReceiver, SmtpReceiver
+from tests.alerting.alerting_helpers import HttpReceiver, SmtpReceiver
 from prometheus_client import CollectorRegistry
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from alerting_helpers import FakeClock, level
+from tests.alerting.alerting_helpers import FakeClock, level
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.api import MAX_BODY, AlertApi

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from alerting_helpers import T0, HttpReceiver, S, SmtpReceiver, level
-from notifier_proc import crash_config
+from tests.alerting.alerting_helpers import T0, HttpReceiver, S, SmtpReceiver, level
+from tests.alerting.notifier_proc import crash_config
 from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertService

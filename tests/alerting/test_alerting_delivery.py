@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from alerting_helpers import S, level
+from tests.alerting.alerting_helpers import S, level
 from prometheus_client import CollectorRegistry
 
 from alerting.config import AlertingConfig, ChannelConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alerting_helpers import T0, S, level
+from tests.alerting.alerting_helpers import T0, S, level
 
 from alerting.episodes import alert_id_for, step
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alerting_helpers import level
+from tests.alerting.alerting_helpers import level
 
 from alerting.config import RouteConfig
 from alerting.episodes import step

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alerting_helpers import T0, FakeClock, S, file_config, level, read_file_channel
+from tests.alerting.alerting_helpers import T0, FakeClock, S, file_config, level, read_file_channel
 from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertService

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alerting_helpers import T0, S, level
+from tests.alerting.alerting_helpers import T0, S, level
 
 from alerting.episodes import step
 from alerting.templates import clean, render_event_message, render_followup_message

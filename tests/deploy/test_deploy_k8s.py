@@ -182,6 +182,7 @@ def test_configmap_differs_from_the_compose_config_only_in_the_bootstrap_address
 def test_every_secret_reference_is_provided(where):
     code = "\n".join(line.split("#")[0] for line in _configs()[where].splitlines())
     wanted = set(re.findall(r"\$\{(\w+)\}", code))
+    wanted |= set(re.findall(r'api_token_env\s*=\s*"(\w+)"', code))  # [http]: the token's variable name
     assert "STADTWACHT_API_TOKEN" in wanted and len(wanted) >= 2
     example = (DEPLOY / "config" / "channels.env.example").read_text(encoding="utf-8")
     env = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}

@@ -175,16 +175,24 @@ def test_rule_info_order_and_sensor_patterns_refresh_for_new_sensors():
     assert res.events.rule.tolist() == [flood] and res.events.level.tolist() == [1]
 
 
-def test_anomaly_events_from_the_detector():
-    """A long calm series then a jump: the real detector scores it and the engine emits an anomaly level."""
-    engine, _ = _engine([], DetectionConfig())
+def test_anomaly_events_follow_the_detector_scores():
+    """A calm series then a jump: the engine's anomaly transitions are exactly the detector's threshold crossings."""
+    from detection.anomaly import AnomalyDetector
+
+    config = DetectionConfig()
+    engine, _ = _engine([], config)
     rng = np.random.default_rng(3)
     n = 1500
     values = 20 + rng.normal(0, 1, n)
     values[-20:] += 60
-    res = engine.process(ReadingBatch.from_columns(
-        np.zeros(n), np.full(n, quantity_code("no2")), np.arange(n) * 2 * MIN, values))
+    sensor, qty, times = np.zeros(n, np.int32), np.full(n, quantity_code("no2"), np.uint8), np.arange(n) * 2 * MIN
+    res = engine.process(ReadingBatch.from_columns(sensor, qty, times, values))
     an = res.events.take(res.events.kind == KINDS.index("anomaly"))
-    assert an.level.tolist()[:1] == [1]
-    assert an.time.min() >= (n - 20) * 2 * MIN
+    score = AnomalyDetector(config.anomaly).update(sensor, qty, times, values)
+    level = (score >= config.anomaly.threshold).astype(int)
+    crossings = np.flatnonzero(np.diff(np.concatenate([[0], level])) != 0)
+    assert an.time.tolist() == times[crossings].tolist()
+    assert an.level.tolist() == level[crossings].tolist()
+    assert an.value.tolist() == score[crossings].tolist()
+    assert level[-20:].any()  # the jump is found
     assert engine.state_nbytes() > 0

@@ -70,3 +70,14 @@ def test_end_to_end_on_two_real_series():
     result = nab.nab_score(labelled, score_many(data), STD)
     assert -100.0 < result.score <= 100.0
     assert result.n_windows == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NAB_ROOT.is_dir(), reason="NAB data not found beside the repository (../shared absent)")
+def test_default_detector_keeps_its_nab_scores_on_the_whole_corpus():
+    """Regression guard of the tuned defaults (67.6 / 63.9 / 70.7 when written), with some slack."""
+    from bench.nab import run
+    figures = {f["name"]: f["value"] for f in run()}
+    assert figures["nab_standard"] >= 66.0
+    assert figures["nab_reward_low_fp"] >= 62.0
+    assert figures["nab_reward_low_fn"] >= 69.0

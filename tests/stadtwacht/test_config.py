@@ -67,7 +67,8 @@ def test_problems_name_file_line_and_key(tmp_path, text, expected, word):
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):
-    _, problems = load_config(write(tmp_path, "[kafka]\ngroup_id = 5\n[logging]\nformat = \"xml\"\n[http]\nport = 99999\n"))
+    text = "[kafka]\ngroup_id = 5\n[logging]\nformat = \"xml\"\n[http]\nport = 99999\n"
+    _, problems = load_config(write(tmp_path, text))
     assert {p.key for p in problems} >= {"kafka.group_id", "logging.format", "http.port"}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from .apache_kafka import SCRIPT, ApacheKafka, ApacheKafkaError
+from tests.support.apache_kafka import SCRIPT, ApacheKafka, ApacheKafkaError
 
 MESSAGES = 9
 POLL_DEADLINE_S = 60.0

@@ -1,0 +1,127 @@
+"""Broker outage: the pipeline is cut from its broker by a proxy for 30 s mid-stream (5 min with
+STADTWACHT_OUTAGE_SECONDS=300); nothing is lost, the lag drains, /readyz and stadtwacht_broker_up show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from stadtwacht.broker import EmbeddedBroker, free_port
+from tests.reliability.harness import (
+    RunProcess,
+    create_topics,
+    producer,
+    read_topic,
+    reading,
+    report,
+    wait_until,
+    write_flood_setup,
+)
+from tests.reliability.proxy import TcpProxy
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+RATE = 40  # readings per second
+
+
+def test_broker_outage_loses_nothing_and_shows_in_readyz_and_metrics(tmp_path, topic_prefix, broker_kind):
+    if broker_kind == "apache":
+        pytest.skip("uses its own Tansu broker behind the proxy (runs in the Tansu pass)")
+    outage_s = float(os.environ.get("STADTWACHT_OUTAGE_SECONDS", "30"))
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port, spare_pid=os.getpid())
+    broker = EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log").start()
+    bootstrap = f"127.0.0.1:{proxy.port}"
+    setup = write_flood_setup(tmp_path, topic_prefix, 2, n_air=40)
+    create_topics(bootstrap, [setup.topic, setup.alerts_topic, setup.topic + ".dlq"])
+    proc = RunProcess(setup, bootstrap, tmp_path / "state").start()
+    samples: list[tuple[float, float, int, bool | None, float]] = []
+    stop_sampling = threading.Event()
+
+    def sample() -> None:
+        while not stop_sampling.is_set():
+            try:
+                up = proc.total("stadtwacht_broker_up")
+                status, body = proc.get("/readyz")
+                broker_ok = json.loads(body)["checks"]["broker"]["ok"]
+                lag = proc.total("stadtwacht_consumer_lag")
+                samples.append((time.monotonic(), up, status, broker_ok, lag))
+            except (OSError, ValueError, KeyError):
+                pass
+            stop_sampling.wait(0.5)
+
+    sensors = [f"luft-{i}" for i in range(40)]
+    prod = producer(bootstrap)
+    produced = 0
+    try:
+        proc.wait_ready()
+        threading.Thread(target=sample, daemon=True).start()
+        t0 = time.time_ns() - 3600 * 10**9
+        start = time.monotonic()
+        cut_at = start + 10
+        restore_at = cut_at + outage_s
+        end_at = restore_at + 10
+        cut_done = restored = False
+        tick = 0
+        while time.monotonic() < end_at:
+            now = time.monotonic()
+            if not cut_done and now >= cut_at:
+                proxy.cut()
+                cut_done, cut_mono = True, now
+            if cut_done and not restored and now >= restore_at:
+                proxy.restore()
+                restored, restore_mono = True, now
+            for j in range(RATE // 4):
+                sensor = sensors[(tick * (RATE // 4) + j) % len(sensors)]
+                prod.send(setup.topic, key=sensor.encode(),
+                          value=reading(sensor, t0 + tick * 250_000_000, 20.0, "pm10"))
+                produced += 1
+            tick += 1
+            time.sleep(0.25)
+        prod.flush()
+        produced_at = time.monotonic()
+
+        def drained() -> bool:
+            accepted = proc.total("stadtwacht_readings_accepted_total")
+            dead = proc.total("stadtwacht_dead_letter_readings_total")
+            lag = proc.total("stadtwacht_consumer_lag")
+            return accepted + dead == produced and lag == 0
+
+        wait_until(drained, 120, interval=0.5, what="the lag to drain")
+        drain_s = time.monotonic() - restore_mono
+        after_stream_s = time.monotonic() - produced_at
+        wait_until(lambda: proc.get("/readyz")[0] == 200, 60, what="/readyz 200 again")
+        time.sleep(1.0)
+        stop_sampling.set()
+        accepted = proc.total("stadtwacht_readings_accepted_total")
+        dlq = len(read_topic(bootstrap, setup.topic + ".dlq", timeout=10))
+        assert accepted + dlq == produced, (accepted, dlq, produced)
+        assert dlq == 0
+        during = [s for s in samples if cut_mono + 3 <= s[0] <= restore_mono]
+        assert during, "no sample during the outage"
+        assert any(up == 0 for _, up, _, _, _ in during), "stadtwacht_broker_up never went 0 during the outage"
+        assert any(status == 503 and ok is False for _, _, status, ok, _ in during), "/readyz never showed it"
+        first_down = min(s[0] for s in samples if s[0] >= cut_mono and s[1] == 0)
+        lag_zero = min((s[0] for s in samples if s[0] > restore_mono and s[4] == 0), default=None)
+        peak_lag = max(s[4] for s in samples)
+        assert samples[-1][1] == 1 and samples[-1][2] == 200
+        before = [s for s in samples if s[0] < cut_mono]
+        assert before and before[-1][1] == 1
+        proc.check_alive()
+        assert proc.stop() == 0
+    finally:
+        stop_sampling.set()
+        proc.kill()
+        prod.close(timeout=2)
+        broker.stop()
+        proxy.close()
+    report("broker_outage", outage_s=outage_s, produced=produced, accepted=accepted, dlq=dlq,
+           broker_up_0_after_s=round(first_down - cut_mono, 1),
+           lag_zero_after_restore_s=round(lag_zero - restore_mono, 1) if lag_zero else None, peak_lag=peak_lag,
+           all_accounted_after_restore_s=round(drain_s, 1), drain_after_stream_end_s=round(after_stream_s, 1),
+           readyz_503_samples=sum(1 for s in during if s[2] == 503), samples_during=len(during))

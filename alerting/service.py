@@ -137,6 +137,13 @@ class AlertService:
                         rec.district_names = [ep.district_name]
                     if rec.event == "firing":
                         ep.opened_ns = now
+                        if self._store.episode(ep.alert_id) is not None:
+                            # an earlier episode of this key started at the same event time (a flapping
+                            # sensor within one timestamp): keep ids unique and still deterministic
+                            base, n = ep.alert_id, 2
+                            while self._store.episode(f"{base}-{n}") is not None:
+                                n += 1
+                            ep.alert_id = rec.alert_id = f"{base}-{n}"
                     self._store.add_event(rec)
                     self._route_event(ep, rec, ch.time_ns, now)
                     self._store.save_episode(ep, active=rec.event != "resolved")
@@ -159,6 +166,21 @@ class AlertService:
                                   value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
                     for ep in self._store.active_episodes() if ep.key not in seen]
             return self.apply([*gone, *current], offsets)
+
+    def publish_mark(self) -> int:
+        """Id of the newest committed event; after its records are published, pass it to ``mark_published``."""
+        with self._lock:
+            return self._store.last_event_id()
+
+    def unpublished(self) -> tuple[int, list[AlertRecord]]:
+        """Committed events not yet recorded as on the alerts topic (a kill fell before the publish)."""
+        with self._lock:
+            return self._store.unpublished_events()
+
+    def mark_published(self, upto_id: int) -> None:
+        """Record the events up to ``upto_id`` as durably published (after the producer flush)."""
+        with self._lock, self._store.transaction():
+            self._store.mark_published(upto_id)
 
     def applied_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> offset recorded with the last change applied from it."""

@@ -41,6 +41,9 @@ CREATE INDEX IF NOT EXISTS deliveries_channel_pending ON deliveries(channel, sta
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
   topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY(topic, part));
+CREATE TABLE IF NOT EXISTS published (
+  one INTEGER PRIMARY KEY CHECK (one = 1), upto INTEGER NOT NULL);
+INSERT OR IGNORE INTO published VALUES (1, (SELECT COALESCE(MAX(id), 0) FROM events));
 """
 
 _enc = msgspec.json.Encoder()
@@ -121,6 +124,20 @@ class SqliteAlertStore:
     def add_event(self, record: AlertRecord) -> None:
         self._db.execute("INSERT INTO events(alert_id, seq, record) VALUES (?,?,?)",
                          (record.alert_id, record.seq, encode_record(record)))
+
+    def last_event_id(self) -> int:
+        """Row id of the newest event (0 when none): the mark to pass to ``mark_published``."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    def unpublished_events(self) -> tuple[int, list[AlertRecord]]:
+        """Events not yet recorded as published to the alerts topic, in order, and the newest one's id."""
+        upto = int(self._db.execute("SELECT upto FROM published").fetchone()[0])
+        rows = self._db.execute("SELECT id, record FROM events WHERE id > ? ORDER BY id", (upto,)).fetchall()
+        return (rows[-1][0] if rows else upto), [decode_record(r[1]) for r in rows]
+
+    def mark_published(self, upto_id: int) -> None:
+        """Record every event up to ``upto_id`` as durably published (never moves back)."""
+        self._db.execute("UPDATE published SET upto = MAX(upto, ?)", (upto_id,))
 
     def history(self, limit: int) -> list[AlertRecord]:
         rows = self._db.execute("SELECT record FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()

@@ -8,6 +8,9 @@ decode adds <= 20 % to raw consume time, i.e. ratio >= 0.83).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -68,6 +71,21 @@ def consume(bootstrap: str, topic: str, total_messages: int, decode: bool) -> tu
     return elapsed, readings
 
 
+def raw_rate_in_subprocess(bootstrap: str, topic: str, messages: int, readings: int, crc32c: bool) -> float:
+    """Raw consume rate (readings/s, best of two) in a fresh process, with or without the crc32c extension.
+
+    kafka-python verifies every record batch's CRC-32C; without the ``crc32c`` module
+    it falls back to its pure-Python implementation.
+    """
+    block = "" if crc32c else "sys.modules['crc32c'] = None; "
+    code = (f"import sys; {block}from bench.ingest import consume; "
+            f"print(min(consume({bootstrap!r}, {topic!r}, {messages}, decode=False)[0] for _ in range(2)))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=1800,
+                         check=True)
+    return readings / float(out.stdout.strip().splitlines()[-1])
+
+
 def run(quick: bool = False) -> list[dict]:
     figures = []
     with EmbeddedBroker() as broker:
@@ -87,6 +105,12 @@ def run(quick: bool = False) -> list[dict]:
                             "ratio": dec_rate / raw_rate, "messages": messages, "readings_per_message": per,
                             "note": "value: consume+decode+batch; baseline: raw kafka-python consume; "
                                     "each reading carries pm10 and pm2_5"})
+            with_ext = raw_rate_in_subprocess(broker.bootstrap, topic, messages, n, crc32c=True)
+            without = raw_rate_in_subprocess(broker.bootstrap, topic, messages, n, crc32c=False)
+            figures.append({"name": f"{name}_raw_crc32c", "value": with_ext, "unit": "readings/s",
+                            "baseline_value": without, "ratio": with_ext / without,
+                            "note": "raw kafka-python consume with the crc32c extension vs its pure-Python "
+                                    "CRC-32C fallback (module made unimportable), fresh processes"})
     return figures
 
 

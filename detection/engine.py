@@ -1,9 +1,11 @@
 """The detection engine: readings in, level transitions out (threshold/rate rules, sensor health, anomalies).
 
-Each batch is handled in event-time order per sensor. Rows are grouped into
-*rounds* (round r holds every sensor's r-th reading of the batch), so each
-round is one vectorised step over distinct sensors; Python loops run over
-rounds, rules and levels only, never over readings.
+Each batch is handled in event-time order per sensor: its rows are sorted by
+(sensor, time) once, then sensor health and each rule run over all rows in one
+compiled pass (numba kernels in ``detection/health.py`` and ``detection/rules.py``),
+which is exactly the per-reading semantics whatever the batch's shape (many
+sensors with one reading each, or one sensor with thousands). Python loops run
+over rules only, never over readings.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detection.anomaly import AnomalyDetector, level_changes
 from detection.config import DetectionConfig, RuleConfig
 from detection.events import DetectionBatch, RuleInfo, hazard_code, kind_code
 from detection.health import HEALTH_KINDS, HealthTracker
@@ -39,14 +42,17 @@ class _Events:
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, sensor, quantity, rule: int, kind: str, hazard: str, level, prev, value, threshold, time) -> None:
+    def add(self, sensor, quantity, rule, kind: str | np.ndarray, hazard: str, level, prev, value, threshold,
+            time) -> None:
+        """One column set; ``rule`` and ``kind`` (a name or an array of kind codes) may be per row."""
         n = len(sensor)
         if n == 0:
             return
-        full = np.full
+        kind = kind_code(kind) if isinstance(kind, str) else kind
         self.parts.append((
             np.asarray(sensor, np.int32), np.broadcast_to(np.asarray(quantity, np.uint8), (n,)),
-            full(n, rule, np.int16), full(n, kind_code(kind), np.uint8), full(n, hazard_code(hazard), np.uint8),
+            np.broadcast_to(np.asarray(rule, np.int16), (n,)), np.broadcast_to(np.asarray(kind, np.uint8), (n,)),
+            np.full(n, hazard_code(hazard), np.uint8),
             np.broadcast_to(np.asarray(level, np.int8), (n,)), np.asarray(prev, np.int8),
             np.broadcast_to(np.asarray(value, np.float64), (n,)),
             np.broadcast_to(np.asarray(threshold, np.float64), (n,)),
@@ -72,8 +78,6 @@ class DetectionEngine:
         self.health = HealthTracker(config.health)
         self.anomaly = None
         if config.anomaly.enabled:
-            from detection.anomaly import AnomalyDetector
-
             self.anomaly = AnomalyDetector(config.anomaly)
         self.anomaly_level = np.zeros((0, _N_QUANTITIES), np.int8)
         self.rule_info: list[RuleInfo] = [
@@ -83,6 +87,8 @@ class DetectionEngine:
         ]
         n = len(rules)
         self._health_rule = {k: n + i for i, k in enumerate(HEALTH_KINDS)}
+        self._health_base = np.int16(n)
+        self._health_kind_codes = np.array([kind_code(k) for k in HEALTH_KINDS], np.uint8)
         names = {"stale": "veraltet", "stuck": "festhängend", "range": "außerhalb des Messbereichs"}
         self.rule_info += [RuleInfo(f"sensor-{k}", k, "sensor", k, ("normal", names[k])) for k in HEALTH_KINDS]
         self._anomaly_rule = len(self.rule_info)
@@ -97,8 +103,6 @@ class DetectionEngine:
         if n > self.capacity:
             new = max(n, 2 * self.capacity, 64)
             self.health.grow(new)
-            for r in self.rules:
-                r.grow(new)
             lvl = np.zeros((new, _N_QUANTITIES), np.int8)
             lvl[: self.anomaly_level.shape[0]] = self.anomaly_level
             self.anomaly_level = lvl
@@ -146,19 +150,16 @@ class DetectionEngine:
         rows = rows[np.lexsort((time[rows], sensor[rows]))]  # by sensor, then event time (stable)
         s, t = sensor[rows], time[rows]
         q, v = batch.quantity[rows], batch.value[rows]
-        m = rows.size
-        start = np.empty(m, bool)
-        start[0] = True
-        np.not_equal(s[1:], s[:-1], out=start[1:])
-        first = np.flatnonzero(start)
-        rank = np.arange(m) - first[np.cumsum(start) - 1]
         now = np.maximum(self.health.newest[s], t)  # the sensor's event-time clock at each row
         bad = self.health.out_of_range(q, v)
-        by_round = np.argsort(rank, kind="stable")
-        bounds = np.searchsorted(rank[by_round], np.arange(rank.max() + 2))
-        for r in range(bounds.size - 1):
-            sel = by_round[bounds[r]: bounds[r + 1]]
-            self._step(ev, s[sel], q[sel], t[sel], v[sel], now[sel], bad[sel])
+        faulty, row, kind, flag, value, threshold = self.health.observe(s, q, t, v, bad, now)
+        if row.size:
+            ev.add(s[row], q[row], self._health_base + kind, self._health_kind_codes[kind], "sensor", flag,
+                   1 - flag, value, threshold, now[row])
+        for i, rule in enumerate(self.rules):
+            row, level, prev, value, threshold = rule.process(s, q, t, v, now, bad, faulty)
+            if row.size:
+                ev.add(s[row], rule.quantity, i, rule.kind, rule.hazard, level, prev, value, threshold, now[row])
         if self.anomaly is not None:
             self._anomalies(ev, s, q, t, v, bad)
         return DetectionResult(ev.batch(), late)
@@ -175,57 +176,39 @@ class DetectionEngine:
         for i, rule in enumerate(self.rules):
             if not (rule.for_ns.any() or rule.keep_ns):
                 continue
-            cand = np.flatnonzero(rule.raw.any(axis=1) | (rule.level > 0))
+            used = rule.n_slots
+            cand = np.flatnonzero(rule.raw[:used].any(axis=1) | (rule.level[:used] > 0))
             if cand.size == 0:
                 continue
-            at = np.maximum(self.health.newest[cand], now_ns)
+            sensors = rule.sensor_of[cand]
+            at = np.maximum(self.health.newest[sensors], now_ns)
             level, _ = rule.firing_level(cand, at)
-            self._emit_levels(ev, i, rule, cand, level, rule.last_agg[cand], at)
+            self._emit_levels(ev, i, rule, cand, sensors, level, rule.last_agg[cand], at)
         return ev.batch()
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _step(self, ev: _Events, s, q, t, v, now, bad) -> None:
-        """One round: at most one reading per sensor."""
-        health = self.health
-        ch = health.observe(s, q, t, v, bad, now)
-        for kind, idx in ch.rows.items():
-            flag = health.flags[s[idx], HEALTH_KINDS.index(kind)]
-            ev.add(s[idx], q[idx], self._health_rule[kind], kind, "sensor", flag, ~flag,
-                   ch.value[kind], ch.threshold[kind], now[idx])
-        faulty = health.faulty(s)
-        if faulty.any():
-            self._suppress(ev, s[faulty], now[faulty])
-        for i, rule in enumerate(self.rules):
-            mine = (q == rule.quantity) & rule.sensor_mask[s]
-            if not mine.any():
-                continue
-            rs, rnow = s[mine], now[mine]
-            agg = rule.aggregate(rs, t[mine], v[mine], rnow, ~bad[mine])
-            rule.observe(rs, agg, rnow)
-            rule.last_agg[rs] = np.where(np.isnan(agg), rule.last_agg[rs], agg)
-            level, _ = rule.firing_level(rs, rnow)
-            self._emit_levels(ev, i, rule, rs, level, agg, rnow)
-
-    def _emit_levels(self, ev: _Events, i: int, rule: CompiledRule, s, level, value, time) -> None:
-        """Emit changed levels (forced to 0 for faulty sensors) and remember them."""
+    def _emit_levels(self, ev: _Events, i: int, rule: CompiledRule, slot, s, level, value, time) -> None:
+        """Emit changed levels of the rule's ``slot`` (sensors ``s``; 0 while faulty) and remember them."""
         level = np.where(self.health.faulty(s), 0, level).astype(np.int8)
-        prev = rule.level[s]
+        prev = rule.level[slot]
         ch = level != prev
         if ch.any():
             ev.add(s[ch], rule.quantity, i, rule.kind, rule.hazard, level[ch], prev[ch], value[ch],
                    rule.boundary(prev[ch], level[ch]), time[ch])
-            rule.level[s[ch]] = level[ch]
+            rule.level[slot[ch]] = level[ch]
 
     def _suppress(self, ev: _Events, s: np.ndarray, time: np.ndarray) -> None:
         """Faulty sensors: every hazard level they hold drops to 0."""
         for i, rule in enumerate(self.rules):
-            up = rule.level[s] > 0
-            if up.any():
-                su = s[up]
+            slot = rule.slot_of[s]
+            up = np.flatnonzero(slot >= 0)
+            up = up[rule.level[slot[up]] > 0]
+            if up.size:
+                su = slot[up]
                 prev = rule.level[su]
-                ev.add(su, rule.quantity, i, rule.kind, rule.hazard, 0, prev, rule.last_agg[su],
-                       np.full(su.size, np.nan), time[up])
+                ev.add(s[up], rule.quantity, i, rule.kind, rule.hazard, 0, prev, rule.last_agg[su],
+                       np.full(up.size, np.nan), time[up])
                 rule.level[su] = 0
 
     def _anomalies(self, ev: _Events, s, q, t, v, bad) -> None:
@@ -233,22 +216,13 @@ class DetectionEngine:
         ok = np.flatnonzero(~bad)
         if ok.size == 0:
             return
-        order = ok[np.argsort(t[ok], kind="stable")]  # event-time order for the detector
-        score = np.empty(s.size)
-        score[order] = self.anomaly.update(s[order], q[order], t[order], v[order])
-        # rows are sorted by sensor then time; order each series (sensor, quantity) by time
-        ser = ok[np.lexsort((t[ok], q[ok], s[ok]))]
-        ss, qq = s[ser], q[ser].astype(np.intp)
-        level = (score[ser] >= self.config.anomaly.threshold).astype(np.int8)
-        head = np.ones(ser.size, bool)
-        head[1:] = (ss[1:] != ss[:-1]) | (qq[1:] != qq[:-1])
-        prev = np.empty(ser.size, np.int8)
-        prev[1:] = level[:-1]
-        prev[head] = self.anomaly_level[ss[head], qq[head]]
-        ch = level != prev
-        tail = np.ones(ser.size, bool)
-        tail[:-1] = head[1:]
-        self.anomaly_level[ss[tail], qq[tail]] = level[tail]
-        if ch.any():
-            ev.add(ss[ch], qq[ch], self._anomaly_rule, "anomaly", "sensor", level[ch], prev[ch],
-                   score[ser][ch], np.full(int(ch.sum()), self.config.anomaly.threshold), t[ser][ch])
+        # rows are sorted by (sensor, time): each series (sensor, quantity) is in event-time order already
+        s, q, t = s[ok], q[ok], t[ok]
+        score = self.anomaly.update(s, q, t, v[ok])
+        threshold = self.config.anomaly.threshold
+        row = np.empty(ok.size, np.int64)
+        row = row[: level_changes(s, q, score, threshold, self.anomaly_level, row)]
+        if row.size:
+            level = (score[row] >= threshold).astype(np.int8)
+            ev.add(s[row], q[row], self._anomaly_rule, "anomaly", "sensor", level, 1 - level,
+                   score[row], np.full(row.size, threshold), t[row])

@@ -8,29 +8,19 @@ quantities of one device do not mix in one band; range is tracked per quantity.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from detection.config import HealthConfig
 from detection.rules import NEVER
-from detection.windows import BucketWindow
+from detection.windows import BucketWindow, window_add, window_eval
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
 from stadtwacht.durations import parse_duration
 
-__all__ = ["HEALTH_KINDS", "HealthChanges", "HealthTracker"]
+__all__ = ["HEALTH_KINDS", "HealthTracker"]
 
 #: Health kinds in the order of the engine's pseudo-rules.
 HEALTH_KINDS: tuple[str, ...] = ("stale", "stuck", "range")
 _NO_QUANTITY = 255
-
-
-class HealthChanges:
-    """Flag transitions of one step: per kind, the changed rows (positions into the step's sensors)."""
-
-    __slots__ = ("rows", "threshold", "value")
-
-    def __init__(self) -> None:
-        self.rows: dict[str, np.ndarray] = {}
-        self.value: dict[str, np.ndarray] = {}
-        self.threshold: dict[str, np.ndarray] = {}
 
 
 class HealthTracker:
@@ -89,7 +79,7 @@ class HealthTracker:
         self.range_bits[rows] = 0
         self.flags[rows] = False
         self.band_be[rows] = NEVER
-        self.band.reset(sensor_mask)
+        self.band.reset(rows)
 
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in (self.newest, self.first_seen, self.primary, self.prev_primary,
@@ -104,64 +94,30 @@ class HealthTracker:
         q = quantity.astype(np.intp)
         return (value < PHYSICAL_MIN[q]) | (value > PHYSICAL_MAX[q]) | (value >= self.saturation[q])
 
-    def observe(self, sensor: np.ndarray, quantity: np.ndarray, time: np.ndarray, value: np.ndarray,
-                bad: np.ndarray, now: np.ndarray) -> HealthChanges:
-        """One accepted reading per (unique) sensor; ``now`` is each sensor's newest time including it."""
+    def observe(self, s: np.ndarray, q: np.ndarray, t: np.ndarray, v: np.ndarray, bad: np.ndarray,
+                now: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Accepted rows sorted by (sensor, time); ``now`` is each row's sensor clock including it.
+
+        Returns the per-row faulty flag after the row and the flag transitions as
+        (row, kind index, new flag, value, threshold), stale values in seconds.
+        """
         cfg = self.cfg
-        ch = HealthChanges()
-        old = self.flags[sensor]
-        silence = (now - self.newest[sensor]).astype(np.float64)
-        self.newest[sensor] = now
-        first = self.first_seen[sensor] == NEVER
-        self.first_seen[sensor[first]] = time[first]
-        unset = self.primary[sensor] == _NO_QUANTITY
-        self.primary[sensor[unset]] = quantity[unset]
-        prim = quantity == self.primary[sensor]
-        # usual interval: moving average of in-order gaps between primary readings
-        prev = self.prev_primary[sensor]
-        gap = prim & (prev != NEVER) & (time > prev)
-        dt = (time - prev).astype(np.float64)
-        iv = self.interval[sensor]
-        iv = np.where(gap, np.where(np.isnan(iv), dt, iv + cfg.interval_alpha * (dt - iv)), iv)
-        self.interval[sensor] = iv
-        self.prev_primary[sensor] = np.where(prim, np.maximum(prev, time), prev)
-        # range: one bit per quantity
-        bit = (np.uint8(1) << quantity.astype(np.uint8)).astype(np.uint8)
-        bits = np.where(bad, self.range_bits[sensor] | bit, self.range_bits[sensor] & ~bit).astype(np.uint8)
-        self.range_bits[sensor] = bits
-        # stuck: band of the primary quantity over stuck_for, judged once per band bucket (at its first reading)
-        self.band.update(sensor, time, value, now, prim & ~bad, evaluate=False)
-        be = now // self.band.width
-        due = be > self.band_be[sensor]
-        stuck = old[:, 1].copy()
-        spread = np.full(len(sensor), np.nan)
-        allowed = np.full(len(sensor), np.nan)
-        if due.any():
-            sd, nd = sensor[due], now[due]
-            spread[due] = self.band.evaluate(sd, nd)
-            n, mean = self.band.last_n, self.band.last_mean
-            allowed[due] = cfg.stuck_abs_tolerance + self.rel_tol[self.primary[sd].astype(np.intp)] * np.abs(mean)
-            enough = n >= cfg.stuck_min_readings
-            turns = enough & (nd - self.first_seen[sd] >= self.stuck_for) & (spread[due] <= allowed[due])
-            stays = enough & (spread[due] <= cfg.stuck_clear_factor * allowed[due])  # hysteresis
-            stuck[due] = np.where(old[due, 1], stays, turns)
-            self.band_be[sd] = be[due]
-        new = np.empty((len(sensor), 3), bool)
-        new[:, 0] = False
-        new[:, 1] = stuck
-        new[:, 2] = bits != 0
-        self.flags[sensor] = new
-        qi = quantity.astype(np.intp)
-        bound = np.where(value >= self.saturation[qi], self.saturation[qi],
-                         np.where(value < PHYSICAL_MIN[qi], PHYSICAL_MIN[qi], PHYSICAL_MAX[qi]))
-        for j, kind, val, thr in ((0, "stale", silence, self._stale_limit(sensor)),
-                                  (1, "stuck", spread, allowed), (2, "range", value, bound)):
-            rows = np.flatnonzero(old[:, j] != new[:, j])
-            if rows.size:
-                ch.rows[kind] = rows
-                ch.value[kind] = val[rows] / (1e9 if kind == "stale" else 1.0)
-                ch.threshold[kind] = thr[rows] / (1e9 if kind == "stale" else 1.0)
-        return ch
+        if s.size:
+            self.band.ensure_base(int(t.min()))
+        n = s.size
+        faulty = np.empty(n, bool)
+        ev_row = np.empty(3 * n, np.int64)
+        ev_kind = np.empty(3 * n, np.int8)
+        ev_flag = np.empty(3 * n, np.int8)
+        ev_value = np.empty(3 * n, np.float64)
+        ev_thr = np.empty(3 * n, np.float64)
+        count = _health_rows(
+            s, q, t, v, bad, now, self.newest, self.first_seen, self.primary, self.prev_primary, self.interval,
+            self.range_bits, self.flags, self.band_be, *self.band.args(), self.rel_tol, self.saturation,
+            PHYSICAL_MIN, PHYSICAL_MAX, float(cfg.interval_alpha), float(cfg.stuck_abs_tolerance),
+            float(cfg.stuck_clear_factor), float(cfg.stuck_min_readings), self.stuck_for, self.stale_min,
+            float(cfg.stale_factor), faulty, ev_row, ev_kind, ev_flag, ev_value, ev_thr)
+        return faulty, ev_row[:count], ev_kind[:count], ev_flag[:count], ev_value[:count], ev_thr[:count]
 
     def _stale_limit(self, sensor: np.ndarray) -> np.ndarray:
         iv = self.interval[sensor]
@@ -177,3 +133,91 @@ class HealthTracker:
         s = cand[hit]
         self.flags[s, 0] = True
         return s, silence[hit] / 1e9, lim[hit] / 1e9
+
+
+@njit(cache=True, error_model="numpy")
+def _health_rows(s, q, t, v, bad, now, newest, first_seen, primary, prev_primary, interval, range_bits, flags,
+                 band_be, code, B, w, base, ids, cnt, acc, tot, cur_be, rel_tol, saturation, pmin, pmax,
+                 alpha, abs_tol, clear_factor, min_readings, stuck_for, stale_min, stale_factor,
+                 faulty, ev_row, ev_kind, ev_flag, ev_value, ev_thr):
+    """Health of each row in order (rows sorted by sensor, then time); writes the flag transitions."""
+    n_ev = 0
+    for j in range(s.size):
+        i = s[j]
+        qj = q[j]
+        tj = t[j]
+        vj = v[j]
+        tn = now[j]
+        old0 = flags[i, 0]
+        old1 = flags[i, 1]
+        old2 = flags[i, 2]
+        silence = np.float64(tn - newest[i])
+        newest[i] = tn
+        if first_seen[i] == NEVER:
+            first_seen[i] = tj
+        if primary[i] == _NO_QUANTITY:
+            primary[i] = qj
+        prim = qj == primary[i]
+        # usual interval: moving average of in-order gaps between primary readings
+        prev = prev_primary[i]
+        if prim:
+            if prev != NEVER and tj > prev:
+                dt = np.float64(tj - prev)
+                iv = interval[i]
+                interval[i] = dt if iv != iv else iv + alpha * (dt - iv)
+            prev_primary[i] = max(prev, tj)
+        # range: one bit per quantity
+        bit = np.uint8(1) << np.uint8(qj)
+        if bad[j]:
+            range_bits[i] = range_bits[i] | bit
+        else:
+            range_bits[i] = range_bits[i] & ~bit
+        in_range = range_bits[i] != 0
+        # stuck: band of the primary quantity over stuck_for, judged once per band bucket (at its first reading)
+        window_add(code, B, w, base, ids, cnt, acc, tot, cur_be, i, tj, vj, prim and not bad[j], tn)
+        be = tn // w
+        stuck = old1
+        spread = np.nan
+        allowed = np.nan
+        if be > band_be[i]:
+            spread, nb, mean = window_eval(code, B, w, base, ids, cnt, acc, i, tn)
+            allowed = abs_tol + rel_tol[primary[i]] * abs(mean)
+            enough = nb >= min_readings
+            if old1:
+                stuck = enough and spread <= clear_factor * allowed
+            else:
+                stuck = enough and tn - first_seen[i] >= stuck_for and spread <= allowed
+            band_be[i] = be
+        flags[i, 0] = False
+        flags[i, 1] = stuck
+        flags[i, 2] = in_range
+        faulty[j] = stuck or in_range
+        if old0:
+            iv = interval[i]
+            lim = stale_min if iv != iv else max(stale_factor * iv, stale_min)
+            ev_row[n_ev] = j
+            ev_kind[n_ev] = 0
+            ev_flag[n_ev] = 0
+            ev_value[n_ev] = silence / 1e9
+            ev_thr[n_ev] = lim / 1e9
+            n_ev += 1
+        if old1 != stuck:
+            ev_row[n_ev] = j
+            ev_kind[n_ev] = 1
+            ev_flag[n_ev] = 1 if stuck else 0
+            ev_value[n_ev] = spread
+            ev_thr[n_ev] = allowed
+            n_ev += 1
+        if old2 != in_range:
+            ev_row[n_ev] = j
+            ev_kind[n_ev] = 2
+            ev_flag[n_ev] = 1 if in_range else 0
+            ev_value[n_ev] = vj
+            if vj >= saturation[qj]:
+                ev_thr[n_ev] = saturation[qj]
+            elif vj < pmin[qj]:
+                ev_thr[n_ev] = pmin[qj]
+            else:
+                ev_thr[n_ev] = pmax[qj]
+            n_ev += 1
+    return n_ev

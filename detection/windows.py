@@ -3,27 +3,38 @@
 A window of length W with B buckets has buckets of width w = W / B; evaluated at
 event time E it holds every accepted reading whose bucket ``t // w`` lies in
 ``(E // w - B, E // w]``, so it spans between (B-1)/B x W and W before E.
+
+The per-reading work is done by the compiled kernels ``window_add`` and
+``window_eval`` (numba), called row by row from the rule and health kernels on
+a batch sorted by sensor and time; the state stays in the arrays of
+:class:`BucketWindow`, indexed by a dense slot per sensor.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-__all__ = ["BucketWindow", "bucket_count"]
+__all__ = ["AGG_CODE", "BucketWindow", "bucket_count", "window_add", "window_eval"]
 
 _HOUR_NS = 3_600_000_000_000
 _NONE = np.iinfo(np.int32).min  # empty slot; bucket ids are stored as int32 relative to a base
 _NONE64 = np.iinfo(np.int64).min
 
-#: Per-bucket accumulators each aggregate needs.
+#: Aggregate codes used by the kernels.
+AGG_CODE: dict[str, int] = {"mean": 0, "max": 1, "min": 2, "band": 3, "rate_per_hour": 4}
+_MEAN, _MAX, _MIN, _BAND, _RATE = range(5)
+
+#: Per-bucket float64 accumulators each aggregate needs (besides the int32 bucket id and float32 count).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "mean": ("n", "sum"),
+    "mean": ("sum",),
     "max": ("max",),
     "min": ("min",),
-    "band": ("n", "sum", "min", "max"),
-    "rate_per_hour": ("n", "sx", "sy", "sxx", "sxy"),
+    "band": ("sum", "min", "max"),
+    "rate_per_hour": ("sx", "sy", "sxx", "sxy"),
 }
-_FILL = {"n": 0.0, "sum": 0.0, "max": -np.inf, "min": np.inf, "sx": 0.0, "sy": 0.0, "sxx": 0.0, "sxy": 0.0}
+_COUNTED = ("mean", "band", "rate_per_hour")
+_FILL = {"sum": 0.0, "max": -np.inf, "min": np.inf, "sx": 0.0, "sy": 0.0, "sxx": 0.0, "sxy": 0.0}
 
 
 def bucket_count(aggregate: str) -> int:
@@ -32,167 +43,230 @@ def bucket_count(aggregate: str) -> int:
 
 
 class BucketWindow:
-    """Ring of B buckets per sensor for one aggregate ("mean", "max", "min", "band", "rate_per_hour").
+    """Ring of B buckets per slot for one aggregate ("mean", "max", "min", "band", "rate_per_hour").
 
-    ``update`` takes at most one reading per sensor (unique ``sensor``), adds it and
-    returns the aggregate at each sensor's evaluation time. "band" returns the
-    spread max - min and keeps ``last_n``/``last_mean`` of the evaluated windows.
-    "mean" keeps running totals of the window (buckets leaving it are subtracted),
-    so a reading costs O(1) instead of a scan of all buckets.
+    ``ids[i, k]`` is the bucket number held in ring position k of slot i (relative to ``base``),
+    ``cnt`` its reading count (aggregates that need one), ``acc[i, k, f]`` its accumulators
+    (``_FIELDS``). "mean" also keeps running totals of the window (``tot`` = count, sum at
+    bucket ``cur_be``), so a reading costs O(1) instead of a scan of all buckets.
     """
 
     def __init__(self, aggregate: str, window_ns: int, capacity: int = 0) -> None:
         self.aggregate = aggregate
+        self.code = AGG_CODE[aggregate]
         self.buckets = bucket_count(aggregate)
         self.width = max(1, -(-window_ns // self.buckets))
         self.fields = _FIELDS[aggregate]
+        self.fill = np.array([_FILL[f] for f in self.fields])
         self.capacity = 0
         self.base: int | None = None  # bucket number stored as 0 (set by the first reading)
-        self.ids = np.empty((0, self.buckets), np.int32)
-        self.acc = {f: np.empty((0, self.buckets), np.float32 if f == "n" else np.float64) for f in self.fields}
-        self.last_n = np.empty(0)
-        self.last_mean = np.empty(0)
+        B = self.buckets
+        self.ids = np.empty((0, B), np.int32)
+        self.cnt = np.empty((0, B if aggregate in _COUNTED else 0), np.float32)
+        self.acc = np.empty((0, B, len(self.fields)), np.float64)
         self.running = aggregate == "mean"
-        self.tot_n = np.empty(0)
-        self.tot_sum = np.empty(0)
-        self.cur_be = np.empty(0, np.int64)  # relative bucket the totals refer to
+        self.tot = np.empty((0, 2 if self.running else 0), np.float64)
+        self.cur_be = np.empty(0, np.int64)
         self.grow(capacity)
 
     def grow(self, n: int) -> None:
-        """Make room for sensors 0..n-1."""
+        """Make room for slots 0..n-1."""
         if n <= self.capacity:
             return
         new = max(n, 2 * self.capacity, 64)
-        ids = np.full((new, self.buckets), _NONE, np.int32)
-        ids[: self.capacity] = self.ids
-        self.ids = ids
-        for f in self.fields:
-            a = np.full((new, self.buckets), _FILL[f], self.acc[f].dtype)
-            a[: self.capacity] = self.acc[f]
-            self.acc[f] = a
-        if self.running:
-            for name, fill in (("tot_n", 0.0), ("tot_sum", 0.0), ("cur_be", _NONE64)):
-                old = getattr(self, name)
-                a = np.full(new, fill, old.dtype)
-                a[: self.capacity] = old
-                setattr(self, name, a)
+
+        def ext(a: np.ndarray, fill) -> np.ndarray:
+            out = np.empty((new, *a.shape[1:]), a.dtype)
+            out[: a.shape[0]] = a
+            out[a.shape[0]:] = fill
+            return out
+
+        self.ids = ext(self.ids, _NONE)
+        self.cnt = ext(self.cnt, 0.0)
+        self.acc = ext(self.acc, self.fill)
+        self.tot = ext(self.tot, 0.0)
+        self.cur_be = ext(self.cur_be, _NONE64) if self.running else np.empty(0, np.int64)
         self.capacity = new
 
-    def reset(self, sensor_mask: np.ndarray) -> None:
-        """Forget the windows of the selected sensors."""
-        rows = np.flatnonzero(sensor_mask[: self.capacity])
+    def reset(self, rows: np.ndarray) -> None:
+        """Forget the windows of the given slots."""
         self.ids[rows] = _NONE
-        for f in self.fields:
-            self.acc[f][rows] = _FILL[f]
+        self.cnt[rows] = 0.0
+        self.acc[rows] = self.fill
+        self.tot[rows] = 0.0
         if self.running:
-            self.tot_n[rows] = 0.0
-            self.tot_sum[rows] = 0.0
             self.cur_be[rows] = _NONE64
 
-    def nbytes(self) -> int:
-        running = self.tot_n.nbytes + self.tot_sum.nbytes + self.cur_be.nbytes if self.running else 0
-        return int(self.ids.nbytes + sum(a.nbytes for a in self.acc.values()) + running)
+    def nbytes(self, used: int | None = None) -> int:
+        """Bytes of state (of the first ``used`` slots if given)."""
+        total = self.ids.nbytes + self.cnt.nbytes + self.acc.nbytes + self.tot.nbytes + self.cur_be.nbytes
+        if used is None or self.capacity == 0:
+            return int(total)
+        return int(total * used / self.capacity)
 
-    def _advance(self, sensor: np.ndarray, be: np.ndarray) -> None:
-        """Move the running totals to eval bucket ``be``, subtracting the buckets that left the window."""
-        B = self.buckets
-        cur = self.cur_be[sensor]
-        d = be - cur
-        full = (cur == _NONE64) | (d >= B)
-        self.tot_n[sensor[full]] = 0.0
-        self.tot_sum[sensor[full]] = 0.0
-        part = ~full & (d > 0)
-        if part.any():
-            ps, pcur, pd = sensor[part], cur[part], d[part]
-            for j in range(1, int(pd.max()) + 1):  # a loop over buckets, usually just one
-                m = pd >= j
-                s = ps[m]
-                gone = pcur[m] - B + j
-                slot = (gone + self.base) % B
-                hit = self.ids[s, slot] == gone
-                s, slot = s[hit], slot[hit]
-                self.tot_n[s] -= self.acc["n"][s, slot]
-                self.tot_sum[s] -= self.acc["sum"][s, slot]
-        self.cur_be[sensor] = np.where(full | (d > 0), be, cur)
+    def ensure_base(self, min_time: int) -> None:
+        """Fix the bucket numbering from the first reading (room for readings older than it)."""
+        if self.base is None:
+            self.base = int(min_time // self.width) - 2**28
 
-    def update(self, sensor: np.ndarray, time: np.ndarray, value: np.ndarray, eval_time: np.ndarray,
-               add: np.ndarray | None = None, evaluate: bool = True) -> np.ndarray | None:
-        """Add one reading per (unique) sensor where ``add``; the aggregate at ``eval_time`` if ``evaluate``."""
-        B, w = self.buckets, self.width
-        b_abs = time // w
-        if self.base is None and b_abs.size:
-            self.base = int(b_abs.min()) - 2**28  # room for readings older than the first one
-        b = b_abs - self.base  # relative bucket number: fits int32 for 2**31 buckets after the base
-        if self.running:
-            be = eval_time // w - self.base
-            self._advance(sensor, be)
-        slot = b_abs % B
-        fi = sensor.astype(np.intp) * B + slot  # flat index of (sensor, slot)
-        ids = self.ids.reshape(-1)
-        held = ids[fi]
-        fresh = b > held
-        take = b >= held if add is None else (b >= held) & add  # a slot holding a newer bucket: too old
-        new = fresh & take
-        f_new = fi[new]
-        ids[f_new] = b[new]
-        acc = {f: a.reshape(-1) for f, a in self.acc.items()}
-        for f, a in acc.items():
-            a[f_new] = _FILL[f]
-        ft, v = fi[take], value[take]
-        if "n" in acc:
-            acc["n"][ft] += 1.0
-        if "sum" in acc:
-            acc["sum"][ft] += v
-        if "max" in acc:
-            acc["max"][ft] = np.maximum(acc["max"][ft], v)
-        if "min" in acc:
-            acc["min"][ft] = np.minimum(acc["min"][ft], v)
-        if "sx" in acc:
-            x = (time[take] - b_abs[take] * w) / _HOUR_NS  # hours since the bucket's start
-            acc["sx"][ft] += x
-            acc["sy"][ft] += v
-            acc["sxx"][ft] += x * x
-            acc["sxy"][ft] += x * v
-        if self.running:
-            inwin = take & (b > be - B)
-            si = sensor[inwin]
-            self.tot_n[si] += 1.0
-            self.tot_sum[si] += value[inwin]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return self.tot_sum[sensor] / self.tot_n[sensor]
-        return self.evaluate(sensor, eval_time) if evaluate else None
+    def args(self) -> tuple:
+        """The window's parameters and arrays in the order the kernels take them."""
+        return (self.code, self.buckets, self.width, self.base or 0, self.ids, self.cnt, self.acc, self.tot,
+                self.cur_be)
 
-    def evaluate(self, sensor: np.ndarray, eval_time: np.ndarray) -> np.ndarray:
-        """The aggregate of each sensor's window at ``eval_time`` (a scan of its buckets)."""
-        B, w = self.buckets, self.width
-        be = (eval_time // w - (self.base or 0))[:, None]
-        ids = self.ids[sensor].astype(np.int64)
-        valid = (ids > be - B) & (ids <= be)
-        acc = {f: self.acc[f][sensor] for f in self.fields}
-        agg = self.aggregate
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if agg == "max":
-                out = np.where(valid, acc["max"], -np.inf).max(axis=1)
-                return np.where(valid.any(axis=1), out, np.nan)  # empty window: NaN (no decision)
-            if agg == "min":
-                out = np.where(valid, acc["min"], np.inf).min(axis=1)
-                return np.where(valid.any(axis=1), out, np.nan)
-            n = np.where(valid, acc["n"], 0.0).sum(axis=1)
-            if agg == "mean":
-                return np.where(valid, acc["sum"], 0.0).sum(axis=1) / n
-            if agg == "band":
-                self.last_n = n
-                self.last_mean = np.where(valid, acc["sum"], 0.0).sum(axis=1) / n
-                return (np.where(valid, acc["max"], -np.inf).max(axis=1)
-                        - np.where(valid, acc["min"], np.inf).min(axis=1))
-            # rate_per_hour: shift each bucket's x (hours since its start) to hours since the eval bucket's start
-            off = np.where(valid, (ids - be) * (w / _HOUR_NS), 0.0)
-            nb = np.where(valid, acc["n"], 0.0)
-            sx_b = np.where(valid, acc["sx"], 0.0)
-            sy = np.where(valid, acc["sy"], 0.0).sum(axis=1)
-            sx = (sx_b + nb * off).sum(axis=1)
-            sxx = (np.where(valid, acc["sxx"], 0.0) + 2.0 * off * sx_b + nb * off * off).sum(axis=1)
-            sxy = (np.where(valid, acc["sxy"], 0.0) + off * np.where(valid, acc["sy"], 0.0)).sum(axis=1)
-            den = n * sxx - sx * sx
-            slope = (n * sxy - sx * sy) / den
-            return np.where((n >= 2) & (den > 1e-12 * np.maximum(n * sxx, 1e-300)), slope, np.nan)
+
+@njit(cache=True, error_model="numpy")
+def _max(a: float, b: float) -> float:
+    """np.maximum for scalars (NaN wins)."""
+    if a != a or b != b:
+        return np.nan
+    return a if a >= b else b
+
+
+@njit(cache=True, error_model="numpy")
+def _min(a: float, b: float) -> float:
+    """np.minimum for scalars (NaN wins)."""
+    if a != a or b != b:
+        return np.nan
+    return a if a <= b else b
+
+
+@njit(cache=True, error_model="numpy")
+def _advance(B, base, ids, cnt, acc, tot, cur_be, i, be):
+    """Move slot i's running totals to eval bucket ``be``, subtracting the buckets that left the window."""
+    cur = cur_be[i]
+    if cur == _NONE64 or be - cur >= B:
+        tot[i, 0] = 0.0
+        tot[i, 1] = 0.0
+        cur_be[i] = be
+    elif be > cur:
+        for j in range(1, be - cur + 1):
+            gone = cur - B + j
+            k = (gone + base) % B
+            if ids[i, k] == gone:
+                tot[i, 0] -= cnt[i, k]
+                tot[i, 1] -= acc[i, k, 0]
+        cur_be[i] = be
+
+
+@njit(cache=True, error_model="numpy")
+def window_add(code, B, w, base, ids, cnt, acc, tot, cur_be, i, t, v, add, eval_time):
+    """Add reading (t, v) to slot i where ``add`` (unless its ring position holds a newer bucket).
+
+    Returns the running mean at ``eval_time`` for "mean", NaN otherwise (use ``window_eval``).
+    """
+    b_abs = t // w
+    b = b_abs - base
+    be = eval_time // w - base
+    if code == _MEAN:
+        _advance(B, base, ids, cnt, acc, tot, cur_be, i, be)
+    k = b_abs % B
+    held = np.int64(ids[i, k])
+    take = add and b >= held
+    if take:
+        if b > held:
+            ids[i, k] = b
+            if code == _MEAN:
+                acc[i, k, 0] = 0.0
+            elif code == _MAX:
+                acc[i, k, 0] = -np.inf
+            elif code == _MIN:
+                acc[i, k, 0] = np.inf
+            elif code == _BAND:
+                acc[i, k, 0] = 0.0
+                acc[i, k, 1] = np.inf
+                acc[i, k, 2] = -np.inf
+            else:
+                for f in range(4):
+                    acc[i, k, f] = 0.0
+            if cnt.shape[1]:
+                cnt[i, k] = 0.0
+        if code == _MEAN:
+            cnt[i, k] += 1.0
+            acc[i, k, 0] += v
+        elif code == _MAX:
+            acc[i, k, 0] = _max(acc[i, k, 0], v)
+        elif code == _MIN:
+            acc[i, k, 0] = _min(acc[i, k, 0], v)
+        elif code == _BAND:
+            cnt[i, k] += 1.0
+            acc[i, k, 0] += v
+            acc[i, k, 1] = _min(acc[i, k, 1], v)
+            acc[i, k, 2] = _max(acc[i, k, 2], v)
+        else:
+            x = (t - b_abs * w) / _HOUR_NS  # hours since the bucket's start
+            cnt[i, k] += 1.0
+            acc[i, k, 0] += x
+            acc[i, k, 1] += v
+            acc[i, k, 2] += x * x
+            acc[i, k, 3] += x * v
+    if code == _MEAN:
+        if take and b > be - B:
+            tot[i, 0] += 1.0
+            tot[i, 1] += v
+        return tot[i, 1] / tot[i, 0]
+    return np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def window_eval(code, B, w, base, ids, cnt, acc, i, eval_time):
+    """Slot i's aggregate at ``eval_time`` (a scan of its buckets): (aggregate, count, mean).
+
+    An empty window gives NaN (no decision); "band" gives the spread max - min.
+    """
+    be = eval_time // w - base
+    lo = be - B
+    n = 0.0
+    s = 0.0
+    any_valid = False
+    if _MAX <= code <= _BAND:  # max, min, band
+        hi = -np.inf
+        low = np.inf
+        for k in range(B):
+            bid = np.int64(ids[i, k])
+            if bid > lo and bid <= be:
+                any_valid = True
+                if code == _MAX:
+                    hi = _max(hi, acc[i, k, 0])
+                elif code == _MIN:
+                    low = _min(low, acc[i, k, 0])
+                else:
+                    n += cnt[i, k]
+                    s += acc[i, k, 0]
+                    low = _min(low, acc[i, k, 1])
+                    hi = _max(hi, acc[i, k, 2])
+        if code == _MAX:
+            return (hi if any_valid else np.nan), n, np.nan
+        if code == _MIN:
+            return (low if any_valid else np.nan), n, np.nan
+        return hi - low, n, s / n
+    if code == _MEAN:
+        for k in range(B):
+            bid = np.int64(ids[i, k])
+            if bid > lo and bid <= be:
+                n += cnt[i, k]
+                s += acc[i, k, 0]
+        return s / n, n, s / n
+    # rate_per_hour: shift each bucket's x (hours since its start) to hours since the eval bucket's start
+    sx = 0.0
+    sy = 0.0
+    sxx = 0.0
+    sxy = 0.0
+    scale = w / _HOUR_NS
+    for k in range(B):
+        bid = np.int64(ids[i, k])
+        if bid > lo and bid <= be:
+            off = (bid - be) * scale
+            nb = np.float64(cnt[i, k])
+            sx_b = acc[i, k, 0]
+            sy_b = acc[i, k, 1]
+            n += nb
+            sy += sy_b
+            sx += sx_b + nb * off
+            sxx += acc[i, k, 2] + 2.0 * off * sx_b + nb * off * off
+            sxy += acc[i, k, 3] + off * sy_b
+    den = n * sxx - sx * sx
+    slope = (n * sxy - sx * sy) / den
+    if n >= 2 and den > 1e-12 * max(n * sxx, 1e-300):
+        return slope, n, np.nan
+    return np.nan, n, np.nan

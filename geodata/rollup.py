@@ -211,3 +211,19 @@ class Rollup:
             value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
             sensors=ids, time_ns=int(times.max()), approximate=self.layer.approximate)
 
+
+    # -- scale-out (district topic) additions --
+    def apply_latest(self, events: DetectionBatch) -> list[DistrictLevel]:
+        """Like :meth:`apply`, but ignores transitions older (event time) than the stored one of their
+        (sensor, rule): records re-published after a crash or a warm-up change nothing."""
+        if len(events):
+            self._grow(int(events.sensor.max()) + 1)
+            stored = self._time[events.sensor.astype(np.int64), events.rule.astype(np.int64)]
+            events = events.take(np.flatnonzero(events.time >= stored))
+        return self.apply(events) if len(events) else []
+
+    def forget_districts(self, districts: np.ndarray) -> None:
+        """Drop the kept levels of some districts (indices), e.g. when another process owns them now."""
+        drop = set(np.asarray(districts, dtype=np.int64).tolist())
+        for key in [k for k in self._state if k[0] in drop]:
+            del self._state[key]

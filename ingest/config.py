@@ -20,6 +20,11 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Topics in sensor.community's native push format.
     community_topics: list[str] = msgspec.field(default_factory=lambda: ["sensors.community"])
     alerts_topic: str = "stadtwacht.alerts"
+    #: Scale-out: internal topic keyed by district through which detection events reach the one process
+    #: owning each district's roll-up, episodes and notifications (created compacted when missing, with as
+    #: many partitions as the first input topic). Empty = off: one process rolls up in memory; run a single
+    #: instance (or one per district set) then. All instances of a group must use the same value.
+    district_topic: str = ""
     #: Dead letters of topic T go to T + dlq_suffix.
     dlq_suffix: str = ".dlq"
     client_id: str = "stadtwacht"
@@ -60,6 +65,9 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
         problems.append(("kafka.topics", "no input topic configured"))
     if kafka.max_poll_records < 1:
         problems.append(("kafka.max_poll_records", "must be >= 1"))
+    if kafka.district_topic and kafka.district_topic in (*kafka.topics, *kafka.community_topics,
+                                                         kafka.alerts_topic):
+        problems.append(("kafka.district_topic", "must differ from the input and alerts topics"))
     if not kafka.dlq_suffix:
         problems.append(("kafka.dlq_suffix", "must not be empty (dead letters would loop into the input)"))
     if ingest.max_message_bytes < 64:

@@ -42,6 +42,7 @@ AwareTime = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
 
 
 _NAN = float("nan")
+_WHITESPACE = frozenset(b" \t\r\n\f\v")  # what bytes.lstrip() strips
 
 
 class Reading(msgspec.Struct, forbid_unknown_fields=True):
@@ -150,7 +151,8 @@ class ReadingDecoder:
                 continue
             if msg.topic not in community and m not in strict:
                 try:
-                    if data[:1] == b"[" or data.lstrip()[:1] == b"[":
+                    first = data[0]  # data is not empty here; strip only when it starts with whitespace
+                    if first == 0x5B or (first in _WHITESPACE and data.lstrip()[:1] == b"["):
                         rs = fast_many(data)
                         if rs and len(rs) <= lim.max_readings_per_message:
                             readings.extend(rs)
@@ -246,8 +248,8 @@ class ReadingDecoder:
         per = np.fromiter(map(len, values), dtype=np.int64, count=count)
         n = int(per.sum())
         keys = list(chain.from_iterable(values))
-        quantity = np.array(list(map(_QCODE_GET, keys, repeat(255, n))), dtype=np.uint8)
-        value = np.array(list(chain.from_iterable(map(dict.values, values))), dtype=np.float64)
+        quantity = np.fromiter(map(_QCODE_GET, keys, repeat(255, n)), dtype=np.uint8, count=n)
+        value = np.fromiter(chain.from_iterable(map(dict.values, values)), dtype=np.float64, count=n)
         time_ns = np.repeat(time_us * 1000, per)
         message = np.repeat(np.asarray(msg_of, dtype=np.int32), per)
         element = np.repeat(np.asarray(elem_of, dtype=np.int32), per)
@@ -263,8 +265,8 @@ class ReadingDecoder:
         reason[(reason == 0) & ~np.isfinite(value)] = 2
         reason[(reason == 0) & ((value < PHYSICAL_MIN[qi]) | (value > PHYSICAL_MAX[qi]))] = 3
         reason[(reason == 0) & (time_ns > self._clock_ns() + self.limits.max_future_ns)] = 4
-        all_lat = np.array(list(map(_get_lat, readings)), dtype=np.float64)
-        all_lon = np.array(list(map(_get_lon, readings)), dtype=np.float64)
+        all_lat = np.fromiter(map(_get_lat, readings), dtype=np.float64, count=count)
+        all_lon = np.fromiter(map(_get_lon, readings), dtype=np.float64, count=count)
         ri = np.flatnonzero(~(np.isnan(all_lat) & np.isnan(all_lon)))  # readings that carry a position
         if ri.size:
             lat, lon = all_lat[ri], all_lon[ri]

@@ -167,17 +167,30 @@ class ReadingConsumer:
         self._consumer.close(autocommit=False)
 
 
-class DeadLetterSink:
-    """Sends dead letters to ``<source topic><suffix>`` with the original bytes and reason headers."""
+#: Largest original value (and key) a dead letter carries; longer ones are cut (the producer's request limit
+#: is 2 MiB, and a message the producer refuses must never stop the pipeline).
+DEAD_LETTER_MAX_BYTES = 1_000_000
 
-    def __init__(self, producer: KafkaProducer, suffix: str) -> None:
+
+class DeadLetterSink:
+    """Sends dead letters to ``<source topic><suffix>`` with the original bytes and reason headers.
+
+    Originals over ``max_bytes`` are cut to their first ``max_bytes`` with a ``stadtwacht.truncated``
+    header giving the original size.
+    """
+
+    def __init__(self, producer: KafkaProducer, suffix: str, max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
         self._producer = producer
         self._suffix = suffix
+        self._max = max_bytes
 
     def send(self, letters: list[DeadLetter]) -> None:
         for d in letters:
-            self._producer.send(d.topic + self._suffix, key=d.key, value=d.value,
-                                headers=dead_letter_headers(d))
+            key, value, headers = d.key, d.value, dead_letter_headers(d)
+            if len(value or b"") > self._max or len(key or b"") > self._max:
+                headers.append(("stadtwacht.truncated", f"{len(value or b'')}/{len(key or b'')}".encode()))
+                value, key = (value or b"")[: self._max], None if key is None else key[: self._max]
+            self._producer.send(d.topic + self._suffix, key=key, value=value, headers=headers)
 
     def flush(self, timeout: float = 30.0) -> None:
         self._producer.flush(timeout=timeout)

@@ -89,7 +89,9 @@ class Service:
 
     def run(self, stop: threading.Event) -> None:
         self.http.start()
-        log.info("HTTP on %s (metrics /metrics, health /healthz /readyz, page /)", self.http.public_url)
+        # host:port without a scheme: the log filter cuts every URL to scheme://host (credentials), port included
+        log.info("HTTP on %s:%d (metrics /metrics, health /healthz /readyz, page /)", self.cfg.http.host,
+                 self.http.port)
         try:
             self.runner.run(stop)
         finally:

@@ -96,6 +96,9 @@ class Pipeline:
         self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
                                    clock=alert_clock_ns or clock_ns, exercise=exercise)
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
+        #: Scale-out ([kafka] district_topic): a stadtwacht.district_stage.DistrictPublisher that takes the
+        #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
+        self.district_out = None
         self.exercise = exercise
         self.cap_dir: Path | None = Path(cfg.state.cap_dir) if cfg.state.cap_dir else state_dir / "cap"
         self._top_levels: dict[tuple[str, str], int] = {}
@@ -138,6 +141,9 @@ class Pipeline:
         events = DetectionBatch.concat([events, self.engine.tick(self.now_ns())])
         result.detections = len(events)
         self._count_detections(events)
+        if self.district_out is not None:
+            self.district_out.publish(batch, events, deliver)
+            return result
         changes = self.rollup.apply(events) if len(events) else []
         self._set_district_levels(changes)
         if deliver:
@@ -154,14 +160,20 @@ class Pipeline:
         records: list[AlertRecord] = []
         if len(events):
             self._count_detections(events)
-            changes = self.rollup.apply(events)
-            self._set_district_levels(changes)
-            records = self.alerts.apply(changes)
+            if self.district_out is not None:
+                self.district_out.publish(None, events, True)
+            else:
+                changes = self.rollup.apply(events)
+                self._set_district_levels(changes)
+                records = self.alerts.apply(changes)
         self.alerts.tick()
         return records
 
     def reconcile(self, offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
         """After a warm-up: bring the durable alert state in line with the rebuilt levels."""
+        if self.district_out is not None:  # the district side reconciles per district partition
+            self.district_out.snapshot()
+            return []
         return self.alerts.reconcile(self.rollup.current(), offsets=offsets)
 
     def drop_partitions(self, partitions: list[tuple[str, int]]) -> None:
@@ -169,7 +181,8 @@ class Pipeline:
         mask = self.sensors.sensors_of_partitions(partitions)
         if mask.any():
             self.engine.reset(mask)
-            self.rollup.reset_sensors(mask)
+            if self.district_out is None:  # with a district topic the roll-up follows district partitions
+                self.rollup.reset_sensors(mask)
 
     def top_level(self, hazard: str, quantity: str) -> int | None:
         """The highest level of the (hazard, quantity) scale, for mapping to CAP severity."""

@@ -26,6 +26,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from alerting.record import AlertRecord, encode_record
 from ingest.decode import RawMessage
 from ingest.kafka_io import DeadLetterSink, ReadingConsumer, make_producer
+from stadtwacht.district_stage import DistrictStage, ensure_district_topic
 from stadtwacht.durations import parse_duration
 from stadtwacht.outputs import AlertOutputs
 from stadtwacht.pipeline import Pipeline
@@ -98,6 +99,7 @@ class Runner:
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
         self._committed_at_assign: dict[TP, int] = {}
+        self._applied: dict[TP, int] = dict(pipeline.alerts.applied_offsets())  # next offset per partition
         self._warm_file = pipeline.state_dir / "warmup-offsets.json"
         self._local_warm = self._load_local_warm()
         self._revoked: list[TP] = []
@@ -106,8 +108,13 @@ class Runner:
         self.producer = make_producer(self.cfg, bootstrap)
         self.dead_letters = DeadLetterSink(self.producer, self.cfg.dlq_suffix)
         self.outputs = AlertOutputs(pipeline, self.producer, self.cfg.alerts_topic)
+        district_parts = ensure_district_topic(self.cfg, bootstrap, self.producer) if self.cfg.district_topic else 0
+        if district_parts:  # scale-out: detection events reach each district's owner through this topic
+            self.topics = [*self.topics, self.cfg.district_topic]
         self.consumer = ReadingConsumer(self.cfg, bootstrap, self.topics, on_assign=self._on_assign,
                                         on_revoke=self._on_revoke)
+        self.district = (DistrictStage(pipeline, self.producer, self.consumer, self.cfg.district_topic,
+                                       district_parts) if district_parts else None)
 
     # -- rebalance callbacks (on kafka-python's IO thread, inside poll: must not block) --
     def _on_assign(self, tps: list[TP]) -> None:
@@ -124,6 +131,8 @@ class Runner:
         """
         if self._revoked:
             revoked, self._revoked = self._revoked, []
+            if self.district is not None:
+                revoked = self.district.revoked(revoked)
             with self.lock:
                 self.pipeline.drop_partitions(revoked)
             for tp in revoked:
@@ -133,7 +142,10 @@ class Runner:
         if not self._new_partitions:
             return messages
         new, self._new_partitions = self._new_partitions, []
+        if self.district is not None:
+            new, messages = self.district.assigned(new, messages)
         applied = self.pipeline.alerts.applied_offsets()
+        self._applied.update(applied)
         rewound: set[TP] = set()
         for tp in new:
             committed, meta = self.consumer.committed(tp)
@@ -194,28 +206,41 @@ class Runner:
             if m.offset + 1 > next_offsets.get(tp, -1):
                 next_offsets[tp] = m.offset + 1
             self.pipeline.metrics.messages_consumed.labels(m.topic).inc()
-        held_until = dict(self._suppress_until)
+        district_messages: list[RawMessage] = []
+        if self.district is not None:
+            messages, district_messages = self.district.split(messages)
+        was_warming = bool(self._suppress_until)
         warming = self._warming(next_offsets)
         records: list[AlertRecord] = []
         with self.lock:
-            if warming or not held_until:
-                # all held back while any partition warms up; otherwise the normal path
-                result = self.pipeline.process_messages(messages, deliver=not warming, offsets=next_offsets)
-                self._hand_on(self._not_yet_handed_on(result.dead), result.records)
+            if warming:
+                # all held back while any partition warms up: district levels need every sensor rebuilt
+                result = self.pipeline.process_messages(messages, deliver=False)
+                self._hand_on(self._not_yet_handed_on(result.dead), [])
             else:
-                # the warm-up ends inside this batch: hold back what was applied before, reconcile, go live
-                held = [m for m in messages if m.offset < held_until.get((m.topic, m.partition), -1)]
-                live = [m for m in messages if m.offset >= held_until.get((m.topic, m.partition), -1)]
+                # Never apply a message twice: whatever the alert state already covers (a redelivery after
+                # a rebalance or a crash between the SQLite commit and the offset commit) only rebuilds state.
+                held = [m for m in messages if m.offset < self._applied.get((m.topic, m.partition), 0)]
+                live = [m for m in messages if m.offset >= self._applied.get((m.topic, m.partition), 0)]
                 if held:
                     result = self.pipeline.process_messages(held, deliver=False)
                     self._hand_on(self._not_yet_handed_on(result.dead), [])
-                log.info("warm-up complete; reconciling alert state with the rebuilt levels")
-                records = self.pipeline.reconcile()
+                if held or was_warming:
+                    log.info("re-read %d already applied message(s); reconciling alert state", len(held))
+                    records = self.pipeline.reconcile()
                 if live:
-                    result = self.pipeline.process_messages(live, deliver=True, offsets=next_offsets)
+                    live_offsets = {}
+                    for m in live:
+                        tp = (m.topic, m.partition)
+                        live_offsets[tp] = max(live_offsets.get(tp, 0), m.offset + 1)
+                    result = self.pipeline.process_messages(live, deliver=True, offsets=live_offsets)
                     self._hand_on(result.dead, result.records)
+                    for tp, off in live_offsets.items():
+                        self._applied[tp] = max(self._applied.get(tp, 0), off)
             if not warming:
                 records += self.pipeline.tick()
+            if self.district is not None:
+                records += self.district.process(district_messages, next_offsets)
             if records:
                 self._hand_on([], records)
         self.health.warming = sorted(self._suppress_until)

@@ -109,3 +109,15 @@ def test_fast_and_strict_paths_give_identical_results(values):
         assert np.array_equal(getattr(fast.batch, col), getattr(strict.batch, col)), col
     assert fast.dead == strict.dead
     assert np.array_equal(fast.accepted_by_quantity, strict.accepted_by_quantity)
+
+
+@pytest.mark.parametrize(("prefix", "valid"), [(b"", True), (b" ", True), (b"\n\t\r", True),
+                                               (b"\x0b\x0c", False)])  # not JSON whitespace, yet lstrip()'s
+def test_leading_whitespace_is_handled_alike(prefix, valid):
+    one = json.dumps(_reading("s1", "2026-11-18T03:00:00Z", {"pm10": 1.0})).encode()
+    many = json.dumps([_reading("s1", "2026-11-18T03:00:00Z", {"pm10": 2.0})] * 3).encode()
+    messages = [RawMessage("sensors.air", 0, i, None, prefix + v, -1) for i, v in enumerate([one, many])]
+    fast, strict = _decoder(True).decode(messages), _decoder(False).decode(messages)
+    assert fast.batch.value.tolist() == strict.batch.value.tolist() == ([1.0, 2.0, 2.0, 2.0] if valid else [])
+    assert fast.dead == strict.dead
+    assert len(fast.dead) == (0 if valid else 2)

@@ -6,6 +6,7 @@ Runs on the session broker: Tansu by default, Apache Kafka with ``--broker=apach
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -171,22 +172,19 @@ def test_crash_resumes_and_every_reading_is_processed(setup):
     total = len(gauges) * per_gauge
     state = tmp / "state"
     kills = 0
-    for _ in range(3):
+    rng = random.Random(7)
+    for fraction in sorted(rng.uniform(0.1, 0.9) for _ in range(3)):
         service = ServiceProcess(config, bootstrap, state, "--sensors", str(registry)).start()
         service.wait_ready()
         try:
-            accepted = _wait_for(lambda s=service: s.total("stadtwacht_readings_accepted_total") or None, 60,
-                                 "first readings", service)
-            if accepted < total:
-                service.kill(signal.SIGKILL)
-                kills += 1
-                continue
-        except AssertionError:
+            # each run starts where the last commit left off: kill once this run got some way
+            target = max(1.0, fraction * total / 3)
+            _wait_for(lambda s=service, t=target: s.total("stadtwacht_readings_accepted_total") >= t, 60,
+                      "readings processed", service)
+        finally:
             service.kill(signal.SIGKILL)
-            raise
-        service.stop()
-        break
-    service = ServiceProcess(config, bootstrap, state, "--sensors", str(registry)).start()
+        kills += 1
+    service = ServiceProcess(config, bootstrap, state, "--sensors", str(registry), "--log-level", "DEBUG").start()
     try:
         service.wait_ready()
         _wait_for(lambda: all(c == e for c, e in committed_vs_end(bootstrap, f"{prefix}-group",
@@ -195,6 +193,7 @@ def test_crash_resumes_and_every_reading_is_processed(setup):
     finally:
         assert service.stop() == 0
     records = [msgspec.json.decode(r.value) for r in read_topic(bootstrap, f"{prefix}.alerts")]
+    records = [r for r in records if r["hazard"] == "flood"]  # sensor-health alerts are not this test's subject
     per_district: dict[str, list] = {}
     for r in records:
         per_district.setdefault(r["districts"][0], []).append((r["time"], r["event"]))
@@ -202,7 +201,7 @@ def test_crash_resumes_and_every_reading_is_processed(setup):
     for _, district in gauges:
         events = sorted(set(per_district.get(district, [])))
         # every reading toggled the level: per_gauge events, alternating firing/resolved
-        assert len(events) == per_gauge, (district, len(events))
+        assert len(events) == per_gauge, (district, len(events), events[-4:])
         assert [e for _, e in events[:4]] == ["firing", "resolved", "firing", "resolved"]
     duplicates = len(records) - total
     print(f"crash test: {kills} kill(s), {total} expected alert events, {duplicates} duplicates on the topic")

@@ -98,7 +98,8 @@ def gauge_registry(path: Path, gauges: list[tuple[str, str]]) -> Path:
     return path
 
 
-def ops_config(path: Path, prefix: str, webhook_url: str, *, extra: str = "", max_poll_records: int = 500) -> Path:
+def ops_config(path: Path, prefix: str, webhook_url: str, *, extra: str = "", max_poll_records: int = 500,
+               retry_initial: str = "200ms") -> Path:
     """A run configuration on unique topics with one webhook channel (``WebhookReceiver.config_url``).
 
     One gauge rule (level 1 at 300 cm, no window): a reading of 350 cm fires, 100 cm resolves.
@@ -128,7 +129,7 @@ level_names = ["Meldebeginn"]
 
 [alerting]
 group_wait = "0s"
-retry_initial = "200ms"
+retry_initial = "{retry_initial}"
 
 [[alerting.channels]]
 name = "ops-webhook"

@@ -85,7 +85,8 @@ def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     dead_port = free_port()  # nothing listens here: the second channel retries
     with WebhookReceiver() as hook:
         dead_url = f"json://watch:${{OPS_HOOK_PASSWORD}}@localhost:{dead_port}/hook/${{OPS_HOOK_TOKEN}}"
-        config = ops_config(tmp / "stadtwacht.toml", prefix, hook.config_url(), extra=f"""
+        # retries 30 s apart: the dead channel tries once, and the shutdown drain does not wait for it
+        config = ops_config(tmp / "stadtwacht.toml", prefix, hook.config_url(), retry_initial="30s", extra=f"""
 [[alerting.channels]]
 name = "ops-dead"
 url = "{dead_url}"
@@ -253,7 +254,10 @@ def test_json_logs_are_one_object_per_line(running):
         doc = json.loads(line)  # a traceback or a print() on its own line would fail here
         assert isinstance(doc, dict) and {"time", "level", "logger", "message"} <= doc.keys(), line
         assert doc["level"] in ("debug", "info", "warning", "error", "critical")
-    assert any("partitions assigned" in json.loads(line)["message"] for line in lines)
+    messages = [json.loads(line)["message"] for line in lines]
+    assert any("partitions assigned" in m for m in messages)
+    # the redaction of URLs must not hide where the service listens
+    assert any(f"127.0.0.1:{running.service.port}" in m for m in messages), [m for m in messages if "HTTP" in m]
 
 
 # --- a real Prometheus server ---------------------------------------------------------------------------------

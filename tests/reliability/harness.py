@@ -72,7 +72,7 @@ class FloodSetup:
 
 def write_flood_setup(workdir: Path, prefix: str, n_gauges: int, channels: list[dict] = (),
                       extra_kafka: str = "", extra: str = "", n_air: int = 0,
-                      max_poll_records: int = 500) -> FloodSetup:
+                      max_poll_records: int = 500, session_timeout_ms: int = 6000) -> FloodSetup:
     """Registry CSV + TOML: n gauges in distinct districts, the given channels all routed for flood >= 1."""
     workdir.mkdir(parents=True, exist_ok=True)
     gauges = {f"pegel-{i}": DISTRICTS[i % len(DISTRICTS)] for i in range(n_gauges)}
@@ -95,8 +95,8 @@ group_id = "{prefix}-group"
 topics = ["{prefix}.flood"]
 community_topics = []
 alerts_topic = "{prefix}.alerts"
-session_timeout_ms = 6000
-heartbeat_interval_ms = 1000
+session_timeout_ms = {session_timeout_ms}
+heartbeat_interval_ms = {max(300, session_timeout_ms // 6)}
 max_poll_records = {max_poll_records}
 {extra_kafka}
 
@@ -160,7 +160,7 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = 2, **admin
 
 
 def producer(bootstrap: str, **opts) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **opts)
+    return KafkaProducer(**{"bootstrap_servers": bootstrap, "linger_ms": 5, "acks": "all", **opts})
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, idle_s: float = 1.5, **opts) -> list:
@@ -195,8 +195,8 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, idle_s: float 
         consumer.close()
 
 
-def alert_records(bootstrap: str, topic: str) -> list[dict]:
-    return [json.loads(m.value) for m in read_topic(bootstrap, topic)]
+def alert_records(bootstrap: str, topic: str, **opts) -> list[dict]:
+    return [json.loads(m.value) for m in read_topic(bootstrap, topic, **opts)]
 
 
 def events_by_district(records: list[dict]) -> tuple[dict[str, list[str]], int]:

@@ -1,7 +1,11 @@
 """Crash safety: SIGKILL `stadtwacht run` at random points; every alert event reaches the alerts topic and
 every channel at least once afterwards, duplicates only from kills between a send and its record.
 
-Env: STADTWACHT_CRASH_KILLS (default 20), STADTWACHT_CRASH_SEED (default random, printed).
+Env: STADTWACHT_CRASH_KILLS (default 20), STADTWACHT_CRASH_SEED (default random, printed),
+STADTWACHT_CRASH_PARTITIONS (default 1). With 2 partitions the test currently FAILS: while any partition
+warms up after a restart, the runner holds back the alerts of every partition and the reconcile at the end
+of the warm-up only emits the net change, so transitions of already-live partitions are lost
+(see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -33,18 +37,23 @@ from tests.reliability.harness import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-def test_sigkill_at_random_points_loses_no_alert_event(kafka_bootstrap, topic_prefix, tmp_path):
+def test_sigkill_at_random_points_loses_no_alert_event(kafka_bootstrap, topic_prefix, tmp_path, broker_kind):
+    if broker_kind == "apache" and not os.environ.get("STADTWACHT_CRASH_KILLS"):
+        pytest.skip("long; runs in the Tansu pass (set STADTWACHT_CRASH_KILLS to run it on Apache Kafka)")
     kills = int(os.environ.get("STADTWACHT_CRASH_KILLS", "20"))
     seed = int(os.environ.get("STADTWACHT_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     smtp, http = SmtpReceiver(), HttpReceiver()
     setup = write_flood_setup(tmp_path, topic_prefix, 3, [{"name": "hook", "url": http.url},
                                                           {"name": "mail", "url": smtp.url}],
-                              max_poll_records=1)  # one reading per batch: each transition its own event
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic])
+                              max_poll_records=1,  # one reading per batch: each transition its own event
+                              session_timeout_ms=3000)  # a killed member leaves the group sooner
+    partitions = int(os.environ.get("STADTWACHT_CRASH_PARTITIONS", "1"))
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=partitions)
     state = tmp_path / "state"
-    # The stream: a round (one reading per gauge) every 0.4 s while the kills go on.
-    rounds = int(kills * 7.5 / 0.4)
+    # The stream: a round (one reading per gauge) every second while the kills go on.
+    interval = 1.0
+    rounds = int(kills * 7 / interval)
     t0 = time.time_ns() - 3600 * 10**9
     stream = list(alternating_stream(list(setup.gauges), rounds, t0))
     prod = producer(kafka_bootstrap)
@@ -56,23 +65,31 @@ def test_sigkill_at_random_points_loses_no_alert_event(kafka_bootstrap, topic_pr
             for key, value, _ in stream[i:i + per_round]:
                 prod.send(setup.topic, key=key, value=value)
             prod.flush()
-            time.sleep(0.4)
+            time.sleep(interval)
         done.set()
 
     feeder = threading.Thread(target=feed, daemon=True)
     started = time.monotonic()
     feeder.start()
     delays = []
+    after_assignment = 0
     procs: list[RunProcess] = []
     try:
         for i in range(kills):
             proc = RunProcess(setup, kafka_bootstrap, state, log=tmp_path / f"run-{i}.log").start()
             procs.append(proc)
-            delay = rng.uniform(1.0, 10.0)
+            # every other kill at a random moment of the start-up, the rest while it consumes
+            if i % 2:
+                delay = rng.uniform(0.5, 8.0)
+            else:
+                wait_until(lambda p=proc: not p.alive() or "partitions assigned" in p.tail(100_000), 60,
+                           what="the partition assignment")
+                delay = rng.uniform(0.0, 3.0)
             delays.append(round(delay, 2))
             time.sleep(delay)
             proc.check_alive()
             proc.kill()
+            after_assignment += "partitions assigned" in proc.tail(100_000)
         kill_phase_s = time.monotonic() - started
         final = RunProcess(setup, kafka_bootstrap, state, log=tmp_path / "run-final.log").start()
         procs.append(final)
@@ -119,7 +136,9 @@ def test_sigkill_at_random_points_loses_no_alert_event(kafka_bootstrap, topic_pr
     assert unsent == 0
     for name, n in dups.items():
         assert n <= kills, f"{name}: {n} duplicates from {kills} kills"
-    report("crash", kills=kills, seed=seed, kill_delays_s=delays, kill_phase_s=round(kill_phase_s, 1),
+    report("crash", kills=kills, kills_after_assignment=after_assignment, partitions=partitions,
+           seed=seed, kill_delays_s=delays,
+           kill_phase_s=round(kill_phase_s, 1),
            alert_events=n_events, readings=len(stream), topic_duplicates=topic_dups,
            channel_duplicates=dups, messages={"webhook": len(http.posts), "smtp": len(smtp.messages)})
 

@@ -6,7 +6,6 @@ counted as accepted, and no injected markup reaches notifications, CAP files or 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 
@@ -197,6 +196,7 @@ def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bo
     for m in dead:
         r = dict(m.headers)["stadtwacht.reason"].decode()
         reasons[r] = reasons.get(r, 0) + 1
-    report("hostile", corpus=len(corpus), crafted=len(crafted), generated=len(generated), published=len(sent), never_entered=never_entered,
+    report("hostile", corpus=len(corpus), crafted=len(crafted), generated=len(generated),
+           published=len(sent), never_entered=never_entered,
            dead_lettered_messages=len(dead_offsets), dead_letter_records=len(dead), accepted_readings=accepted,
-           last_offset=last, reasons=reasons, finite=math.isfinite(accepted))
+           last_offset=last, reasons=reasons)

@@ -1,0 +1,401 @@
+"""Scale-out: detection events repartitioned by district through an internal Kafka topic.
+
+With ``[kafka] district_topic`` set, each process runs two stages on one consumer:
+
+* sensor side (where a sensor's partition is): detection, then every (sensor, rule) level
+  transition is published to ``district_topic``, once per district the sensor speaks for, with
+  key ``"<district>|<sensor>|<rule>"`` and partition ``murmur2(district) % partitions`` (all of
+  a district's records share a partition; the latest record per key is the full state, so the
+  topic may be compacted). The first reading of a sensor on a watched quantity also publishes a
+  ``"<district>|<sensor>|seen:<quantity>"`` marker (the denominator of the quorum's ``min_fraction``);
+* district side (where the district's partition is): records feed the roll-up and the alert
+  state; only districts of assigned ``district_topic`` partitions are alerted, so exactly one
+  process owns each district's episodes and notifications.
+
+Assignment of a district partition rebuilds its roll-up by reading the partition from the
+beginning with alerts held back, then reconciles the alert state of that partition's districts.
+Revocation forgets those districts' roll-up and retires their active episodes in this process's
+state *without* an event: the new owner continues from the rebuilt levels (see README,
+"Restarts, crashes and scale-out", for what a move means for episode ids).
+
+Records older (in event time) than the stored transition of their (sensor, rule) are ignored, so
+re-publishing after a crash or a warm-up is harmless.
+
+Alert state stays per process (SQLite). A district whose partition moves to another process (scale
+up/down, crash) is picked up there from the rebuilt levels: if it is still above normal, the new owner
+opens a **new episode** (new ``alert_id``, ``firing`` notified again, no acknowledgement carried over),
+and the old owner retires its episode silently (no ``resolved`` for the old ``alert_id``) once its
+assignment has been stable for ``retire_grace_s``. A restart that gets the same partitions back, or an
+eager rebalance handing them back, keeps the episode. Carrying episodes over (a changelog of episode
+state on this topic) is not built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+import numpy as np
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
+
+from alerting.record import AlertRecord
+from detection.events import DetectionBatch
+from geodata.levels import DistrictLevel
+from ingest.batch import ReadingBatch
+from ingest.decode import RawMessage
+from ingest.kafka_io import client_options
+from ingest.quantities import QUANTITIES
+
+__all__ = ["DistrictPublisher", "DistrictRecord", "DistrictStage", "district_partition", "ensure_district_topic"]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+_QCODE = {q: i for i, q in enumerate(QUANTITIES)}
+
+
+class DistrictRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One (district, sensor, rule) level, or a ``seen`` marker when ``rule`` is empty (msgpack)."""
+
+    district: str
+    sensor: str
+    rule: str = ""
+    level: int = 0
+    value: float = 0.0
+    threshold: float = 0.0
+    time_ns: int = 0
+    quantity: str = ""  # for a marker: the quantity the sensor measures
+    lat: float | None = None  # the sensor's last known position (maps citizen sensors on the district side)
+    lon: float | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(DistrictRecord).decode
+
+
+def district_partition(district: str, partitions: int) -> int:
+    """The district topic partition of a district (Kafka's default partitioner applied to the district id)."""
+    return (murmur2(district.encode()) & 0x7FFFFFFF) % partitions
+
+
+class DistrictPublisher:
+    """Sensor side: turns the detection events of one process into district topic records."""
+
+    def __init__(self, pipeline, producer: KafkaProducer, topic: str, partitions: int) -> None:
+        self.pipeline = pipeline
+        self.producer = producer
+        self.topic = topic
+        self.partitions = partitions
+        self._part = {d: district_partition(d, partitions) for d in pipeline.layer.ids}
+        watched = {info.quantity for info in pipeline.engine.rule_info if info.hazard != "sensor"}
+        self._watched = np.array([q in watched for q in QUANTITIES])
+        self._seen_sent = np.zeros((0, len(QUANTITIES)), dtype=bool)
+        # (sensor idx, rule idx) -> (level, value, threshold, time): this process's detection levels
+        self._levels: dict[tuple[int, int], tuple[int, float, float, int]] = {}
+        self._sent: dict[tuple[int, int], int] = {}  # -> event time of the last record sent
+        self.pending = 0
+
+    def publish(self, batch: ReadingBatch | None, events: DetectionBatch, deliver: bool) -> None:
+        """Record the batch's transitions; send them unless a warm-up holds them back (then: ``snapshot``)."""
+        mapping = self.pipeline.mapping
+        mapping.update()
+        if batch is not None and len(batch):
+            self._send_markers(batch)
+        for row in range(len(events)):
+            key = (int(events.sensor[row]), int(events.rule[row]))
+            self._levels[key] = (int(events.level[row]), float(events.value[row]),
+                                 float(events.threshold[row]), int(events.time[row]))
+            if deliver:
+                self._send(key)
+
+    def snapshot(self) -> None:
+        """After a warm-up: send every level not sent yet (the district side keeps the newest per key)."""
+        self.pipeline.mapping.update()
+        for key, lv in self._levels.items():
+            if self._sent.get(key) != lv[3]:
+                self._send(key)
+
+    def drop_sensors(self, mask: np.ndarray) -> None:
+        """Forget levels of sensors whose partitions were revoked (their new owner publishes them)."""
+        gone = set(np.flatnonzero(mask).tolist())
+        if gone:
+            for key in [k for k in self._levels if k[0] in gone]:
+                self._levels.pop(key, None)
+                self._sent.pop(key, None)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.producer.flush(timeout=60)
+            self.pending = 0
+
+    # -- helpers --
+    def _districts(self, sensor: int) -> list[str]:
+        m = self.pipeline.mapping
+        lo, hi = np.searchsorted(m.pair_sensor, [sensor, sensor + 1])
+        ids = self.pipeline.layer.ids
+        return [ids[int(d)] for d in m.pair_district[lo:hi].tolist()]
+
+    def _position(self, sensor: int) -> tuple[float | None, float | None]:
+        lat, lon = float(self.pipeline.sensors.lat[sensor]), float(self.pipeline.sensors.lon[sensor])
+        return (None, None) if lat != lat or lon != lon else (lat, lon)
+
+    def _send(self, key: tuple[int, int]) -> None:
+        sensor, rule = key
+        level, value, threshold, time_ns = self._levels[key]
+        sid = self.pipeline.sensors.id_of(sensor)
+        rname = self.pipeline.engine.rule_info[rule].name
+        lat, lon = self._position(sensor)
+        for d in self._districts(sensor):
+            rec = DistrictRecord(district=d, sensor=sid, rule=rname, level=level, value=value,
+                                 threshold=threshold, time_ns=time_ns, lat=lat, lon=lon)
+            self.producer.send(self.topic, key=f"{d}|{sid}|{rname}".encode(), value=_encode(rec),
+                               partition=self._part[d])
+            self.pending += 1
+        self._sent[key] = time_ns
+
+    def _send_markers(self, batch: ReadingBatch) -> None:
+        n = len(self.pipeline.sensors)
+        if self._seen_sent.shape[0] < n:
+            grown = np.zeros((max(n, 2 * self._seen_sent.shape[0]), len(QUANTITIES)), dtype=bool)
+            grown[: self._seen_sent.shape[0]] = self._seen_sent
+            self._seen_sent = grown
+        s = batch.sensor.astype(np.int64)
+        q = batch.quantity.astype(np.int64)
+        new = self._watched[q] & ~self._seen_sent[s, q]
+        if not new.any():
+            return
+        pairs = np.unique(s[new] * len(QUANTITIES) + q[new])
+        for p in pairs.tolist():
+            sensor, qc = divmod(p, len(QUANTITIES))
+            self._seen_sent[sensor, qc] = True
+            sid = self.pipeline.sensors.id_of(sensor)
+            lat, lon = self._position(sensor)
+            for d in self._districts(sensor):
+                rec = DistrictRecord(district=d, sensor=sid, quantity=QUANTITIES[qc], lat=lat, lon=lon)
+                self.producer.send(self.topic, key=f"{d}|{sid}|seen:{QUANTITIES[qc]}".encode(),
+                                   value=_encode(rec), partition=self._part[d])
+                self.pending += 1
+
+
+class DistrictStage:
+    """District side, plus the hooks the runner calls: split, assigned, revoked, process."""
+
+    def __init__(self, pipeline, producer: KafkaProducer, consumer, topic: str, partitions: int,
+                 now_ns: Callable[[], int] | None = None, retire_grace_s: float = 15.0) -> None:
+        self.pipeline = pipeline
+        self.consumer = consumer
+        self.topic = topic
+        self.partitions = partitions
+        self.publisher = DistrictPublisher(pipeline, producer, topic, partitions)
+        self._rule_index = {info.name: k for k, info in enumerate(pipeline.engine.rule_info)}
+        self._district_index = {d: i for i, d in enumerate(pipeline.layer.ids)}
+        self._part_of = np.array([district_partition(d, partitions) for d in pipeline.layer.ids], dtype=np.int64)
+        self.owned: set[int] = set()  # assigned district topic partitions
+        self.rebuilding: dict[int, int] = {}  # partition -> end offset at assignment
+        self._now_ns = now_ns or pipeline.now_ns
+        self._unknown_rules: set[str] = set()
+        self._retire_check_at: float | None = None  # monotonic time to retire episodes of districts not owned
+        self.retire_grace_s = retire_grace_s
+        pipeline.district_out = self.publisher
+
+    # -- runner hooks --
+    def split(self, messages: list[RawMessage]) -> tuple[list[RawMessage], list[RawMessage]]:
+        """(sensor-topic messages, district-topic messages)."""
+        if not any(m.topic == self.topic for m in messages):
+            return messages, []
+        return ([m for m in messages if m.topic != self.topic], [m for m in messages if m.topic == self.topic])
+
+    def assigned(self, tps: list[TP], messages: list[RawMessage]) -> tuple[list[TP], list[RawMessage]]:
+        """Take the district partitions of an assignment: rebuild each from its beginning."""
+        mine = [tp for tp in tps if tp[0] == self.topic]
+        if not mine:
+            return tps, messages
+        kc = self.consumer._consumer  # kafka-python consumer (ReadingConsumer has no beginning/end offsets)
+        tpl = [TopicPartition(*tp) for tp in mine]
+        begin, end = kc.beginning_offsets(tpl), kc.end_offsets(tpl)
+        self._retire_check_at = time.monotonic() + self.retire_grace_s
+        for tp in tpl:
+            self.owned.add(tp.partition)
+            kc.seek(tp, begin[tp])
+            self.rebuilding[tp.partition] = end[tp]  # even when empty: reconcile drops stale episodes
+            log.info("district partition %d: rebuilding roll-up from offsets %d..%d with alerts held back",
+                     tp.partition, begin[tp], end[tp])
+        rest = [tp for tp in tps if tp[0] != self.topic]
+        return rest, [m for m in messages if m.topic != self.topic]
+
+    def revoked(self, tps: list[TP]) -> list[TP]:
+        """Drop state of revoked district partitions; note revoked sensor partitions; return the latter."""
+        mine = {p for t, p in tps if t == self.topic}
+        rest = [tp for tp in tps if tp[0] != self.topic]
+        if rest:
+            self.publisher.drop_sensors(self.pipeline.sensors.sensors_of_partitions(rest))
+        if mine:  # eager rebalancing revokes everything and mostly assigns the same back: rebuild, keep episodes
+            self.owned -= mine
+            for p in mine:
+                self.rebuilding.pop(p, None)
+            self._forget(np.flatnonzero(np.isin(self._part_of, list(mine))))
+            self._retire_check_at = time.monotonic() + self.retire_grace_s
+        return rest
+
+    def process(self, messages: list[RawMessage], offsets: dict[TP, int]) -> list[AlertRecord]:
+        """Flush the sensor side's records, apply district records, finish rebuilds; the alert records."""
+        self.publisher.flush()
+        records: list[AlertRecord] = []
+        changes = self._apply(messages) if messages else []
+        live = [c for c in changes if self._owner_live(c.district)]
+        doffsets = {tp: o for tp, o in offsets.items() if tp[0] == self.topic}
+        if live or doffsets:
+            records += self.pipeline.alerts.apply(live, offsets=doffsets or None)
+        for p, end in list(self.rebuilding.items()):
+            pos = offsets.get((self.topic, p))
+            if pos is None:
+                pos = self.consumer.position((self.topic, p))
+            if pos is not None and pos >= end:
+                del self.rebuilding[p]
+                log.info("district partition %d rebuilt; reconciling its districts' alert state", p)
+                records += self._reconcile({d for d in range(len(self._part_of)) if self._part_of[d] == p})
+        if self._retire_check_at is not None and time.monotonic() >= self._retire_check_at:
+            self._retire_check_at = None
+            foreign = {d for i, d in enumerate(self.pipeline.layer.ids) if int(self._part_of[i]) not in self.owned}
+            _retire_episodes(self.pipeline.alerts, foreign)
+        return records
+
+    # -- helpers --
+    def _owner_live(self, district: str) -> bool:
+        p = int(self._part_of[self._district_index[district]])
+        return p in self.owned and p not in self.rebuilding
+
+    def _apply(self, messages: list[RawMessage]) -> list[DistrictLevel]:
+        sensors = self.pipeline.sensors
+        rollup = self.pipeline.rollup
+        seen_s, seen_q = [], []
+        cols: dict[str, list] = {k: [] for k in ("sensor", "rule", "level", "value", "threshold", "time")}
+        for m in messages:
+            try:
+                rec = _decode(m.value)
+            except (msgspec.DecodeError, TypeError):
+                log.warning("undecodable district record at %s/%d@%d skipped", m.topic, m.partition, m.offset)
+                continue
+            s = sensors.add(rec.sensor, rec.lat if rec.lat is not None else float("nan"),
+                            rec.lon if rec.lon is not None else float("nan"))
+            if not rec.rule:
+                if rec.quantity in _QCODE:
+                    seen_s.append(s)
+                    seen_q.append(_QCODE[rec.quantity])
+                continue
+            k = self._rule_index.get(rec.rule)
+            if k is None:
+                if rec.rule not in self._unknown_rules:
+                    self._unknown_rules.add(rec.rule)
+                    log.warning("district record names rule %r unknown here (configurations differ?)", rec.rule)
+                continue
+            for name, v in (("sensor", s), ("rule", k), ("level", rec.level), ("value", rec.value),
+                            ("threshold", rec.threshold), ("time", rec.time_ns)):
+                cols[name].append(v)
+        self.pipeline.mapping.update()
+        if seen_s:
+            rollup.observe(np.array(seen_s), np.array(seen_q))
+        n = len(cols["sensor"])
+        if not n:
+            return []
+        zeros = np.zeros(n)
+        batch = DetectionBatch.from_columns(quantity=zeros, kind=zeros, hazard=zeros, prev_level=zeros, **cols)
+        changes = rollup.apply_latest(batch)
+        foreign = {self._district_index[c.district] for c in changes if not self._owns(c.district)}
+        if foreign:
+            rollup.forget_districts(np.array(sorted(foreign)))
+        mine = [c for c in changes if self._owns(c.district)]
+        self.pipeline._set_district_levels(mine)
+        return mine
+
+    def _owns(self, district: str) -> bool:
+        return int(self._part_of[self._district_index[district]]) in self.owned
+
+    def _forget(self, districts: np.ndarray) -> None:
+        """Forget revoked districts; reset sensors that speak for no district still owned."""
+        if not districts.size:
+            return
+        rollup = self.pipeline.rollup
+        mapping = self.pipeline.mapping
+        owned_d = np.isin(self._part_of, list(self.owned))
+        keep = np.zeros(len(self.pipeline.sensors), dtype=bool)
+        hit = np.zeros(len(self.pipeline.sensors), dtype=bool)
+        n = min(mapping.pair_sensor.size, mapping.pair_district.size)
+        ps, pd = mapping.pair_sensor[:n], mapping.pair_district[:n]
+        ok = ps < keep.size
+        keep[ps[ok & owned_d[pd]]] = True
+        hit[ps[ok & np.isin(pd, districts)]] = True
+        drop = hit & ~keep
+        if drop.any():
+            rollup.reset_sensors(drop)
+        rollup.forget_districts(districts)
+
+    def _reconcile(self, districts: set[int]) -> list[AlertRecord]:
+        """Bring the alert state of some districts in line with the rebuilt levels (Pipeline.reconcile, scoped)."""
+        ids = {self.pipeline.layer.ids[d] for d in districts}
+        current = [lv for lv in self.pipeline.rollup.current() if lv.district in ids]
+        seen = {(c.district, c.hazard, c.quantity) for c in current}
+        now = self.pipeline.alerts.now_ns()
+        gone = [DistrictLevel(district=a["district"], district_name=a["district_name"], hazard=a["hazard"],
+                              quantity=a["quantity"], rule=a["rule"], level=0, level_name="normal",
+                              value=a["value"], threshold=a["threshold"], sensors=tuple(a["sensors"]), time_ns=now)
+                for a in self.pipeline.alerts.active()
+                if a["district"] in ids and (a["district"], a["hazard"], a["quantity"]) not in seen]
+        if not gone and not current:
+            return []
+        return self.pipeline.alerts.apply([*gone, *current])
+
+
+def ensure_district_topic(cfg, bootstrap: str, producer: KafkaProducer) -> int:
+    """Create ``cfg.district_topic`` when missing (compacted, as many partitions as the first input topic);
+    its partition count."""
+    topic = cfg.district_topic
+    if not _topic_exists(cfg, bootstrap, topic):
+        inputs = [*cfg.topics, *cfg.community_topics]
+        n = max(len(producer.partitions_for(inputs[0]) or ()) if inputs else 1, 1)
+        admin = KafkaAdminClient(**client_options(cfg, bootstrap))
+        try:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(topic, n, -1, topic_configs={"cleanup.policy": "compact"})])
+                log.info("created district topic %s with %d partitions (compacted)", topic, n)
+        finally:
+            admin.close()
+    return len(producer.partitions_for(topic) or ())
+
+
+def _topic_exists(cfg, bootstrap: str, topic: str) -> bool:
+    admin = KafkaAdminClient(**client_options(cfg, bootstrap))
+    try:
+        return topic in admin.list_topics()
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def _retire_episodes(alerts, districts: set[str]) -> None:
+    """Mark this process's active episodes of districts it does not own inactive, without an event.
+
+    Called once the assignment has been stable for a grace period (so an eager rebalance that hands
+    the same partitions back, or a restart, keeps its episodes). The districts' owner carries on from
+    the rebuilt levels; keeping the episodes here would send reminders for districts this process no
+    longer watches. Uses AlertService internals (there is no public "retire" yet).
+    """
+    if not districts:
+        return
+    with alerts._lock:
+        eps = [ep for ep in alerts._store.active_episodes() if ep.district in districts]
+        if not eps:
+            return
+        with alerts._store.transaction():
+            for ep in eps:
+                alerts._store.save_episode(ep, active=False)
+        alerts._update_gauges()
+    log.info("retired %d active episode(s) of districts now owned by another instance: %s", len(eps),
+             ", ".join(sorted({ep.alert_id for ep in eps})))

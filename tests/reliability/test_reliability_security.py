@@ -1,0 +1,117 @@
+"""Security: channel secrets from environment or files, redacted everywhere; the ack/silence API needs the
+token; request-size limit; Kafka over TLS against Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.reliability.harness import (
+    HttpReceiver,
+    RunProcess,
+    alert_records,
+    create_topics,
+    free_port,
+    producer,
+    reading,
+    report,
+    wait_until,
+    write_flood_setup,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+FILE_SECRET = "FileS3cret-9f2c"
+ENV_SECRET = "EnvS3cret-71ab"
+TOKEN = "tok-5d0c7e8a1b"
+
+
+def test_secrets_redacted_token_required_and_body_limited(kafka_bootstrap, topic_prefix, tmp_path):
+    http = HttpReceiver()
+    url_file = tmp_path / "hook.url"
+    url_file.write_text(f"json://operator:{FILE_SECRET}@127.0.0.1:{http.port}/hook\n")
+    dead_port = free_port()  # nothing listens: sends fail and get logged, with the URL's secret at stake
+    setup = write_flood_setup(tmp_path, topic_prefix, 1, [
+        {"name": "hook", "url_file": str(url_file)},
+        {"name": "dead", "url": f"json://svc:${{HOOK_PASSWORD}}@127.0.0.1:{dead_port}/x?token=${{HOOK_PASSWORD}}"}])
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic])
+    proc = RunProcess(setup, kafka_bootstrap, tmp_path / "state",
+                      env={"HOOK_PASSWORD": ENV_SECRET, "STADTWACHT_API_TOKEN": TOKEN}).start()
+    try:
+        proc.wait_ready()
+        prod = producer(kafka_bootstrap)
+        prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", time.time_ns() - 60 * 10**9, 500.0))
+        prod.flush()
+        wait_until(lambda: http.posts, 30, what="the webhook delivery")
+        wait_until(lambda: proc.total("stadtwacht_notifications_total", outcome="retry") >= 1, 30,
+                   what="a failed send on the dead channel")
+        alert_id = alert_records(kafka_bootstrap, setup.alerts_topic)[0]["alert_id"]
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        ack = json.dumps({"operator": "Frau Muster"}).encode()
+        # the token is required, and only the right one is accepted
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                        {"Authorization": f"Bearer {TOKEN}x"}):
+            assert proc.get("/api/alerts", headers=headers)[0] == 401
+            assert proc.get(f"/api/alerts/{alert_id}/ack", data=ack, headers=headers)[0] == 401
+            assert proc.get("/api/silences", data=b'{"districts":["mitte"],"duration":"1h"}', headers=headers)[0] \
+                == 401
+        assert proc.get("/api/alerts", headers=auth)[0] == 200
+        status, body = proc.get(f"/api/alerts/{alert_id}/ack", data=ack, headers=auth)
+        assert status == 200, body
+        # request-size limit (default [http] max_body_bytes = 64 KiB), with and without a valid token
+        big = json.dumps({"operator": "x" * 70_000}).encode()
+        assert proc.get(f"/api/alerts/{alert_id}/ack", data=big, headers=auth)[0] == 413
+        assert proc.get(f"/api/alerts/{alert_id}/ack", data=big)[0] in (401, 413)
+        surfaces = {
+            "metrics": proc.get("/metrics")[1].decode(),
+            "readyz": proc.get("/readyz")[1].decode(),
+            "api_state": proc.get("/api/state")[1].decode(),
+            "api_alerts": proc.get("/api/alerts", headers=auth)[1].decode(),
+            "cap": "\n".join(p.read_text() for p in (tmp_path / "state" / "cap").glob("*.xml")),
+            "alerts_topic": json.dumps(alert_records(kafka_bootstrap, setup.alerts_topic)),
+            "notification": json.dumps(http.posts),
+        }
+        assert proc.stop() == 0
+        surfaces["log"] = proc.log.read_text()
+        state_db = (tmp_path / "state" / "alerts.sqlite3").read_bytes()
+    finally:
+        proc.kill()
+        http.stop()
+    for where, text in surfaces.items():
+        for secret in (FILE_SECRET, ENV_SECRET, TOKEN):
+            assert secret not in text, f"{secret} leaked into {where}"
+    assert "dead" in surfaces["readyz"] and "json://127.0.0.1" in surfaces["readyz"].replace("\\/", "/")
+    for secret in (FILE_SECRET, ENV_SECRET, TOKEN):
+        assert secret.encode() not in state_db
+    report("security", surfaces=sorted(surfaces), secrets_checked=3, unauthorized_variants=4, body_limit=413)
+
+
+def test_pipeline_over_tls_against_apache_kafka(tmp_path, topic_prefix, broker_kind):
+    from tests.support.apache_kafka import ApacheKafka
+
+    if broker_kind != "apache":
+        pytest.skip("starts its own Apache Kafka with TLS: runs in the --broker=apache pass")
+    ok, why = ApacheKafka.available(tls=True)
+    if not ok:
+        pytest.skip(f"Apache Kafka with TLS unavailable: {why}")
+    with ApacheKafka(tmp_path / "kafka", tls=True) as kafka:
+        tls = {"security_protocol": "SSL", "ssl_cafile": str(kafka.ssl_cafile), "ssl_check_hostname": False}
+        setup = write_flood_setup(tmp_path / "run", topic_prefix, 1, extra_kafka=(
+            f'security_protocol = "SSL"\nssl_cafile = "{kafka.ssl_cafile}"\nssl_check_hostname = false'))
+        create_topics(kafka.bootstrap, [setup.topic, setup.alerts_topic], **tls)
+        proc = RunProcess(setup, kafka.bootstrap, tmp_path / "state").start()
+        try:
+            proc.wait_ready(120)
+            prod = producer(kafka.bootstrap, **tls)
+            prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", time.time_ns() - 60 * 10**9, 500.0))
+            prod.flush()
+            wait_until(lambda: proc.total("stadtwacht_readings_accepted_total") == 1, 60, what="the TLS reading")
+            recs = wait_until(lambda: alert_records(kafka.bootstrap, setup.alerts_topic, **tls), 60,
+                              what="the alert record over TLS")
+            assert [r["event"] for r in recs] == ["firing"]
+            assert proc.stop() == 0
+        finally:
+            proc.kill()

@@ -1,0 +1,207 @@
+"""Scale-out: two ``stadtwacht run`` instances in one group, a district whose sensors sit on different partitions.
+
+The quorum needs all three sensors of the district (min_sensors = 3, nobody trusted), and the sensors'
+readings are on three partitions split over two instances: only the district topic brings them together.
+The district must fire once and clear once, with one notification each on the (shared) webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kafka import KafkaProducer
+
+from stadtwacht.district_stage import district_partition
+from tests.integration.harness import ServiceProcess, create_topics, read_topic
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+DISTRICT = "mitte"
+SENSORS = ["pegel-s0", "pegel-s2", "pegel-s3"]  # murmur2 puts them on partitions 0, 1, 2 (sent explicitly too)
+
+
+class Receiver:
+    """A json:// webhook receiver on loopback: every POST body, parsed."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", "0"))
+                outer.posts.append(json.loads(self.rfile.read(n)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._srv.server_address[1]
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+
+    def refs(self) -> list[str]:
+        return [line.strip() for p in self.posts for line in str(p.get("message", "")).splitlines()
+                if line.strip().startswith("Ref:")]
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+def _config(tmp_path, prefix: str, hook_port: int) -> tuple:
+    registry = tmp_path / "sensors.csv"
+    registry.write_text("sensor_id,name,hazard,lat,lon,impact,trusted\n" + "".join(
+        f"{s},Pegel {s},flood,48.78,9.18,{DISTRICT},false\n" for s in SENSORS), encoding="utf-8")
+    config = tmp_path / "stadtwacht.toml"
+    config.write_text(f"""
+[kafka]
+group_id = "{prefix}-group"
+topics = ["{prefix}.flood"]
+community_topics = []
+alerts_topic = "{prefix}.alerts"
+district_topic = "{prefix}.districts"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+max_poll_records = 500
+
+[geodata]
+sensors = "{registry}"
+
+[geodata.quorum]
+min_sensors = 3
+min_fraction = 1.0
+trusted_count_alone = false
+
+[alerting]
+group_wait = "0s"
+retry_initial = "1s"
+retry_max = "2s"
+
+[[alerting.channels]]
+name = "hook"
+url = "json://127.0.0.1:{hook_port}/hook"
+tags = ["ops"]
+
+[[alerting.routes]]
+hazard = "flood"
+min_level = 1
+tags = ["ops"]
+
+[[rules]]
+name = "pegel-test"
+quantity = "water_level"
+sensors = ["pegel-*"]
+window = "0s"
+aggregate = "last"
+levels = [400.0]
+level_names = ["Warnung"]
+""", encoding="utf-8")
+    return config
+
+
+def _reading(sensor: str, t_ns: int, value: float) -> bytes:
+    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_ns // 1_000_000_000))
+    return json.dumps({"sensor_id": sensor, "time": f"{t}Z", "values": {"water_level": value}}).encode()
+
+
+def _assigned(proc: ServiceProcess) -> set[str]:
+    status, body = proc.get("/readyz")
+    return set(json.loads(body)["checks"]["partitions"]["assigned"]) if status == 200 else set()
+
+
+def _wait_split(procs: list[ServiceProcess], topics: list[str], timeout: float = 60.0) -> list[set[str]]:
+    """Until the group settled: every partition of the topics owned by exactly one instance, both busy."""
+    want = {f"{t}/{p}" for t in topics for p in range(3)}
+    deadline = time.monotonic() + timeout
+    stable_since, last = None, None
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check_alive()
+        got = [_assigned(p) for p in procs]
+        ok = all(got) and set().union(*got) == want and sum(len(g) for g in got) == len(want)
+        if ok and got == last:
+            if stable_since is not None and time.monotonic() - stable_since > 3.0:
+                return got
+            stable_since = stable_since or time.monotonic()
+        else:
+            stable_since = None
+        last = got
+        time.sleep(0.3)
+    raise AssertionError(f"group did not settle: {last}")
+
+
+def _alerts(bootstrap: str, topic: str) -> list[dict]:
+    return [json.loads(r.value) for r in read_topic(bootstrap, topic, timeout=10)]
+
+
+def _wait_for(predicate, timeout: float, procs: list[ServiceProcess], what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check_alive()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_one_episode_one_notification_across_two_instances(kafka_bootstrap, topic_prefix, tmp_path):
+    assert district_partition(DISTRICT, 3) in range(3)
+    flood, alerts, districts = f"{topic_prefix}.flood", f"{topic_prefix}.alerts", f"{topic_prefix}.districts"
+    create_topics(kafka_bootstrap, [flood, alerts, districts], partitions=3)
+    receiver = Receiver()
+    config = _config(tmp_path, topic_prefix, receiver.port)
+    procs = [ServiceProcess(config, kafka_bootstrap, tmp_path / f"state-{i}", log=tmp_path / f"run-{i}.log")
+             for i in range(2)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_ready()
+        split = _wait_split(procs, [flood, districts])
+        # the district's sensors really are spread over both instances
+        owners = {i for i, got in enumerate(split) for part in range(3) if f"{flood}/{part}" in got}
+        assert owners == {0, 1}
+
+        t0 = time.time_ns() - 60_000_000_000
+
+        def send(value: float, t_ns: int) -> None:
+            for part, s in enumerate(SENSORS):
+                producer.send(flood, key=s.encode(), value=_reading(s, t_ns, value), partition=part)
+            producer.flush()
+
+        send(300.0, t0)
+        # every sensor known on the district side first (its "seen" marker is the quorum's denominator);
+        # otherwise two sensors' records could overtake the third's marker from the other instance
+        _wait_for(lambda: len(read_topic(kafka_bootstrap, districts, timeout=5)) >= len(SENSORS), 30, procs,
+                  "the sensors' seen markers on the district topic")
+        send(450.0, t0 + 10_000_000_000)
+        firing = _wait_for(lambda: [a for a in _alerts(kafka_bootstrap, alerts) if a["event"] == "firing"],
+                           40, procs, "the firing alert")
+        send(300.0, t0 + 20_000_000_000)
+        _wait_for(lambda: [a for a in _alerts(kafka_bootstrap, alerts) if a["event"] == "resolved"],
+                  40, procs, "the all-clear")
+        _wait_for(lambda: len(receiver.posts) >= 2, 30, procs, "two notifications")
+        time.sleep(3.0)  # would a second instance (or a duplicate) still say something?
+
+        records = _alerts(kafka_bootstrap, alerts)
+        assert [(r["event"], r["districts"], r["seq"]) for r in records] == [
+            ("firing", [DISTRICT], 1), ("resolved", [DISTRICT], 2)], records
+        assert len(firing) == 1 and records[1]["alert_id"] == firing[0]["alert_id"]
+        assert sorted(firing[0]["sensors"]) == sorted(SENSORS)
+        alert_id = firing[0]["alert_id"]
+        assert receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], receiver.posts
+        assert len(receiver.posts) == 2
+    finally:
+        producer.close()
+        for p in procs:
+            p.stop()
+        receiver.close()

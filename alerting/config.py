@@ -171,7 +171,7 @@ def validate(cfg: AlertingConfig) -> list[tuple[str, str]]:
         names.add(c.name)
         if bool(c.url) == bool(c.url_file):
             p.append((f"{k}.url", "give exactly one of url and url_file"))
-        elif c.url and "://" not in c.url:
+        elif c.url and "://" not in c.url and "${" not in c.url:
             # Never echo the URL: it may hold a secret.
             p.append((f"{k}.url", "not a URL (expected scheme://...)"))
         if not c.tags:

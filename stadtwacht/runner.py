@@ -99,6 +99,7 @@ class Runner:
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
         self._committed_at_assign: dict[TP, int] = {}
+        self._paused: set[TP] = set()
         self._applied: dict[TP, int] = dict(pipeline.alerts.applied_offsets())  # next offset per partition
         self._warm_file = pipeline.state_dir / "warmup-offsets.json"
         self._local_warm = self._load_local_warm()
@@ -135,6 +136,7 @@ class Runner:
                 revoked = self.district.revoked(revoked)
             with self.lock:
                 self.pipeline.drop_partitions(revoked)
+            self._paused.difference_update(revoked)
             for tp in revoked:
                 self._suppress_until.pop(tp, None)
                 self._committed_at_assign.pop(tp, None)
@@ -214,10 +216,30 @@ class Runner:
         records: list[AlertRecord] = []
         with self.lock:
             if warming:
-                # all held back while any partition warms up: district levels need every sensor rebuilt
-                result = self.pipeline.process_messages(messages, deliver=False)
+                # While any partition warms up, district levels are incomplete: only re-read (rebuild) what the
+                # alert state already covers, and defer the rest of every partition (seek back and pause) so
+                # that no transition is lost or judged on a half-rebuilt district.
+                def limit(tp: TP) -> int:
+                    return max(self._suppress_until.get(tp, 0), self._applied.get(tp, 0))
+
+                held = [m for m in messages if m.offset < limit((m.topic, m.partition))]
+                deferred: dict[TP, int] = {}
+                for m in messages:
+                    tp = (m.topic, m.partition)
+                    if m.offset >= limit(tp) and m.offset < deferred.get(tp, m.offset + 1):
+                        deferred[tp] = m.offset
+                for tp, off in deferred.items():
+                    self.consumer.seek(tp, off)
+                    next_offsets[tp] = off
+                if deferred:
+                    self.consumer.pause(list(deferred))
+                    self._paused.update(deferred)
+                result = self.pipeline.process_messages(held, deliver=False)
                 self._hand_on(self._not_yet_handed_on(result.dead), [])
             else:
+                if self._paused:
+                    self.consumer.resume(sorted(self._paused))
+                    self._paused.clear()
                 # Never apply a message twice: whatever the alert state already covers (a redelivery after
                 # a rebalance or a crash between the SQLite commit and the offset commit) only rebuilds state.
                 held = [m for m in messages if m.offset < self._applied.get((m.topic, m.partition), 0)]

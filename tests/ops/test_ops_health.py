@@ -70,7 +70,8 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             create_topics(broker.bootstrap, topics)
             back = service.wait_ready(timeout=90)
             assert back["checks"]["broker"]["ok"] is True and back["checks"]["partitions"]["ok"] is True
-            assert service.total("stadtwacht_broker_up") == 1
+            # the gauge is set once per poll round, /readyz asks the client live: allow a round or two
+            wait_for(lambda: service.total("stadtwacht_broker_up") == 1, 10, "stadtwacht_broker_up 1")
             assert _healthz_ok(service)
     finally:
         if service is not None:

@@ -96,6 +96,8 @@ class Pipeline:
         self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
                                    clock=alert_clock_ns or clock_ns, exercise=exercise)
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
+        self._partition_time: dict[int, int] = {}  # newest event time per partition code
+        self.behind: set[int] = set()  # partition codes with unread messages (set by the Kafka loop)
         #: Scale-out ([kafka] district_topic): a stadtwacht.district_stage.DistrictPublisher that takes the
         #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
         self.district_out = None
@@ -110,14 +112,15 @@ class Pipeline:
     def process_messages(self, messages: list[RawMessage], deliver: bool = True,
                          offsets: dict[tuple[str, int], int] | None = None) -> StepResult:
         decoded = self.decoder.decode(messages)
-        for q, n in enumerate(decoded.accepted_by_quantity.tolist()):
-            if n:
-                self.metrics.readings_accepted.labels(QUANTITIES[q]).inc(n)
         result = self.process_batch(decoded.batch, deliver=deliver, offsets=offsets, messages=messages)
         result.dead[:0] = decoded.dead
-        for d in decoded.dead:
-            self.metrics.dead_letter_messages.labels(d.reason).inc()
-            self.metrics.dead_letter_readings.labels(d.reason).inc(d.readings)
+        if deliver:  # a re-read that only rebuilds state (warm-up, redelivery) was counted the first time
+            for q, n in enumerate(decoded.accepted_by_quantity.tolist()):
+                if n:
+                    self.metrics.readings_accepted.labels(QUANTITIES[q]).inc(n)
+            for d in result.dead:
+                self.metrics.dead_letter_messages.labels(d.reason).inc()
+                self.metrics.dead_letter_readings.labels(d.reason).inc(d.readings)
         return result
 
     def process_batch(self, batch: ReadingBatch, deliver: bool = True,
@@ -132,10 +135,12 @@ class Pipeline:
                 result.dead.extend(self._late_letters(batch, det.late, messages))
                 result.accepted -= int(det.late.sum())
             events = det.events
-            newest = int(batch.time[~det.late].max()) if (~det.late).any() else 0
+            ok = ~det.late
+            newest = int(batch.time[ok].max()) if ok.any() else 0
             if newest > self.watermark_ns:
                 self.watermark_ns = min(newest, self.clock_ns())
                 self.metrics.last_reading.set(newest / 1e9)
+            self._advance_partition_times(batch.sensor[ok], batch.time[ok])
         else:
             events = DetectionBatch.empty()
         events = DetectionBatch.concat([events, self.engine.tick(self.now_ns())])
@@ -151,8 +156,30 @@ class Pipeline:
         return result
 
     def now_ns(self) -> int:
-        """The event-time clock: the newest reading seen, never ahead of the wall clock."""
-        return self.watermark_ns or self.clock_ns()
+        """The event-time clock: the newest reading seen, never ahead of the wall clock.
+
+        While some partitions are still behind (a backlog after an outage, partitions consumed at
+        different speeds), the clock is held at the oldest of their event times, so their sensors are
+        not judged stale just because another partition's readings ran ahead (like Kafka Streams'
+        stream time over its inputs). ``behind`` is set by the Kafka loop from the consumer lag.
+        """
+        now = self.watermark_ns
+        if now and self.behind:
+            times = [self._partition_time[c] for c in self.behind if c in self._partition_time]
+            if times:
+                now = min(now, min(times))
+        return now or self.clock_ns()
+
+    def _advance_partition_times(self, sensor: np.ndarray, time_ns: np.ndarray) -> None:
+        if not len(sensor):
+            return
+        codes = self.sensors.partition[sensor]
+        order = np.argsort(codes, kind="stable")
+        codes, times = codes[order], time_ns[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]
+        for code, t in zip(codes[starts].tolist(), np.maximum.reduceat(times, starts).tolist(), strict=True):
+            if t > self._partition_time.get(code, 0):
+                self._partition_time[code] = t
 
     def tick(self) -> list[AlertRecord]:
         """Time-driven work between batches: stale sensors, group_wait, reminders, escalation."""
@@ -205,8 +232,6 @@ class Pipeline:
             else:
                 out.append(DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, "late",
                                       detail))
-            self.metrics.dead_letter_messages.labels("late").inc()
-            self.metrics.dead_letter_readings.labels("late").inc()
         return out
 
     def _count_detections(self, events: DetectionBatch) -> None:

@@ -273,8 +273,12 @@ class Runner:
             self.on_change()
         elif records:
             self.on_change()
-        for (topic, part), lag in self.consumer.lag().items():
+        lags = self.consumer.lag()
+        for (topic, part), lag in lags.items():
             self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
+        # a partition counts as behind until its lag is known to be 0 (holds the event-time clock back)
+        code = self.pipeline.sensors.partition_code
+        self.pipeline.behind = {code(*tp) for tp in self.consumer.assignment() if lags.get(tp, 1) > 0}
         return len(messages)
 
     def _load_local_warm(self) -> dict[TP, int]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.alerting.alerting_helpers import HttpReceiver, SmtpReceiver
 from prometheus_client import CollectorRegistry
+
+from tests.alerting.alerting_helpers import HttpReceiver, SmtpReceiver
 
 
 @pytest.fixture

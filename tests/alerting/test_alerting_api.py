@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.alerting.alerting_helpers import FakeClock, level
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.api import MAX_BODY, AlertApi
 from alerting.config import AlertingConfig, ChannelConfig
 from alerting.service import AlertService
+from tests.alerting.alerting_helpers import FakeClock, level
 
 TOKEN = "t0ken-for-tests"
 SECRET = "pa55w0rd-XYZ"

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.alerting.alerting_helpers import T0, HttpReceiver, S, SmtpReceiver, level
-from tests.alerting.notifier_proc import crash_config
 from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertService
+from tests.alerting.alerting_helpers import T0, HttpReceiver, S, SmtpReceiver, level
+from tests.alerting.notifier_proc import crash_config
 
 REF = re.compile(r"Ref: (\S+/\d+)")
 SCRIPT = Path(__file__).with_name("notifier_proc.py")

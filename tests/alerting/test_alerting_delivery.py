@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import time
 
-from tests.alerting.alerting_helpers import S, level
 from prometheus_client import CollectorRegistry
 
 from alerting.config import AlertingConfig, ChannelConfig
 from alerting.service import AlertService
+from tests.alerting.alerting_helpers import S, level
 
 REF = re.compile(r"Ref: (\S+)/(\d+)")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.alerting.alerting_helpers import T0, S, level
 
 from alerting.episodes import alert_id_for, step
+from tests.alerting.alerting_helpers import T0, S, level
 
 CASES = [
     # (levels applied in order, expected (event, seq, level) per emitted record)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.alerting.alerting_helpers import level
 
 from alerting.config import RouteConfig
 from alerting.episodes import step
 from alerting.routing import Router
+from tests.alerting.alerting_helpers import level
 
 CHANNELS = {"leitstelle": ("control-room",), "kats": ("kats",), "umwelt": ("environment",),
             "cannstatt-ov": ("local-cannstatt",)}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.alerting.alerting_helpers import T0, FakeClock, S, file_config, level, read_file_channel
 from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertService
+from tests.alerting.alerting_helpers import T0, FakeClock, S, file_config, level, read_file_channel
 
 DISTRICTS = {"mitte": "Mitte", "west": "West", "ost": "Ost", "bad-cannstatt": "Bad Cannstatt"}
 

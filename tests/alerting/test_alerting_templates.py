@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.alerting.alerting_helpers import T0, S, level
 
 from alerting.episodes import step
 from alerting.templates import clean, render_event_message, render_followup_message
+from tests.alerting.alerting_helpers import T0, S, level
 
 
 def _rec(district, lv, **kw):

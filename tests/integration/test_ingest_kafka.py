@@ -5,6 +5,7 @@ Runs on the session broker: Tansu by default, Apache Kafka with ``--broker=apach
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -203,7 +204,7 @@ def test_crash_resumes_and_every_reading_is_processed(setup):
         # every reading toggled the level: per_gauge events, alternating firing/resolved
         if len(events) != per_gauge:
             stamps = [t for t, _ in events]
-            gaps = [(a, b) for a, b in zip(stamps, stamps[1:], strict=False) if a[11:16] == b[11:16]
+            gaps = [(a, b) for a, b in itertools.pairwise(stamps) if a[11:16] == b[11:16]
                     or int(b[14:16]) - int(a[14:16]) not in (1, -59)]
             raise AssertionError((district, len(events), "irregular steps:", gaps[:5], events[:2]))
         assert [e for _, e in events[:4]] == ["firing", "resolved", "firing", "resolved"]

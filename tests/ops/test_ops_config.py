@@ -54,8 +54,6 @@ def test_channel_urls_resolve_from_the_example_environment_and_redact():
         assert "password" not in redact_url(url) and "user" not in redact_url(url)
 
 
-@pytest.mark.xfail(strict=True, reason="alerting/config.py validate() rejects url = \"${VAR}\" as 'not a URL' "
-                                       "before the variable is resolved; remove this mark when fixed")
 def test_check_config_accepts_the_deploy_config():
     result = subprocess.run([sys.executable, "-m", "stadtwacht", "check-config", "--config", str(TOML)],
                             capture_output=True, text=True, env={**_example_env(), "PATH": "/usr/bin:/bin"},

@@ -35,7 +35,9 @@ test-apache: $(STAMP)
 	$(BIN)/python -m pytest -m broker --broker=apache $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.report bench-results.json --into README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

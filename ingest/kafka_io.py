@@ -130,13 +130,6 @@ class ReadingConsumer:
             return None, ""
         return om.offset, om.metadata or ""
 
-    def pause(self, tps: list[TP]) -> None:
-        """Stop fetching these partitions until :meth:`resume` (positions are kept)."""
-        self._consumer.pause(*(TopicPartition(*tp) for tp in tps))
-
-    def resume(self, tps: list[TP]) -> None:
-        self._consumer.resume(*(TopicPartition(*tp) for tp in tps))
-
     def seek(self, tp: TP, offset: int) -> None:
         self._consumer.seek(TopicPartition(*tp), offset)
 

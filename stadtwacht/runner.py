@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
+#: Messages kept in memory while a warm-up runs (see Runner.step).
+MAX_DEFERRED = 200_000
+
 
 def warmup_horizon_ns(pipeline: Pipeline) -> int:
     """How much event time must be re-read to rebuild every window and `for` condition."""
@@ -99,7 +102,8 @@ class Runner:
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
         self._committed_at_assign: dict[TP, int] = {}
-        self._paused: set[TP] = set()
+        self._deferred: list[RawMessage] = []  # read during a warm-up, processed after it
+        self._deferred_from: dict[TP, int] = {}  # first deferred offset per partition (commits stop there)
         self._applied: dict[TP, int] = dict(pipeline.alerts.applied_offsets())  # next offset per partition
         self._warm_file = pipeline.state_dir / "warmup-offsets.json"
         self._local_warm = self._load_local_warm()
@@ -136,8 +140,9 @@ class Runner:
                 revoked = self.district.revoked(revoked)
             with self.lock:
                 self.pipeline.drop_partitions(revoked)
-            self._paused.difference_update(revoked)
+            self._deferred = [m for m in self._deferred if (m.topic, m.partition) not in revoked]
             for tp in revoked:
+                self._deferred_from.pop(tp, None)
                 self._suppress_until.pop(tp, None)
                 self._committed_at_assign.pop(tp, None)
                 self._checkpoints.drop(tp)
@@ -217,29 +222,36 @@ class Runner:
         with self.lock:
             if warming:
                 # While any partition warms up, district levels are incomplete: only re-read (rebuild) what the
-                # alert state already covers, and defer the rest of every partition (seek back and pause) so
-                # that no transition is lost or judged on a half-rebuilt district.
+                # alert state already covers; keep every later message in memory, its offset not committed,
+                # until the warm-up is over, so no transition is lost or judged on a half-rebuilt district.
+                # (Past MAX_DEFERRED messages the rest is only re-read too and reaches the alert state as the
+                # net change at the reconcile: a bound on memory during very long warm-ups.)
                 def limit(tp: TP) -> int:
                     return max(self._suppress_until.get(tp, 0), self._applied.get(tp, 0))
 
                 held = [m for m in messages if m.offset < limit((m.topic, m.partition))]
-                deferred: dict[TP, int] = {}
-                for m in messages:
-                    tp = (m.topic, m.partition)
-                    if m.offset >= limit(tp) and m.offset < deferred.get(tp, m.offset + 1):
-                        deferred[tp] = m.offset
-                for tp, off in deferred.items():
-                    self.consumer.seek(tp, off)
-                    next_offsets[tp] = off
-                if deferred:
-                    self.consumer.pause(list(deferred))
-                    self._paused.update(deferred)
+                later = [m for m in messages if m.offset >= limit((m.topic, m.partition))]
+                if len(self._deferred) + len(later) <= MAX_DEFERRED:
+                    for m in later:
+                        self._deferred_from.setdefault((m.topic, m.partition), m.offset)
+                    self._deferred.extend(later)
+                else:
+                    held = [*self._deferred, *messages]
+                    self._deferred = []
+                    self._deferred_from.clear()
+                for tp, first in self._deferred_from.items():
+                    if tp in next_offsets:
+                        next_offsets[tp] = min(next_offsets[tp], first)
                 result = self.pipeline.process_messages(held, deliver=False)
                 self._hand_on(self._not_yet_handed_on(result.dead), [])
             else:
-                if self._paused:
-                    self.consumer.resume(sorted(self._paused))
-                    self._paused.clear()
+                if self._deferred:
+                    messages = [*self._deferred, *messages]
+                    self._deferred = []
+                    for m in messages:
+                        tp = (m.topic, m.partition)
+                        next_offsets[tp] = max(next_offsets.get(tp, 0), m.offset + 1)
+                self._deferred_from.clear()
                 # Never apply a message twice: whatever the alert state already covers (a redelivery after
                 # a rebalance or a crash between the SQLite commit and the offset commit) only rebuilds state.
                 held = [m for m in messages if m.offset < self._applied.get((m.topic, m.partition), 0)]

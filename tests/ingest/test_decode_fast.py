@@ -7,7 +7,7 @@ import json
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from ingest.decode import AwareTime, RawMessage, ReadingDecoder, rfc3339_us
@@ -39,6 +39,9 @@ def strict_us(text: str) -> int | None:
     ("2026-11-18T03:00:00Z\x00", False),  # trailing NUL (numpy would drop it)
     ("2026-11-18T03:00:00+01:00 and more text", False),
     ("2026-11-18T03:00:00+24:00", False),
+    ("2026-11-18T03:00:00-00:00", True),  # msgspec takes it as UTC
+    ("2026-11-18T03:00:60Z", False),
+    ("2026-11-18T24:00:00Z", False),
     ("1969-12-31T23:59:59Z", False),  # outside the fast path's years: left to msgspec
     ("ä", False),
     ("", False),
@@ -51,13 +54,19 @@ def test_common_shapes_are_taken_and_agree_with_msgspec(text, taken):
 
 
 def _near_rfc3339() -> st.SearchStrategy[str]:
-    two = st.integers(0, 99).map(lambda v: f"{v:02d}")
+    """Mostly valid RFC 3339 strings, with every component sometimes out of range or malformed."""
+
+    def two(lo: int, hi: int) -> st.SearchStrategy[str]:
+        return st.one_of(st.integers(lo, hi), st.integers(lo, hi), st.integers(lo, hi), st.integers(0, 99)).map(
+            lambda v: f"{v:02d}")
+
     frac = st.one_of(st.just(""), st.text("0123456789", min_size=0, max_size=8).map(lambda f: "." + f))
-    offset = st.one_of(st.sampled_from(["Z", "z", "", "+", "-00:00"]),
-                       st.tuples(st.sampled_from("+-"), two, st.sampled_from(":x"), two).map("".join))
+    offset = st.one_of(st.sampled_from(["Z", "Z", "z", "", "+", "-00:00"]),
+                       st.tuples(st.sampled_from("+-"), two(0, 23), st.sampled_from("::x"), two(0, 59)).map("".join))
+    sep = st.sampled_from  # the usual separator is the likely one
     return st.tuples(
-        st.integers(1960, 2110).map(lambda y: f"{y:04d}"), st.sampled_from("-/"), two, st.just("-"), two,
-        st.sampled_from("Tt x"), two, st.just(":"), two, st.sampled_from("::."), two, frac, offset,
+        st.integers(1960, 2110).map(lambda y: f"{y:04d}"), sep("---/"), two(1, 12), sep("---."), two(1, 31),
+        sep("TTTt x"), two(0, 23), sep(":::"), two(0, 59), sep("::."), two(0, 59), frac, offset,
     ).map("".join)
 
 
@@ -68,6 +77,13 @@ def test_every_time_taken_is_one_msgspec_accepts_with_the_same_instant(texts):
     for text, u, taken in zip(texts, us.tolist(), ok.tolist(), strict=True):
         if taken:
             assert strict_us(text) == u, text
+
+
+def test_the_strategy_reaches_the_fast_path():
+    """Guards the property test above against vacuity: it generates strings the fast path takes."""
+    taken = find(_near_rfc3339(), lambda t: bool(rfc3339_us([t])[1][0]) and "." in t,
+                 settings=settings(max_examples=2000, database=None))
+    assert strict_us(taken) is not None
 
 
 class _Never:

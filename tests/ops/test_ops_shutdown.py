@@ -125,9 +125,14 @@ def test_sigterm_mid_stream_commits_what_was_processed_and_flushes_notifications
                                 log=tmp_path / "second.log").start()
         try:
             second.wait_ready()
-            wait_for(lambda: second.total("stadtwacht_readings_accepted_total") >= total - committed_air
-                     and second.total("stadtwacht_consumer_lag") == 0, 60, "the second run caught up",
-                     second.check_alive)
+            try:
+                wait_for(lambda: second.total("stadtwacht_readings_accepted_total") >= total - committed_air
+                         and second.total("stadtwacht_consumer_lag") == 0, 60, "the second run caught up",
+                         second.check_alive)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: accepted {second.total('stadtwacht_readings_accepted_total')}, "
+                                     f"remainder {total - committed_air}, "
+                                     f"lag {second.total('stadtwacht_consumer_lag')}") from None
             wait_for(lambda: all(c == e for c, e in committed_vs_end(kafka_bootstrap, f"{prefix}-group",
                                                                      topics).values()),
                      30, "offsets committed to the end", second.check_alive)

@@ -38,7 +38,6 @@ CHUNK = 20_000
 
 class ReplaySummary:
     def __init__(self) -> None:
-        self.readings = 0
         self.accepted = 0
         self.dead = 0
         self.records = 0

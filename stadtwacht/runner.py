@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from kafka.errors import CommitFailedError, KafkaError
 
-from alerting.record import AlertRecord, encode_record
+from alerting.record import AlertRecord
 from ingest.decode import RawMessage
 from ingest.kafka_io import DeadLetterSink, ReadingConsumer, make_producer
 from stadtwacht.district_stage import DistrictStage, ensure_district_topic
@@ -382,7 +382,3 @@ def _parse_warm(meta: str) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def record_bytes(record: AlertRecord) -> bytes:
-    return encode_record(record)

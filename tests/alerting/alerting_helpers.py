@@ -1,28 +1,14 @@
-"""Helpers for alerting tests: real SMTP and HTTP receivers on 127.0.0.1, level builders, fake clock."""
+"""Helpers for alerting tests: level builders, fake clock, file channels (receivers: ``tests.support.receivers``)."""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from email import message_from_bytes, policy
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from aiosmtpd.controller import Controller
 
 from alerting.config import AlertingConfig, ChannelConfig, RouteConfig
 from geodata.levels import DistrictLevel
 
 T0 = 1_750_000_000_000_000_000  # 2025-06-15T15:06:40Z
 S = 1_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def level(district: str, lv: int, *, hazard: str = "flood", quantity: str = "water_level", t: int = T0,
@@ -48,75 +34,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * S)
-
-
-class SmtpReceiver:
-    """aiosmtpd on loopback that can go down and come back on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.messages: list[Message] = []
-        self.times: list[float] = []
-        self._ctl: Controller | None = None
-        self.start()
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        self.times.append(time.monotonic())
-        return "250 OK"
-
-    def start(self) -> None:
-        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port)
-        self._ctl.start()
-
-    def stop(self) -> None:
-        if self._ctl is not None:
-            self._ctl.stop()
-            self._ctl = None
-
-    @property
-    def url(self) -> str:
-        return f"mailto://127.0.0.1:{self.port}?from=stadtwacht@example.org&to=leitstelle@example.org&mode=insecure"
-
-    def bodies(self) -> list[str]:
-        """The text/plain part of every message received."""
-        return [m.get_body(preferencelist=("plain",)).get_content() for m in self.messages]
-
-
-class HttpReceiver:
-    """A json:// webhook receiver: stores each POSTed JSON document."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.posts: list[dict] = []
-        self.times: list[float] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", "0"))
-                doc = json.loads(self.rfile.read(n))
-                if delay_s:
-                    time.sleep(delay_s)
-                outer.posts.append(doc)
-                outer.times.append(time.monotonic())
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._srv.server_address[1]
-        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.port}/hook"
-
-    def stop(self) -> None:
-        self._srv.shutdown()
-        self._srv.server_close()
 
 
 def file_config(tmp_path, **kw) -> AlertingConfig:

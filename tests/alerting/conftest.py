@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.alerting.alerting_helpers import HttpReceiver, SmtpReceiver
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertService
-from tests.alerting.alerting_helpers import T0, HttpReceiver, S, SmtpReceiver, level
+from tests.alerting.alerting_helpers import T0, S, level
 from tests.alerting.notifier_proc import crash_config
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 
 REF = re.compile(r"Ref: (\S+/\d+)")
 SCRIPT = Path(__file__).with_name("notifier_proc.py")

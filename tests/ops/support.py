@@ -1,16 +1,12 @@
-"""Helpers of the operations tests: a loopback webhook receiver, readings with known outcomes, metric samples."""
+"""Helpers of the operations tests: a loopback webhook receiver with secrets in its URL, the ops configuration."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-from kafka import KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "API_TOKEN",
@@ -20,9 +16,6 @@ __all__ = [
     "gauge_registry",
     "iso",
     "ops_config",
-    "parse_metrics",
-    "produce",
-    "wait_for",
 ]
 
 #: Fake secrets: each must never appear in /metrics, /readyz or a log line.
@@ -141,33 +134,3 @@ api_token_env = "OPS_API_TOKEN"
 {extra}
 """, encoding="utf-8")
     return path
-
-
-def produce(bootstrap: str, messages: list[tuple[str, str, bytes]]) -> None:
-    """(topic, key, value) messages, flushed."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    try:
-        for topic, key, value in messages:
-            producer.send(topic, key=key.encode(), value=value)
-        producer.flush()
-    finally:
-        producer.close()
-
-
-def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of an exposition as (name, labels, value)."""
-    return [(s.name, dict(s.labels), s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str,
-             alive: Callable[[], None] | None = None) -> object:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if alive is not None:
-            alive()
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

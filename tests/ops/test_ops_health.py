@@ -12,8 +12,9 @@ import time
 import pytest
 
 from stadtwacht.broker import EmbeddedBroker
-from tests.integration.harness import ServiceProcess, create_topics
-from tests.ops.support import WebhookReceiver, ops_config, wait_for
+from tests.ops.support import WebhookReceiver, ops_config
+from tests.support.kafka_topics import create_topics
+from tests.support.service import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

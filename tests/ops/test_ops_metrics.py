@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from stadtwacht.broker import free_port
-from tests.integration.harness import ServiceProcess, create_topics
 from tests.ops.support import (
     API_TOKEN,
     WEBHOOK_PASSWORD,
@@ -29,10 +28,9 @@ from tests.ops.support import (
     gauge_registry,
     iso,
     ops_config,
-    parse_metrics,
-    produce,
-    wait_for,
 )
+from tests.support.kafka_topics import create_topics, produce
+from tests.support.service import ServiceProcess, parse_metrics, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -17,8 +17,9 @@ import pytest
 from kafka import KafkaProducer
 
 from alerting.recovery import open_store
-from tests.integration.harness import ServiceProcess, committed_vs_end, create_topics
-from tests.ops.support import WebhookReceiver, gauge_registry, iso, ops_config, produce, wait_for
+from tests.ops.support import WebhookReceiver, gauge_registry, iso, ops_config
+from tests.support.kafka_topics import committed_vs_end, create_topics, produce
+from tests.support.service import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

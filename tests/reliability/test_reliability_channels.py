@@ -9,19 +9,10 @@ import time
 
 import pytest
 
-from tests.reliability.harness import (
-    REF,
-    HttpReceiver,
-    RunProcess,
-    SmtpReceiver,
-    alternating_stream,
-    create_topics,
-    producer,
-    refs,
-    report,
-    wait_until,
-    write_flood_setup,
-)
+from tests.reliability.harness import REF, RunProcess, alternating_stream, refs, report, write_flood_setup
+from tests.support.kafka_topics import create_topics, producer
+from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -37,7 +28,7 @@ def test_smtp_down_gets_its_backlog_in_order_and_the_webhook_is_not_delayed(kafk
     smtp.stop()  # down from the start
     setup = write_flood_setup(tmp_path, topic_prefix, 2, [{"name": "hook", "url": http.url},
                                                           {"name": "mail", "url": smtp.url}], max_poll_records=1)
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic])
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=2)
     proc = RunProcess(setup, kafka_bootstrap, tmp_path / "state").start()
     rounds = 9
     try:

@@ -19,21 +19,19 @@ import time
 import pytest
 
 from tests.reliability.harness import (
-    HttpReceiver,
     RunProcess,
-    SmtpReceiver,
     alert_records,
     alternating_stream,
-    create_topics,
     events_by_district,
     expected_events,
-    producer,
     reading,
     refs,
     report,
-    wait_until,
     write_flood_setup,
 )
+from tests.support.kafka_topics import create_topics, producer
+from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

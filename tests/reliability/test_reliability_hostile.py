@@ -13,17 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.harness import (
-    HttpReceiver,
-    RunProcess,
-    create_topics,
-    producer,
-    read_topic,
-    reading,
-    report,
-    wait_until,
-    write_flood_setup,
-)
+from tests.reliability.harness import RunProcess, reading, report, write_flood_setup
+from tests.support.kafka_topics import create_topics, producer, read_topic
+from tests.support.receivers import HttpReceiver
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from tests.reliability.harness import RunProcess, create_topics, producer, report, wait_until, write_flood_setup
+from tests.reliability.harness import RunProcess, report, write_flood_setup
+from tests.support.kafka_topics import create_topics, producer
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -53,7 +55,7 @@ def test_capacity_burst_and_soak_keep_memory_bounded_and_lose_nothing(kafka_boot
     burst_s = float(os.environ.get("STADTWACHT_BURST_SECONDS", "15"))
     setup = write_flood_setup(tmp_path, topic_prefix, 1, n_air=SENSORS, max_poll_records=200,
                               extra='\n[detection.health]\nstale_min = "24h"\n')
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic])
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=2)
     prod = producer(kafka_bootstrap, batch_size=256 * 1024, linger_ms=20)
     feed = Feed(time.time_ns() - 2 * 86400 * 10**9)
     proc = RunProcess(setup, kafka_bootstrap, tmp_path / "state").start()

@@ -12,17 +12,10 @@ import time
 import pytest
 
 from stadtwacht.broker import EmbeddedBroker, free_port
-from tests.reliability.harness import (
-    RunProcess,
-    create_topics,
-    producer,
-    read_topic,
-    reading,
-    report,
-    wait_until,
-    write_flood_setup,
-)
+from tests.reliability.harness import RunProcess, reading, report, write_flood_setup
 from tests.reliability.proxy import TcpProxy
+from tests.support.kafka_topics import create_topics, producer, read_topic
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -38,7 +31,7 @@ def test_broker_outage_loses_nothing_and_shows_in_readyz_and_metrics(tmp_path, t
     broker = EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log").start()
     bootstrap = f"127.0.0.1:{proxy.port}"
     setup = write_flood_setup(tmp_path, topic_prefix, 2, n_air=40)
-    create_topics(bootstrap, [setup.topic, setup.alerts_topic, setup.topic + ".dlq"])
+    create_topics(bootstrap, [setup.topic, setup.alerts_topic, setup.topic + ".dlq"], partitions=2)
     proc = RunProcess(setup, bootstrap, tmp_path / "state").start()
     samples: list[tuple[float, float, int, bool | None, float]] = []
     stop_sampling = threading.Event()

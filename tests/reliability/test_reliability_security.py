@@ -9,18 +9,10 @@ import time
 
 import pytest
 
-from tests.reliability.harness import (
-    HttpReceiver,
-    RunProcess,
-    alert_records,
-    create_topics,
-    free_port,
-    producer,
-    reading,
-    report,
-    wait_until,
-    write_flood_setup,
-)
+from tests.reliability.harness import RunProcess, alert_records, reading, report, write_flood_setup
+from tests.support.kafka_topics import create_topics, producer
+from tests.support.receivers import HttpReceiver, free_port
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -37,7 +29,7 @@ def test_secrets_redacted_token_required_and_body_limited(kafka_bootstrap, topic
     setup = write_flood_setup(tmp_path, topic_prefix, 1, [
         {"name": "hook", "url_file": str(url_file)},
         {"name": "dead", "url": f"json://svc:${{HOOK_PASSWORD}}@127.0.0.1:{dead_port}/x?token=${{HOOK_PASSWORD}}"}])
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic])
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=2)
     proc = RunProcess(setup, kafka_bootstrap, tmp_path / "state",
                       env={"HOOK_PASSWORD": ENV_SECRET, "STADTWACHT_API_TOKEN": TOKEN}).start()
     try:
@@ -101,7 +93,7 @@ def test_pipeline_over_tls_against_apache_kafka(tmp_path, topic_prefix, broker_k
         tls = {"security_protocol": "SSL", "ssl_cafile": str(kafka.ssl_cafile), "ssl_check_hostname": False}
         setup = write_flood_setup(tmp_path / "run", topic_prefix, 1, extra_kafka=(
             f'security_protocol = "SSL"\nssl_cafile = "{kafka.ssl_cafile}"\nssl_check_hostname = false'))
-        create_topics(kafka.bootstrap, [setup.topic, setup.alerts_topic], **tls)
+        create_topics(kafka.bootstrap, [setup.topic, setup.alerts_topic], partitions=2, **tls)
         proc = RunProcess(setup, kafka.bootstrap, tmp_path / "state").start()
         try:
             proc.wait_ready(120)

@@ -8,15 +8,15 @@ The district must fire once and clear once, with one notification each on the (s
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kafka import KafkaProducer
 
 from stadtwacht.district_stage import district_partition
-from tests.integration.harness import ServiceProcess, create_topics, read_topic
+from tests.support.kafka_topics import create_topics, read_topic
+from tests.support.receivers import HttpReceiver
+from tests.support.service import ServiceProcess, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -24,34 +24,12 @@ DISTRICT = "mitte"
 SENSORS = ["pegel-s0", "pegel-s2", "pegel-s3"]  # murmur2 puts them on partitions 0, 1, 2 (sent explicitly too)
 
 
-class Receiver:
-    """A json:// webhook receiver on loopback: every POST body, parsed."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", "0"))
-                outer.posts.append(json.loads(self.rfile.read(n)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._srv.server_address[1]
-        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+class Receiver(HttpReceiver):
+    """The shared json:// webhook receiver, reading the Ref lines of every POST."""
 
     def refs(self) -> list[str]:
         return [line.strip() for p in self.posts for line in str(p.get("message", "")).splitlines()
                 if line.strip().startswith("Ref:")]
-
-    def close(self) -> None:
-        self._srv.shutdown()
-        self._srv.server_close()
 
 
 def _config(tmp_path, prefix: str, hook_port: int) -> tuple:
@@ -141,15 +119,11 @@ def _alerts(bootstrap: str, topic: str) -> list[dict]:
 
 
 def _wait_for(predicate, timeout: float, procs: list[ServiceProcess], what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         for p in procs:
             p.check_alive()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+
+    return wait_until(predicate, timeout, interval=0.5, what=what, alive=alive)
 
 
 def test_one_episode_one_notification_across_two_instances(kafka_bootstrap, topic_prefix, tmp_path):
@@ -204,4 +178,4 @@ def test_one_episode_one_notification_across_two_instances(kafka_bootstrap, topi
         producer.close()
         for p in procs:
             p.stop()
-        receiver.close()
+        receiver.stop()

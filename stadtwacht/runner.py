@@ -204,6 +204,11 @@ class Runner:
             log.warning("poll failed: %s; retrying", self.health.last_poll_error)
             time.sleep(1.0)
             return 0
+        # Partitions with unread messages after this poll (or an unknown lag) hold the event-time clock back,
+        # so a batch mixing a partition far ahead with one still catching up flags nobody stale.
+        lags = self.consumer.lag()
+        code = self.pipeline.sensors.partition_code
+        self.pipeline.behind = {code(*tp) for tp in self.consumer.assignment() if lags.get(tp, 1) > 0}
         # set once per round: 1-then-0 would let a scrape in between read 1 while the broker is gone
         self.pipeline.metrics.broker_up.set(1 if self.consumer.connected() else 0)
         started = time.perf_counter()
@@ -285,12 +290,8 @@ class Runner:
             self.on_change()
         elif records:
             self.on_change()
-        lags = self.consumer.lag()
-        for (topic, part), lag in lags.items():
+        for (topic, part), lag in self.consumer.lag().items():
             self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
-        # a partition counts as behind until its lag is known to be 0 (holds the event-time clock back)
-        code = self.pipeline.sensors.partition_code
-        self.pipeline.behind = {code(*tp) for tp in self.consumer.assignment() if lags.get(tp, 1) > 0}
         return len(messages)
 
     def _load_local_warm(self) -> dict[TP, int]:

@@ -121,7 +121,12 @@ def hypothesis_corpus(n: int) -> list[tuple[bytes, int]]:
 
 
 def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bootstrap, topic_prefix,
-                                                                         tmp_path):
+                                                                         tmp_path, broker_kind):
+    if broker_kind == "apache":
+        # Apache Kafka refuses the 10 MB messages in the producer (MessageSizeTooLarge), and kafka-python then
+        # aborts the whole batch, taking the corpus's real alert readings with it: the corpus needs a separate
+        # producer per oversized message before it can run here (see the note on issue 9).
+        pytest.skip("runs in the Tansu pass; on Apache Kafka the producer aborts batches with the 10 MB messages")
     http = HttpReceiver()
     setup = write_flood_setup(tmp_path, topic_prefix, 3, [{"name": "hook", "url": http.url}], n_air=10)
     dlq_topic = setup.topic + ".dlq"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from detection.arrays import grown
 from detection.config import HealthConfig
 from detection.rules import NEVER
 from detection.windows import BucketWindow, window_add, window_eval
@@ -53,19 +54,15 @@ class HealthTracker:
             return
         new = max(n, 2 * self.capacity, 64)
 
-        def ext(a: np.ndarray, fill) -> np.ndarray:
-            out = np.full((new, *a.shape[1:]), fill, a.dtype)
-            out[: a.shape[0]] = a
-            return out
 
-        self.newest = ext(self.newest, NEVER)
-        self.first_seen = ext(self.first_seen, NEVER)
-        self.primary = ext(self.primary, _NO_QUANTITY)
-        self.prev_primary = ext(self.prev_primary, NEVER)
-        self.interval = ext(self.interval, np.nan)
-        self.range_bits = ext(self.range_bits, 0)
-        self.flags = ext(self.flags, False)
-        self.band_be = ext(self.band_be, NEVER)
+        self.newest = grown(self.newest, new, NEVER)
+        self.first_seen = grown(self.first_seen, new, NEVER)
+        self.primary = grown(self.primary, new, _NO_QUANTITY)
+        self.prev_primary = grown(self.prev_primary, new, NEVER)
+        self.interval = grown(self.interval, new, np.nan)
+        self.range_bits = grown(self.range_bits, new, 0)
+        self.flags = grown(self.flags, new, False)
+        self.band_be = grown(self.band_be, new, NEVER)
         self.band.grow(new)
         self.capacity = new
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from detection.arrays import grown
 from detection.config import RuleConfig
 from detection.windows import BucketWindow, window_add, window_eval
 from ingest.quantities import quantity_code
@@ -78,20 +79,16 @@ class CompiledRule:
             return
         new = max(n, 2 * self.capacity, 64)
 
-        def ext(a: np.ndarray, fill) -> np.ndarray:
-            out = np.full((new, *a.shape[1:]), fill, a.dtype)
-            out[: a.shape[0]] = a
-            return out
 
-        self.sensor_of = ext(self.sensor_of, -1)
-        self.raw = ext(self.raw, False)
-        self.since = ext(self.since, NEVER)
-        self.last_fire = ext(self.last_fire, NEVER)
-        self.level = ext(self.level, 0)
+        self.sensor_of = grown(self.sensor_of, new, -1)
+        self.raw = grown(self.raw, new, False)
+        self.since = grown(self.since, new, NEVER)
+        self.last_fire = grown(self.last_fire, new, NEVER)
+        self.level = grown(self.level, new, 0)
         if self.mode == _LAST:
-            self.last_t = ext(self.last_t, NEVER)
-            self.last_v = ext(self.last_v, np.nan)
-        self.last_agg = ext(self.last_agg, np.nan)
+            self.last_t = grown(self.last_t, new, NEVER)
+            self.last_v = grown(self.last_v, new, np.nan)
+        self.last_agg = grown(self.last_agg, new, np.nan)
         if self.window is not None:
             self.window.grow(new)
         self.capacity = new

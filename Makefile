@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.report bench-results.json --into README.md
+	$(BIN)/python -m bench.report bench-results.json --into docs/benchmarks.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -73,6 +73,7 @@ class AlertService:
         self._notifier = Notifier(Path(state_dir) / STATE_FILE, self._channels, self._metrics, policy, clock)
         #: Callbacks receiving every new AlertRecord after it is committed (e.g. the page's SSE stream).
         self.listeners: list[Listener] = []
+        self._queued = False  # a notification was added to the outbox since the last _after_commit
         self._load_config_silences()
         self._silences = self._store.silences()
         self._update_gauges()
@@ -392,6 +393,7 @@ class AlertService:
         self._store.add_message(now, title, body, ntype, [f"{r.alert_id}/{r.seq}" for r, _ in events],
                                 min(p.reading_ns for p in items), first.event,
                                 self._router.channels_for(items[0].tags))
+        self._queued = True
 
     def _enqueue_followup(self, kind: str, rec: AlertRecord, tags: tuple[str, ...], now: int) -> None:
         channels = self._router.channels_for(tags)
@@ -400,6 +402,7 @@ class AlertService:
         title, body = render_followup_message(kind, rec, self.config.language, self.exercise,
                                               self.config.public_url)
         self._store.add_message(now, title, body, "failure", [f"{rec.alert_id}/{rec.seq}"], 0, kind, channels)
+        self._queued = True
 
     def _update_gauges(self) -> None:
         counts = _Counter((ep.hazard, ep.level) for ep in self._store.active_episodes())
@@ -407,10 +410,14 @@ class AlertService:
         self._metrics.outbox_depth.set(self._store.outbox_depth())
 
     def _after_commit(self, records: list[AlertRecord]) -> None:
+        """Wake the notifier first (latency), then the gauges; a batch that changed nothing skips both."""
+        if not records and not self._queued:
+            return
+        self._queued = False
+        self._notifier.wake()
         for rec in records:
             self._metrics.alert_events.labels(rec.event).inc()
         self._update_gauges()
-        self._notifier.wake()
 
     def _call_listeners(self, records: list[AlertRecord]) -> None:
         for rec in records:

@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-MODULES = ["ingest", "detect", "district_map", "e2e", "latency", "peer_quix", "nab"]
+MODULES = ["ingest", "consumer_backends", "detect", "district_map", "e2e", "latency", "peer_quix", "nab"]
 
 
 def machine() -> dict:

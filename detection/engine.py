@@ -1,11 +1,13 @@
 """The detection engine: readings in, level transitions out (threshold/rate rules, sensor health, anomalies).
 
-Each batch is handled in event-time order per sensor: its rows are sorted by
-(sensor, time) once, then sensor health and each rule run over all rows in one
-compiled pass (numba kernels in ``detection/health.py`` and ``detection/rules.py``),
-which is exactly the per-reading semantics whatever the batch's shape (many
-sensors with one reading each, or one sensor with thousands). Python loops run
-over rules only, never over readings.
+Each batch is handled in event-time order per sensor: one compiled pass finds the late rows
+and orders the others by (sensor, time) (a counting sort by the dense sensor index), then one
+fused compiled pass runs sensor health and every rule of each row's quantity, row by row,
+writing level transitions into reused buffers. This is exactly the per-reading semantics
+whatever the batch's shape (many sensors with one reading each, or one sensor with
+thousands). All per-sensor state is packed: health in per-sensor records, rules in per-slot
+records of one arena (see ``detection/rules.py``), so a row touches a few cache lines and
+Python only runs per batch, never per rule or per reading.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from detection.anomaly import AnomalyDetector, level_changes
+from detection.arrays import grown, prefetch
 from detection.config import DetectionConfig, RuleConfig
 from detection.events import DetectionBatch, RuleInfo, hazard_code, kind_code
-from detection.health import HEALTH_KINDS, HealthTracker
-from detection.rules import NEVER, CompiledRule
+from detection.health import HEALTH_KINDS, RANGE, STALE, STUCK, HealthTracker, health_row, stale_limit
+from detection.health import RECORD_HEAD as HEALTH_HEAD
+from detection.rules import NEVER, R_AGG, R_LEVEL, R_SENSOR, CompiledRule, T, any_on, firing_level, rule_row
+from detection.rules import RECORD_HEAD as RULE_HEAD
 from ingest.batch import ReadingBatch
+from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN
 from ingest.sensor_index import SensorIndex
 from stadtwacht.durations import parse_duration
 
 __all__ = ["DetectionEngine", "DetectionResult"]
 
 _N_QUANTITIES = 7
+_NO_MATCH, _NO_SLOT = -2, -1  # slot table entries: the rule does not apply / applies, no state yet
+# event buffer columns (int64; value and threshold in a float64 buffer)
+_E_SENSOR, _E_QUANTITY, _E_RULE, _E_KIND, _E_HAZARD, _E_LEVEL, _E_PREV, _E_TIME = range(8)
+_KIND_STALE = kind_code("stale")
+_AHEAD = 64  # rows ahead whose state the fused kernel prefetches
+_SENSOR_HAZARD = hazard_code("sensor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,46 +49,35 @@ class DetectionResult:
     late: np.ndarray  # bool per input row
 
 
-class _Events:
-    """Collects transition columns from many small steps."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[np.ndarray, ...]] = []
-
-    def add(self, sensor, quantity, rule, kind: str | np.ndarray, hazard: str, level, prev, value, threshold,
-            time) -> None:
-        """One column set; ``rule`` and ``kind`` (a name or an array of kind codes) may be per row."""
-        n = len(sensor)
-        if n == 0:
-            return
-        kind = kind_code(kind) if isinstance(kind, str) else kind
-        self.parts.append((
-            np.asarray(sensor, np.int32), np.broadcast_to(np.asarray(quantity, np.uint8), (n,)),
-            np.broadcast_to(np.asarray(rule, np.int16), (n,)), np.broadcast_to(np.asarray(kind, np.uint8), (n,)),
-            np.full(n, hazard_code(hazard), np.uint8),
-            np.broadcast_to(np.asarray(level, np.int8), (n,)), np.asarray(prev, np.int8),
-            np.broadcast_to(np.asarray(value, np.float64), (n,)),
-            np.broadcast_to(np.asarray(threshold, np.float64), (n,)),
-            np.broadcast_to(np.asarray(time, np.int64), (n,)),
-        ))
-
-    def batch(self) -> DetectionBatch:
-        if not self.parts:
-            return DetectionBatch.empty()
-        cols = [np.concatenate(c) for c in zip(*self.parts, strict=True)]
-        out = DetectionBatch(*cols)
-        return out.take(np.argsort(out.time, kind="stable"))
-
-
 class DetectionEngine:
     """Turns reading batches into level transitions; all per-sensor state lives in arrays."""
 
-    def __init__(self, rules: list[RuleConfig], config: DetectionConfig, sensors: SensorIndex) -> None:
+    def __init__(self, rules: list[RuleConfig], config: DetectionConfig, sensors: SensorIndex, *,
+                 event_rows: int = 256) -> None:
+        """``event_rows``: initial rows of the reused event buffers (they double when a batch needs more)."""
         self.sensors = sensors
         self.config = config
         self.late_ns = parse_duration(config.late_tolerance)
-        self.rules = [CompiledRule(r) for r in rules]
+        n = len(rules)
+        self.table = np.zeros((n, len(T)), np.int64)
+        self.rules = [CompiledRule(r, self.table[i]) for i, r in enumerate(rules)]
+        k = max([r.n_levels for r in self.rules], default=1)
+        self.levels = np.zeros((n, k))
+        self.clear = np.zeros((n, k))
+        self.for_ns = np.zeros((n, k), np.int64)
+        for i, r in enumerate(self.rules):
+            self.levels[i, : r.n_levels] = r.levels
+            self.clear[i, : r.n_levels] = r.clear
+            self.for_ns[i, : r.n_levels] = r.for_ns
+        # rules of each quantity, in rule order
+        self.rules_of = np.full((_N_QUANTITIES, max(n, 1)), -1, np.int64)
+        self.n_rules_of = np.zeros(_N_QUANTITIES, np.int64)
+        for i, r in enumerate(self.rules):
+            self.rules_of[r.quantity, self.n_rules_of[r.quantity]] = i
+            self.n_rules_of[r.quantity] += 1
+        self.arena = np.zeros(0, np.int64)  # the rules' slot records, rule by rule
         self.health = HealthTracker(config.health)
+        self._limits = np.stack([PHYSICAL_MIN, PHYSICAL_MAX, self.health.saturation]).astype(np.float64)
         self.anomaly = None
         if config.anomaly.enabled:
             self.anomaly = AnomalyDetector(config.anomaly)
@@ -85,15 +87,17 @@ class DetectionEngine:
                      "rate" if r.aggregate == "rate_per_hour" else "threshold",
                      ("normal", *r.level_names)) for r in rules
         ]
-        n = len(rules)
-        self._health_rule = {k: n + i for i, k in enumerate(HEALTH_KINDS)}
-        self._health_base = np.int16(n)
-        self._health_kind_codes = np.array([kind_code(k) for k in HEALTH_KINDS], np.uint8)
         names = {"stale": "veraltet", "stuck": "festhängend", "range": "außerhalb des Messbereichs"}
         self.rule_info += [RuleInfo(f"sensor-{k}", k, "sensor", k, ("normal", names[k])) for k in HEALTH_KINDS]
         self._anomaly_rule = len(self.rule_info)
         self.rule_info.append(RuleInfo("anomaly", "anomaly", "sensor", "anomaly", ("normal", "Anomalie")))
+        self.slot_of = np.zeros((0, n), np.int32)  # per sensor and rule: slot, _NO_SLOT or _NO_MATCH
+        self.matched_upto = 0  # sensors [0, matched_upto) have been matched against the rules' patterns
         self.capacity = 0
+        self._based = False  # window bucket numberings fixed (by the first batch)
+        self._counts = np.zeros(1, np.int64)  # counting-sort scratch (all zero between calls)
+        self._ev_int = np.zeros((max(event_rows, 1), 8), np.int64)
+        self._ev_float = np.zeros((max(event_rows, 1), 2), np.float64)
 
     # -- state housekeeping -------------------------------------------------------------------------
 
@@ -103,12 +107,49 @@ class DetectionEngine:
         if n > self.capacity:
             new = max(n, 2 * self.capacity, 64)
             self.health.grow(new)
-            lvl = np.zeros((new, _N_QUANTITIES), np.int8)
-            lvl[: self.anomaly_level.shape[0]] = self.anomaly_level
-            self.anomaly_level = lvl
+            self.anomaly_level = grown(self.anomaly_level, new, 0)
+            self.slot_of = grown(self.slot_of, new, _NO_MATCH)
+            self._counts = np.zeros(new + 1, np.int64)
             self.capacity = new
-        for r in self.rules:
-            r.match_new_sensors(self.sensors.names)
+        if n > self.matched_upto:
+            names = self.sensors.names[self.matched_upto: n]
+            for i, r in enumerate(self.rules):
+                hit = r.matches(names)
+                self.slot_of[self.matched_upto: n, i] = np.where(hit, _NO_SLOT, _NO_MATCH)
+                r.row[T.MATCHED] += int(hit.sum())
+            self.matched_upto = n
+
+    def _grow_rule(self, i: int) -> None:
+        """Double rule i's region (its slots are full), and those of rules at least half full with it.
+
+        Growing rules together keeps the number of arena rebuilds (each copies every region) logarithmic
+        in the number of sensors instead of proportional to the number of rules.
+        """
+        caps = self.table[:, T.CAPACITY].copy()
+        slots = self.table[:, T.SLOTS]
+        due = (slots * 2 >= caps) & (slots < self.table[:, T.MATCHED])
+        due[i] = True
+        caps[due] = np.maximum(2 * caps[due], 1024)
+        self._rebuild_arena(caps)
+
+    def _rebuild_arena(self, caps: np.ndarray) -> None:
+        """Lay the rules' regions out again with the given capacities (existing records kept)."""
+        offsets = np.concatenate([[0], np.cumsum(caps * self.table[:, T.STRIDE])])
+        arena = np.empty(int(offsets[-1]), np.int64)
+        for i, r in enumerate(self.rules):
+            old_cap, stride, off = int(r.row[T.CAPACITY]), r.stride, int(r.row[T.OFFSET])
+            region = arena[offsets[i]: offsets[i + 1]].reshape(-1, stride)
+            region[:old_cap] = self.arena[off: off + old_cap * stride].reshape(-1, stride)
+            region[old_cap:] = r.template
+            r.row[T.OFFSET] = offsets[i]
+            r.row[T.CAPACITY] = caps[i]
+        self.arena = arena
+
+    def _region(self, i: int) -> np.ndarray:
+        """Rule i's records as a (capacity, stride) view of the arena."""
+        r = self.rules[i]
+        off = int(r.row[T.OFFSET])
+        return self.arena[off: off + int(r.row[T.CAPACITY]) * r.stride].reshape(-1, r.stride)
 
     def reset(self, sensor_mask: np.ndarray) -> None:
         """Drop all state of the selected sensors (their partition was revoked)."""
@@ -117,15 +158,23 @@ class DetectionEngine:
         m = np.asarray(sensor_mask, bool)[: self.capacity]
         mask[: m.shape[0]] = m
         self.health.reset(mask)
-        for r in self.rules:
-            r.reset(mask)
+        rows = np.flatnonzero(mask)
+        for i, r in enumerate(self.rules):
+            slots = self.slot_of[rows, i]
+            keep = slots >= 0
+            slots, owners = slots[keep], rows[keep]
+            if slots.size:
+                region = self._region(i)
+                region[slots] = r.template  # slots stay theirs, cleared
+                region[slots, R_SENSOR] = owners
         self.anomaly_level[mask] = 0
         if self.anomaly is not None:
             self.anomaly.reset(mask)
 
     def state_nbytes(self) -> int:
         """Bytes of per-sensor state held (rules, health, anomaly)."""
-        total = self.health.nbytes() + self.anomaly_level.nbytes + sum(r.nbytes() for r in self.rules)
+        total = (self.health.nbytes() + self.anomaly_level.nbytes + self.slot_of.nbytes
+                 + sum(r.nbytes() for r in self.rules))
         if self.anomaly is not None:
             total += self.anomaly.nbytes()
         return int(total)
@@ -140,89 +189,352 @@ class DetectionEngine:
         tolerance are merged into the windows and judged at the sensor's newest time.
         """
         self._sync()
-        ev = _Events()
-        sensor, time = batch.sensor, batch.time
-        newest = self.health.newest[sensor]
-        late = (newest != NEVER) & (time < newest - self.late_ns)
-        rows = np.flatnonzero(~late)
-        if rows.size == 0:
+        sensor, time, quantity, value = batch.sensor, batch.time, batch.quantity, batch.value
+        n = sensor.shape[0]
+        late = np.empty(n, bool)
+        order = np.empty(n, np.int64)
+        if self.capacity <= 4 * n + 4096:
+            m, t_min = _order_rows(sensor, time, self.health.newest, self.late_ns, self._counts, late, order)
+            order = order[:m]
+        else:  # few rows for very many sensors: a comparison sort beats a pass over every sensor
+            t_min = _late_rows(sensor, time, self.health.newest, self.late_ns, late)
+            order = np.flatnonzero(~late)
+            order = order[np.argsort(sensor[order], kind="stable")]
+            _time_order(sensor, time, order)
+        if order.size == 0:
             return DetectionResult(DetectionBatch.empty(), late)
-        rows = rows[np.lexsort((time[rows], sensor[rows]))]  # by sensor, then event time (stable)
-        s, t = sensor[rows], time[rows]
-        q, v = batch.quantity[rows], batch.value[rows]
-        now = np.maximum(self.health.newest[s], t)  # the sensor's event-time clock at each row
-        bad = self.health.out_of_range(q, v)
-        faulty, row, kind, flag, value, threshold = self.health.observe(s, q, t, v, bad, now)
-        if row.size:
-            ev.add(s[row], q[row], self._health_base + kind, self._health_kind_codes[kind], "sensor", flag,
-                   1 - flag, value, threshold, now[row])
-        for i, rule in enumerate(self.rules):
-            row, level, prev, value, threshold = rule.process(s, q, t, v, now, bad, faulty)
-            if row.size:
-                ev.add(s[row], rule.quantity, i, rule.kind, rule.hazard, level, prev, value, threshold, now[row])
-        if self.anomaly is not None:
-            self._anomalies(ev, s, q, t, v, bad)
-        return DetectionResult(ev.batch(), late)
+        self.health.ensure_base(t_min)
+        self._ensure_bases(t_min)
+        ok = np.empty(order.size if self.anomaly is not None else 0, np.int64)
+        start, n_ev, n_ok = 0, 0, 0
+        while True:
+            start, n_ev, n_ok, full = _process_rows(
+                order, start, sensor, quantity, time, value, self._limits, self.health.newest,
+                self.health.interval, self.health.flags, self.health.primary, self.health.head, self.health.records,
+                self.health.rel_tol, self.health.params(), self.slot_of, self.table, self.rules_of,
+                self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self._ev_int, self._ev_float,
+                n_ev, ok, n_ok)
+            if start >= order.size:
+                break
+            if full >= 0:
+                self._grow_rule(full)
+            else:
+                self._grow_events()
+        events = self._events(n_ev)
+        if self.anomaly is not None and n_ok:
+            events = DetectionBatch.concat([events, self._anomalies(ok[:n_ok], sensor, quantity, time, value)])
+        return DetectionResult(_by_time(events), late)
 
     def tick(self, now_ns: int) -> DetectionBatch:
         """Time-driven transitions at ``now_ns``: sensors turning stale, `for` maturing, keep_firing_for ending."""
         self._sync()
-        ev = _Events()
-        stale, silence, limit = self.health.stale_at(now_ns)
-        if stale.size:
-            ev.add(stale, self.health.primary[stale], self._health_rule["stale"], "stale", "sensor",
-                   1, np.zeros(stale.size), silence, limit, now_ns)
-            self._suppress(ev, stale, np.full(stale.size, now_ns, np.int64))
-        for i, rule in enumerate(self.rules):
-            if not (rule.for_ns.any() or rule.keep_ns):
-                continue
-            used = rule.n_slots
-            cand = np.flatnonzero(rule.raw[:used].any(axis=1) | (rule.level[:used] > 0))
-            if cand.size == 0:
-                continue
-            sensors = rule.sensor_of[cand]
-            at = np.maximum(self.health.newest[sensors], now_ns)
-            level, _ = rule.firing_level(cand, at)
-            self._emit_levels(ev, i, rule, cand, sensors, level, rule.last_agg[cand], at)
-        return ev.batch()
+        h = self.health
+        phase, start, n_ev = 0, 0, 0
+        while True:
+            phase, start, n_ev = _tick(
+                now_ns, len(self.sensors), phase, start, h.newest, h.interval, h.flags, h.primary, h.stale_min,
+                float(h.cfg.stale_factor), self.slot_of, self.table, self.levels, self.clear, self.for_ns,
+                self.arena, self._ev_int, self._ev_float, n_ev)
+            if phase < 0:
+                break
+            self._grow_events()
+        return _by_time(self._events(n_ev))
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _emit_levels(self, ev: _Events, i: int, rule: CompiledRule, slot, s, level, value, time) -> None:
-        """Emit changed levels of the rule's ``slot`` (sensors ``s``; 0 while faulty) and remember them."""
-        level = np.where(self.health.faulty(s), 0, level).astype(np.int8)
-        prev = rule.level[slot]
-        ch = level != prev
-        if ch.any():
-            ev.add(s[ch], rule.quantity, i, rule.kind, rule.hazard, level[ch], prev[ch], value[ch],
-                   rule.boundary(prev[ch], level[ch]), time[ch])
-            rule.level[slot[ch]] = level[ch]
+    def _ensure_bases(self, t_min: int) -> None:
+        """Fix each window's bucket numbering from the first reading (room for readings older than it)."""
+        for r in self.rules:
+            if r.windowed and not self._based:
+                r.row[T.BASE] = t_min // r.width - 2**28
+        self._based = True
 
-    def _suppress(self, ev: _Events, s: np.ndarray, time: np.ndarray) -> None:
-        """Faulty sensors: every hazard level they hold drops to 0."""
-        for i, rule in enumerate(self.rules):
-            slot = rule.slot_of[s]
-            up = np.flatnonzero(slot >= 0)
-            up = up[rule.level[slot[up]] > 0]
-            if up.size:
-                su = slot[up]
-                prev = rule.level[su]
-                ev.add(s[up], rule.quantity, i, rule.kind, rule.hazard, 0, prev, rule.last_agg[su],
-                       np.full(up.size, np.nan), time[up])
-                rule.level[su] = 0
+    def _grow_events(self) -> None:
+        self._ev_int = grown(self._ev_int, 2 * self._ev_int.shape[0], 0)
+        self._ev_float = grown(self._ev_float, 2 * self._ev_float.shape[0], 0.0)
 
-    def _anomalies(self, ev: _Events, s, q, t, v, bad) -> None:
-        """Score the batch's accepted in-range rows and emit per-series anomaly transitions."""
-        ok = np.flatnonzero(~bad)
-        if ok.size == 0:
-            return
-        # rows are sorted by (sensor, time): each series (sensor, quantity) is in event-time order already
-        s, q, t = s[ok], q[ok], t[ok]
-        score = self.anomaly.update(s, q, t, v[ok])
+    def _events(self, n: int) -> DetectionBatch:
+        """The first ``n`` rows of the event buffers as a batch."""
+        if n == 0:
+            return DetectionBatch.empty()
+        e, fl = self._ev_int[:n], self._ev_float[:n]
+        return DetectionBatch(
+            e[:, _E_SENSOR].astype(np.int32), e[:, _E_QUANTITY].astype(np.uint8), e[:, _E_RULE].astype(np.int16),
+            e[:, _E_KIND].astype(np.uint8), e[:, _E_HAZARD].astype(np.uint8), e[:, _E_LEVEL].astype(np.int8),
+            e[:, _E_PREV].astype(np.int8), fl[:, 0].copy(), fl[:, 1].copy(), e[:, _E_TIME].copy())
+
+    def _anomalies(self, rows: np.ndarray, sensor, quantity, time, value) -> DetectionBatch:
+        """Score the batch's accepted in-range rows (in (sensor, time) order) and return the transitions."""
+        s, q, t = sensor[rows], quantity[rows], time[rows]
+        score = self.anomaly.update(s, q, t, value[rows])
         threshold = self.config.anomaly.threshold
-        row = np.empty(ok.size, np.int64)
+        row = np.empty(rows.size, np.int64)
         row = row[: level_changes(s, q, score, threshold, self.anomaly_level, row)]
-        if row.size:
-            level = (score[row] >= threshold).astype(np.int8)
-            ev.add(s[row], q[row], self._anomaly_rule, "anomaly", "sensor", level, 1 - level,
-                   score[row], np.full(row.size, threshold), t[row])
+        if row.size == 0:
+            return DetectionBatch.empty()
+        level = (score[row] >= threshold).astype(np.int8)
+        k = row.size
+        return DetectionBatch(
+            s[row], q[row], np.full(k, self._anomaly_rule, np.int16), np.full(k, kind_code("anomaly"), np.uint8),
+            np.full(k, _SENSOR_HAZARD, np.uint8), level, 1 - level, score[row], np.full(k, threshold), t[row])
+
+
+def _by_time(events: DetectionBatch) -> DetectionBatch:
+    """Events in time order (stable: per sensor and rule in the order they happened)."""
+    if len(events) < 2:
+        return events
+    order = np.argsort(events.time, kind="stable")
+    return events.take(order)
+
+
+@njit(cache=True)
+def _late_rows(sensor, time, newest, late_ns, late):
+    """Mark rows older than their sensor's newest time minus the tolerance; the others' minimum time."""
+    t_min = np.iinfo(np.int64).max
+    for j in range(sensor.size):
+        nw = newest[sensor[j]]
+        lt = nw != NEVER and time[j] < nw - late_ns
+        late[j] = lt
+        if not lt:
+            t_min = min(t_min, time[j])
+    return t_min
+
+
+@njit(cache=True)
+def _time_order(sensor, time, order):
+    """Within each sensor's run of ``order``, put rows in event-time order (stable); usually already so."""
+    m = order.size
+    lo = 0
+    while lo < m:
+        s = sensor[order[lo]]
+        hi = lo + 1
+        sorted_ = True
+        while hi < m and sensor[order[hi]] == s:
+            if time[order[hi]] < time[order[hi - 1]]:
+                sorted_ = False
+            hi += 1
+        if not sorted_:
+            run = order[lo:hi].copy()
+            by_time = np.argsort(time[run], kind="mergesort")
+            for k in range(hi - lo):
+                order[lo + k] = run[by_time[k]]
+        lo = hi
+
+
+@njit(cache=True)
+def _order_rows(sensor, time, newest, late_ns, counts, late, order):
+    """Late rows marked; the others into ``order`` by (sensor, time), stable. Returns (count, min time)."""
+    t_min = _late_rows(sensor, time, newest, late_ns, late)
+    m = 0
+    for j in range(sensor.size):
+        if not late[j]:
+            counts[sensor[j] + 1] += 1
+            m += 1
+    top = 0
+    for j in range(sensor.size):
+        top = max(top, sensor[j] + 1)
+    for s in range(top):
+        counts[s + 1] += counts[s]
+    for j in range(sensor.size):
+        if not late[j]:
+            s = sensor[j]
+            order[counts[s]] = j
+            counts[s] += 1
+    counts[: top + 1] = 0
+    _time_order(sensor, time, order[:m])
+    return m, t_min
+
+
+@njit(cache=True)
+def _emit(ev, evf, n, sensor, quantity, rule, kind, hazard, level, prev, value, threshold, time):
+    ev[n, 0] = sensor
+    ev[n, 1] = quantity
+    ev[n, 2] = rule
+    ev[n, 3] = kind
+    ev[n, 4] = hazard
+    ev[n, 5] = level
+    ev[n, 6] = prev
+    ev[n, 7] = time
+    evf[n, 0] = value
+    evf[n, 1] = threshold
+    return n + 1
+
+
+@njit(cache=True)
+def _boundary(levels, clear, K, prev, new):
+    """The boundary crossed: level new's bound rising, the clear bound of level prev falling."""
+    if new > prev:
+        return levels[min(max(new - 1, 0), K - 1)]
+    return clear[min(max(prev - 1, 0), K - 1)]
+
+
+@njit(cache=True)
+def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
+    """Sensor i is faulty: every hazard level it holds drops to 0."""
+    for r in range(table.shape[0]):
+        sl = slot_of[i, r]
+        if sl >= 0:
+            rec = table[r, T.OFFSET] + sl * table[r, T.STRIDE]
+            prev = arena[rec + R_LEVEL]
+            if prev > 0:
+                n_ev = _emit(ev, evf, n_ev, i, table[r, T.QUANTITY], r, table[r, T.KIND], table[r, T.HAZARD], 0,
+                             prev, f[rec + R_AGG], np.nan, tn)
+                arena[rec + R_LEVEL] = 0
+    return n_ev
+
+
+@njit(cache=True, error_model="numpy")
+def _process_rows(order, start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
+                  rel_tol, hparams, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev, evf,
+                  n_ev, ok, n_ok):
+    """Health, then suppression and every rule of the row's quantity, row by row in ``order``.
+
+    Stops early, before a row, when the event buffers might overflow or a rule needs a slot and
+    has none free. Returns (next position, events written, in-range rows listed in ``ok``, the rule
+    that needs room or -1).
+    """
+    R = table.shape[0]
+    f = arena.view(np.float64)
+    hf = hrec.view(np.float64)
+    n_rules = R
+    stale_min, stale_factor = hparams[10], hparams[11]
+    h_stride, h_w, h_B, h_BW = hparams[0], hparams[3], hparams[1], hparams[2]
+    m_rows = order.size
+    for jj in range(start, m_rows):
+        if jj + 2 * _AHEAD < m_rows:  # the slot table and health arrays two steps ahead
+            i2 = sensor[order[jj + 2 * _AHEAD]]
+            prefetch(slot_of[i2], 0)
+            prefetch(newest, i2)
+            prefetch(interval, i2)
+            prefetch(hhead[i2], 0)
+        if jj + _AHEAD < m_rows:  # the records one step ahead: heads and the buckets the row will touch
+            j1 = order[jj + _AHEAD]
+            i1 = sensor[j1]
+            t1 = time[j1]
+            h1 = i1 * h_stride
+            prefetch(hrec, h1 + HEALTH_HEAD + ((t1 // h_w) % h_B) * h_BW)
+            q1 = quantity[j1]
+            for m in range(n_rules_of[q1]):
+                r = rules_of[q1, m]
+                sl = slot_of[i1, r]
+                if sl >= 0:
+                    rec = table[r, T.OFFSET] + sl * table[r, T.STRIDE]
+                    prefetch(arena, rec)
+                    prefetch(arena, rec + 8)
+                    B = table[r, T.BUCKETS]
+                    if B:
+                        prefetch(arena, rec + RULE_HEAD + 2 * table[r, T.LEVELS]
+                                 + ((t1 // table[r, T.WIDTH]) % B) * table[r, T.BUCKET_WORDS])
+        if n_ev + 3 + R > ev.shape[0]:
+            return jj, n_ev, n_ok, -1
+        j = order[jj]
+        i = sensor[j]
+        q = quantity[j]
+        for m in range(n_rules_of[q]):
+            r = rules_of[q, m]
+            if slot_of[i, r] == _NO_SLOT and table[r, T.SLOTS] == table[r, T.CAPACITY]:
+                return jj, n_ev, n_ok, r
+        t = time[j]
+        v = value[j]
+        bad = v < limits[0, q] or v > limits[1, q] or v >= limits[2, q]
+        nw = newest[i]
+        tn = t if t > nw else nw  # the sensor's event-time clock at this row
+        old, new, silence, spread, allowed = health_row(i, q, t, v, bad, tn, newest, interval, flags, primary,
+                                                        hhead, hrec, hf, rel_tol, hparams)
+        if old & STALE:
+            lim = stale_limit(interval[i], stale_min, stale_factor)
+            n_ev = _emit(ev, evf, n_ev, i, q, n_rules, _KIND_STALE, _SENSOR_HAZARD, 0, 1, silence / 1e9,
+                         lim / 1e9, tn)
+        if (old ^ new) & STUCK:
+            up = 1 if new & STUCK else 0
+            n_ev = _emit(ev, evf, n_ev, i, q, n_rules + 1, _KIND_STALE + 1, _SENSOR_HAZARD, up, 1 - up, spread,
+                         allowed, tn)
+        if (old ^ new) & RANGE:
+            up = 1 if new & RANGE else 0
+            if v >= limits[2, q]:
+                thr = limits[2, q]
+            elif v < limits[0, q]:
+                thr = limits[0, q]
+            else:
+                thr = limits[1, q]
+            n_ev = _emit(ev, evf, n_ev, i, q, n_rules + 2, _KIND_STALE + 2, _SENSOR_HAZARD, up, 1 - up, v, thr,
+                         tn)
+        faulty = new != 0
+        if faulty:
+            n_ev = _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev)
+        if not bad:
+            if ok.size:
+                ok[n_ok] = j
+            n_ok += 1
+        for m in range(n_rules_of[q]):
+            r = rules_of[q, m]
+            sl = slot_of[i, r]
+            if sl == _NO_MATCH:
+                continue
+            stride = table[r, T.STRIDE]
+            if sl == _NO_SLOT:
+                sl = table[r, T.SLOTS]
+                table[r, T.SLOTS] = sl + 1
+                slot_of[i, r] = sl
+                arena[table[r, T.OFFSET] + sl * stride + R_SENSOR] = i
+            rec = table[r, T.OFFSET] + sl * stride
+            K = table[r, T.LEVELS]
+            lv, prev, agg = rule_row(arena, f, rec, table[r, T.MODE], table[r, T.CODE], table[r, T.BUCKETS],
+                                     table[r, T.BUCKET_WORDS], table[r, T.WIDTH], table[r, T.BASE], K,
+                                     table[r, T.KEEP], levels[r], clear[r], for_ns[r], t, v, tn, bad, faulty)
+            if lv != prev:
+                n_ev = _emit(ev, evf, n_ev, i, q, r, table[r, T.KIND], table[r, T.HAZARD], lv, prev, agg,
+                             _boundary(levels[r], clear[r], K, prev, lv), tn)
+    return order.size, n_ev, n_ok, -1
+
+
+@njit(cache=True, error_model="numpy")
+def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_min, stale_factor, slot_of, table,
+          levels, clear, for_ns, arena, ev, evf, n_ev):
+    """Sensors turning stale (and their levels dropping), then `for`/keep_firing_for of timed rules.
+
+    Resumable: returns (phase, position, events) to continue from when the buffers fill, phase -1 when done.
+    """
+    R = table.shape[0]
+    f = arena.view(np.float64)
+    if phase == 0:
+        for i in range(start, n_sensors):
+            if n_ev + 1 + R > ev.shape[0]:
+                return 0, i, n_ev
+            nw = newest[i]
+            if nw == NEVER or flags[i] & STALE:
+                continue
+            lim = stale_limit(interval[i], stale_min, stale_factor)
+            silence = now - nw
+            if silence > lim:
+                flags[i] |= STALE
+                n_ev = _emit(ev, evf, n_ev, i, primary[i], R, _KIND_STALE, _SENSOR_HAZARD, 1, 0, silence / 1e9,
+                             lim / 1e9, now)
+                n_ev = _suppress(i, now, slot_of, table, arena, f, ev, evf, n_ev)
+        phase, start = 1, 0
+    # phase 1 (position: rule * 2**32 + slot)
+    r0, s0 = start >> 32, start & 0xFFFFFFFF
+    for r in range(r0, R):
+        if not table[r, T.TIMED]:
+            continue
+        K = table[r, T.LEVELS]
+        keep = table[r, T.KEEP]
+        stride = table[r, T.STRIDE]
+        off = table[r, T.OFFSET]
+        for sl in range(s0 if r == r0 else 0, table[r, T.SLOTS]):
+            if n_ev + 1 > ev.shape[0]:
+                return 1, (r << 32) | sl, n_ev
+            rec = off + sl * stride
+            prev = arena[rec + R_LEVEL]
+            if prev == 0 and not any_on(arena, rec, K):
+                continue
+            i = arena[rec + R_SENSOR]
+            at = max(newest[i], now)
+            lv = firing_level(arena, rec, K, keep, for_ns[r], at)
+            if flags[i] != 0:
+                lv = 0
+            if lv != prev:
+                n_ev = _emit(ev, evf, n_ev, i, table[r, T.QUANTITY], r, table[r, T.KIND], table[r, T.HAZARD], lv,
+                             prev, f[rec + R_AGG], _boundary(levels[r], clear[r], K, prev, lv), at)
+                arena[rec + R_LEVEL] = lv
+    return -1, 0, n_ev

@@ -1,13 +1,16 @@
-"""Per-sensor rolling event-time windows kept as rings of buckets (numpy arrays, never re-scanned).
+"""Per-sensor rolling event-time windows kept as rings of buckets inside packed state records.
 
 A window of length W with B buckets has buckets of width w = W / B; evaluated at
 event time E it holds every accepted reading whose bucket ``t // w`` lies in
 ``(E // w - B, E // w]``, so it spans between (B-1)/B x W and W before E.
 
-The per-reading work is done by the compiled kernels ``window_add`` and
-``window_eval`` (numba), called row by row from the rule and health kernels on
-a batch sorted by sensor and time; the state stays in the arrays of
-:class:`BucketWindow`, indexed by a dense slot per sensor.
+A window lives in a record of an int64 state arena (read as float64 through a view of
+the same memory): bucket k occupies ``bucket_words(aggregate)`` words from ``w0 + k *
+BW``: one int64 word packing the bucket number (relative to ``base``, high 32 bits) and
+its reading count (low 32 bits), then the float64 accumulators of the aggregate. So a
+reading touches one or two cache lines of its sensor's record, never a scan of arrays.
+The compiled kernels ``window_add`` and ``window_eval`` are called row by row from the
+fused detection kernel on a batch sorted by sensor and time.
 """
 
 from __future__ import annotations
@@ -15,26 +18,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["AGG_CODE", "BucketWindow", "bucket_count", "window_add", "window_eval"]
+__all__ = ["AGG_CODE", "EMPTY_BUCKET", "NONE64", "bucket_count", "bucket_fill", "bucket_words", "window_add",
+           "window_eval"]
 
 _HOUR_NS = 3_600_000_000_000
-_NONE = np.iinfo(np.int32).min  # empty slot; bucket ids are stored as int32 relative to a base
-_NONE64 = np.iinfo(np.int64).min
+_NONE = np.iinfo(np.int32).min  # empty bucket number
+#: "No bucket yet" for the running-total position of mean windows.
+NONE64 = np.iinfo(np.int64).min
+#: The packed word of an empty bucket (bucket number _NONE, count 0).
+EMPTY_BUCKET = _NONE << 32
+_COUNT = 0xFFFFFFFF
 
 #: Aggregate codes used by the kernels.
 AGG_CODE: dict[str, int] = {"mean": 0, "max": 1, "min": 2, "band": 3, "rate_per_hour": 4}
 _MEAN, _MAX, _MIN, _BAND, _RATE = range(5)
 
-#: Per-bucket float64 accumulators each aggregate needs (besides the int32 bucket id and float32 count).
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "mean": ("sum",),
-    "max": ("max",),
-    "min": ("min",),
-    "band": ("sum", "min", "max"),
-    "rate_per_hour": ("sx", "sy", "sxx", "sxy"),
+#: Float64 accumulators per bucket (after the packed id/count word), with their empty values.
+_FILL: dict[str, tuple[float, ...]] = {
+    "mean": (0.0,),  # sum
+    "max": (-np.inf,),
+    "min": (np.inf,),
+    "band": (0.0, np.inf, -np.inf),  # sum, min, max
+    "rate_per_hour": (0.0, 0.0, 0.0, 0.0),  # sx, sy, sxx, sxy (x in hours since the bucket's start)
 }
-_COUNTED = ("mean", "band", "rate_per_hour")
-_FILL = {"sum": 0.0, "max": -np.inf, "min": np.inf, "sx": 0.0, "sy": 0.0, "sxx": 0.0, "sxy": 0.0}
 
 
 def bucket_count(aggregate: str) -> int:
@@ -42,77 +48,17 @@ def bucket_count(aggregate: str) -> int:
     return {"rate_per_hour": 10, "band": 12}.get(aggregate, 24)
 
 
-class BucketWindow:
-    """Ring of B buckets per slot for one aggregate ("mean", "max", "min", "band", "rate_per_hour").
+def bucket_words(aggregate: str) -> int:
+    """Words (8 bytes) one bucket takes in a state record: the id/count word plus the accumulators."""
+    return 1 + len(_FILL[aggregate])
 
-    ``ids[i, k]`` is the bucket number held in ring position k of slot i (relative to ``base``),
-    ``cnt`` its reading count (aggregates that need one), ``acc[i, k, f]`` its accumulators
-    (``_FIELDS``). "mean" also keeps running totals of the window (``tot`` = count, sum at
-    bucket ``cur_be``), so a reading costs O(1) instead of a scan of all buckets.
-    """
 
-    def __init__(self, aggregate: str, window_ns: int, capacity: int = 0) -> None:
-        self.aggregate = aggregate
-        self.code = AGG_CODE[aggregate]
-        self.buckets = bucket_count(aggregate)
-        self.width = max(1, -(-window_ns // self.buckets))
-        self.fields = _FIELDS[aggregate]
-        self.fill = np.array([_FILL[f] for f in self.fields])
-        self.capacity = 0
-        self.base: int | None = None  # bucket number stored as 0 (set by the first reading)
-        B = self.buckets
-        self.ids = np.empty((0, B), np.int32)
-        self.cnt = np.empty((0, B if aggregate in _COUNTED else 0), np.float32)
-        self.acc = np.empty((0, B, len(self.fields)), np.float64)
-        self.running = aggregate == "mean"
-        self.tot = np.empty((0, 2 if self.running else 0), np.float64)
-        self.cur_be = np.empty(0, np.int64)
-        self.grow(capacity)
-
-    def grow(self, n: int) -> None:
-        """Make room for slots 0..n-1."""
-        if n <= self.capacity:
-            return
-        new = max(n, 2 * self.capacity, 64)
-
-        def ext(a: np.ndarray, fill) -> np.ndarray:
-            out = np.empty((new, *a.shape[1:]), a.dtype)
-            out[: a.shape[0]] = a
-            out[a.shape[0]:] = fill
-            return out
-
-        self.ids = ext(self.ids, _NONE)
-        self.cnt = ext(self.cnt, 0.0)
-        self.acc = ext(self.acc, self.fill)
-        self.tot = ext(self.tot, 0.0)
-        self.cur_be = ext(self.cur_be, _NONE64) if self.running else np.empty(0, np.int64)
-        self.capacity = new
-
-    def reset(self, rows: np.ndarray) -> None:
-        """Forget the windows of the given slots."""
-        self.ids[rows] = _NONE
-        self.cnt[rows] = 0.0
-        self.acc[rows] = self.fill
-        self.tot[rows] = 0.0
-        if self.running:
-            self.cur_be[rows] = _NONE64
-
-    def nbytes(self, used: int | None = None) -> int:
-        """Bytes of state (of the first ``used`` slots if given)."""
-        total = self.ids.nbytes + self.cnt.nbytes + self.acc.nbytes + self.tot.nbytes + self.cur_be.nbytes
-        if used is None or self.capacity == 0:
-            return int(total)
-        return int(total * used / self.capacity)
-
-    def ensure_base(self, min_time: int) -> None:
-        """Fix the bucket numbering from the first reading (room for readings older than it)."""
-        if self.base is None:
-            self.base = int(min_time // self.width) - 2**28
-
-    def args(self) -> tuple:
-        """The window's parameters and arrays in the order the kernels take them."""
-        return (self.code, self.buckets, self.width, self.base or 0, self.ids, self.cnt, self.acc, self.tot,
-                self.cur_be)
+def bucket_fill(aggregate: str) -> np.ndarray:
+    """The int64 words of one empty bucket (accumulators bit-cast from float64)."""
+    out = np.empty(bucket_words(aggregate), np.int64)
+    out[0] = EMPTY_BUCKET
+    out[1:].view(np.float64)[:] = _FILL[aggregate]
+    return out
 
 
 @njit(cache=True, error_model="numpy")
@@ -132,85 +78,86 @@ def _min(a: float, b: float) -> float:
 
 
 @njit(cache=True, error_model="numpy")
-def _advance(B, base, ids, cnt, acc, tot, cur_be, i, be):
-    """Move slot i's running totals to eval bucket ``be``, subtracting the buckets that left the window."""
-    cur = cur_be[i]
-    if cur == _NONE64 or be - cur >= B:
-        tot[i, 0] = 0.0
-        tot[i, 1] = 0.0
-        cur_be[i] = be
+def _advance(a, f, w0, B, BW, base, p_cur, p_cnt, p_sum, be):
+    """Move the running totals (count, sum) to eval bucket ``be``, subtracting the buckets that left."""
+    cur = a[p_cur]
+    if cur == NONE64 or be - cur >= B:
+        f[p_cnt] = 0.0
+        f[p_sum] = 0.0
+        a[p_cur] = be
     elif be > cur:
         for j in range(1, be - cur + 1):
             gone = cur - B + j
-            k = (gone + base) % B
-            if ids[i, k] == gone:
-                tot[i, 0] -= cnt[i, k]
-                tot[i, 1] -= acc[i, k, 0]
-        cur_be[i] = be
+            o = w0 + ((gone + base) % B) * BW
+            word = a[o]
+            if (word >> 32) == gone:
+                f[p_cnt] -= np.float64(word & _COUNT)
+                f[p_sum] -= f[o + 1]
+        a[p_cur] = be
 
 
 @njit(cache=True, error_model="numpy")
-def window_add(code, B, w, base, ids, cnt, acc, tot, cur_be, i, t, v, add, eval_time):
-    """Add reading (t, v) to slot i where ``add`` (unless its ring position holds a newer bucket).
+def window_add(a, f, w0, code, B, BW, w, base, p_cur, p_cnt, p_sum, t, v, add, eval_time):
+    """Add reading (t, v) to the window at word ``w0`` where ``add`` (unless its ring position is newer).
 
-    Returns the running mean at ``eval_time`` for "mean", NaN otherwise (use ``window_eval``).
+    ``a``/``f`` are the int64 arena and its float64 view; for "mean", ``p_cur``/``p_cnt``/``p_sum``
+    locate the running totals (eval bucket, count, sum) and the running mean at ``eval_time`` is
+    returned (O(1) per reading); other aggregates return NaN (use ``window_eval``).
     """
     b_abs = t // w
     b = b_abs - base
     be = eval_time // w - base
     if code == _MEAN:
-        _advance(B, base, ids, cnt, acc, tot, cur_be, i, be)
-    k = b_abs % B
-    held = np.int64(ids[i, k])
+        _advance(a, f, w0, B, BW, base, p_cur, p_cnt, p_sum, be)
+    o = w0 + (b_abs % B) * BW
+    held = a[o] >> 32
     take = add and b >= held
     if take:
         if b > held:
-            ids[i, k] = b
+            a[o] = b << 32
             if code == _MEAN:
-                acc[i, k, 0] = 0.0
+                f[o + 1] = 0.0
             elif code == _MAX:
-                acc[i, k, 0] = -np.inf
+                f[o + 1] = -np.inf
             elif code == _MIN:
-                acc[i, k, 0] = np.inf
+                f[o + 1] = np.inf
             elif code == _BAND:
-                acc[i, k, 0] = 0.0
-                acc[i, k, 1] = np.inf
-                acc[i, k, 2] = -np.inf
+                f[o + 1] = 0.0
+                f[o + 2] = np.inf
+                f[o + 3] = -np.inf
             else:
-                for f in range(4):
-                    acc[i, k, f] = 0.0
-            if cnt.shape[1]:
-                cnt[i, k] = 0.0
+                f[o + 1] = 0.0
+                f[o + 2] = 0.0
+                f[o + 3] = 0.0
+                f[o + 4] = 0.0
+        a[o] += 1
         if code == _MEAN:
-            cnt[i, k] += 1.0
-            acc[i, k, 0] += v
+            f[o + 1] += v
         elif code == _MAX:
-            acc[i, k, 0] = _max(acc[i, k, 0], v)
+            f[o + 1] = _max(f[o + 1], v)
         elif code == _MIN:
-            acc[i, k, 0] = _min(acc[i, k, 0], v)
+            f[o + 1] = _min(f[o + 1], v)
         elif code == _BAND:
-            cnt[i, k] += 1.0
-            acc[i, k, 0] += v
-            acc[i, k, 1] = _min(acc[i, k, 1], v)
-            acc[i, k, 2] = _max(acc[i, k, 2], v)
+            f[o + 1] += v
+            f[o + 2] = _min(f[o + 2], v)
+            f[o + 3] = _max(f[o + 3], v)
         else:
             x = (t - b_abs * w) / _HOUR_NS  # hours since the bucket's start
-            cnt[i, k] += 1.0
-            acc[i, k, 0] += x
-            acc[i, k, 1] += v
-            acc[i, k, 2] += x * x
-            acc[i, k, 3] += x * v
+            f[o + 1] += x
+            f[o + 2] += v
+            f[o + 3] += x * x
+            f[o + 4] += x * v
     if code == _MEAN:
         if take and b > be - B:
-            tot[i, 0] += 1.0
-            tot[i, 1] += v
-        return tot[i, 1] / tot[i, 0]
+            f[p_cnt] += 1.0
+            f[p_sum] += v
+        return f[p_sum] / f[p_cnt]
     return np.nan
 
 
 @njit(cache=True, error_model="numpy")
-def window_eval(code, B, w, base, ids, cnt, acc, i, eval_time):
-    """Slot i's aggregate at ``eval_time`` (a scan of its buckets): (aggregate, count, mean).
+def window_eval(a, f, w0, code, B, BW, w, base, eval_time):
+    """The window's aggregate at ``eval_time`` (a scan of its buckets): (aggregate, count, mean).
 
     An empty window gives NaN (no decision); "band" gives the spread max - min.
     """
@@ -223,18 +170,20 @@ def window_eval(code, B, w, base, ids, cnt, acc, i, eval_time):
         hi = -np.inf
         low = np.inf
         for k in range(B):
-            bid = np.int64(ids[i, k])
+            o = w0 + k * BW
+            word = a[o]
+            bid = word >> 32
             if bid > lo and bid <= be:
                 any_valid = True
                 if code == _MAX:
-                    hi = _max(hi, acc[i, k, 0])
+                    hi = _max(hi, f[o + 1])
                 elif code == _MIN:
-                    low = _min(low, acc[i, k, 0])
+                    low = _min(low, f[o + 1])
                 else:
-                    n += cnt[i, k]
-                    s += acc[i, k, 0]
-                    low = _min(low, acc[i, k, 1])
-                    hi = _max(hi, acc[i, k, 2])
+                    n += np.float64(word & _COUNT)
+                    s += f[o + 1]
+                    low = _min(low, f[o + 2])
+                    hi = _max(hi, f[o + 3])
         if code == _MAX:
             return (hi if any_valid else np.nan), n, np.nan
         if code == _MIN:
@@ -242,10 +191,12 @@ def window_eval(code, B, w, base, ids, cnt, acc, i, eval_time):
         return hi - low, n, s / n
     if code == _MEAN:
         for k in range(B):
-            bid = np.int64(ids[i, k])
+            o = w0 + k * BW
+            word = a[o]
+            bid = word >> 32
             if bid > lo and bid <= be:
-                n += cnt[i, k]
-                s += acc[i, k, 0]
+                n += np.float64(word & _COUNT)
+                s += f[o + 1]
         return s / n, n, s / n
     # rate_per_hour: shift each bucket's x (hours since its start) to hours since the eval bucket's start
     sx = 0.0
@@ -254,17 +205,19 @@ def window_eval(code, B, w, base, ids, cnt, acc, i, eval_time):
     sxy = 0.0
     scale = w / _HOUR_NS
     for k in range(B):
-        bid = np.int64(ids[i, k])
+        o = w0 + k * BW
+        word = a[o]
+        bid = word >> 32
         if bid > lo and bid <= be:
             off = (bid - be) * scale
-            nb = np.float64(cnt[i, k])
-            sx_b = acc[i, k, 0]
-            sy_b = acc[i, k, 1]
+            nb = np.float64(word & _COUNT)
+            sx_b = f[o + 1]
+            sy_b = f[o + 2]
             n += nb
             sy += sy_b
             sx += sx_b + nb * off
-            sxx += acc[i, k, 2] + 2.0 * off * sx_b + nb * off * off
-            sxy += acc[i, k, 3] + off * sy_b
+            sxx += f[o + 3] + 2.0 * off * sx_b + nb * off * off
+            sxy += f[o + 4] + off * sy_b
     den = n * sxx - sx * sx
     slope = (n * sxy - sx * sy) / den
     if n >= 2 and den > 1e-12 * max(n * sxx, 1e-300):

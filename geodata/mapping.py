@@ -253,13 +253,19 @@ class SensorDistricts:
 
     def districts_of(self, sensor_idx: np.ndarray) -> np.ndarray:
         """The distinct district indices the given sensors speak for."""
-        sensor_idx = np.asarray(sensor_idx, dtype=np.int64)
-        sensor_idx = sensor_idx[sensor_idx < self._s_ptr.size - 1]
-        start, stop = self._s_ptr[sensor_idx], self._s_ptr[sensor_idx + 1]
-        if not sensor_idx.size:
-            return np.empty(0, np.int32)
-        return np.unique(np.concatenate([self.pair_district[a:b] for a, b in
-                                         zip(start.tolist(), stop.tolist(), strict=True)]))
+        _, district = self.pairs_of(sensor_idx)
+        return np.unique(district) if district.size else np.empty(0, np.int32)
+
+    def pairs_of(self, sensor_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (position in ``sensor_idx``, district) a sensor speaks for: one CSR gather, no Python loop.
+
+        Sensors beyond the mapped ones (and negative indices) speak for none.
+        """
+        return _gather(self._s_ptr, self.pair_district, sensor_idx)
+
+    def sensors_of_many(self, districts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (position in ``districts``, sensor) pair: ``sensors_of`` of each district, concatenated."""
+        return _gather(self._d_ptr, self._d_sensor, districts)
 
     def sensors_of(self, district: int) -> np.ndarray:
         """Dense indices of the sensors speaking for a district (sorted)."""
@@ -268,6 +274,20 @@ class SensorDistricts:
     def outside_ids(self) -> list[str]:
         """Sensors currently outside every district (for the control-room page)."""
         return self.sensors.ids(np.array(sorted(self._outside), dtype=np.int64))
+
+
+def _gather(ptr: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows ``idx`` of (``ptr``, ``values``) as (position in ``idx``, value); unknown rows are empty."""
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    pos = np.flatnonzero((idx >= 0) & (idx < ptr.size - 1))
+    start = ptr[idx[pos]]
+    counts = ptr[idx[pos] + 1] - start
+    total = int(counts.sum())
+    if not total:
+        return np.empty(0, np.int64), values[:0]
+    ends = np.cumsum(counts)
+    gather = np.arange(total, dtype=np.int64) + np.repeat(start - (ends - counts), counts)
+    return np.repeat(pos, counts), values[gather]
 
 
 def _districts_under(layer: DistrictLayer, path: str) -> np.ndarray:

@@ -128,9 +128,9 @@ class Rollup:
             self._time[s, r] = events.time[last]
             scale = self._scale_of_rule[r]
             self._seen[s, scale] = True
-            for si, sc in set(zip(s.tolist(), scale.tolist(), strict=True)):
-                for d in self.districts.districts_of(np.array([si])).tolist():
-                    keys.add((d, sc))
+            row, d = self.districts.pairs_of(s)
+            n_scales = len(self.scales)
+            keys.update(divmod(k, n_scales) for k in np.unique(d.astype(np.int64) * n_scales + scale[row]).tolist())
         if self.districts.version != self._version:  # sensors were (re)mapped: recheck every key
             self._version = self.districts.version
             keys.update((d, sc) for d in range(len(self.layer)) for sc in range(len(self.scales)))
@@ -154,62 +154,85 @@ class Rollup:
         return [dl for _, dl in sorted(self._state.items()) if dl.level >= 1]
 
     def _recompute(self, keys: set[tuple[int, int]]) -> list[DistrictLevel]:
+        districts_of_scale: dict[int, list[int]] = {}
+        for d, sc in keys:
+            districts_of_scale.setdefault(sc, []).append(d)
+        fresh: dict[tuple[int, int], DistrictLevel | None] = {}
+        for sc, ds in districts_of_scale.items():
+            fresh.update(zip(((d, sc) for d in ds), self._evaluate(np.array(ds, dtype=np.int64), sc), strict=True))
         changed = []
-        for d, sc in sorted(keys):
-            new = self._evaluate(d, sc)
-            old = self._state.get((d, sc))
+        for key in sorted(keys):
+            new = fresh[key]
+            old = self._state.get(key)
             if new is None:
                 continue
             if (old.level if old else 0) != new.level:
                 changed.append(new)
-            self._state[(d, sc)] = new
+            self._state[key] = new
         return changed
 
-    def _evaluate(self, d: int, sc: int) -> DistrictLevel | None:
-        """The level of one district on one scale, or None when no sensor of it ever had an event."""
-        sens = self.districts.sensors_of(d).astype(np.int64)
+    def _evaluate(self, ds: np.ndarray, sc: int) -> list[DistrictLevel | None]:
+        """The levels of some districts on one scale (None where no sensor of it ever had an event).
+
+        The quorum is decided for all districts at once, one pass per candidate level; only the
+        description of each result (contributing sensors, the reading shown) is built per district.
+        """
         rules = self._rules_of_scale[sc]
-        old = self._state.get((d, sc))
-        lv = self._level[np.ix_(sens, rules)]
-        times = self._time[np.ix_(sens, rules)]
-        if not (times > 0).any():  # no sensor left with an event on this scale
-            return None if old is None else replace(old, level=0, sensors=(), level_name=(
-                self.rules[int(rules[0])].level_names[0]))
-        per_sensor = lv.max(axis=1)
-        level = 0
-        if per_sensor.max() > 0:
-            if not self._gated[sc]:
-                level = int(per_sensor.max())
-            else:
-                q = self.quorum
-                total = int(self._seen[sens, sc].sum())
-                trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
-                for cand in sorted(set(per_sensor[per_sensor > 0].tolist()), reverse=True):
-                    at = per_sensor >= cand
-                    n_at = int(at.sum())
-                    if ((trusted & at).any() or n_at >= q.min_sensors
-                            or (n_at >= 2 and n_at >= q.min_fraction * total)):
-                        level = cand
-                        break
-        if level > 0:
-            contrib = np.flatnonzero(per_sensor >= level)
-            best = contrib[np.lexsort((self._value[sens[contrib], rules[lv[contrib].argmax(axis=1)]],
-                                       per_sensor[contrib]))[-1]]
-            ids = tuple(self.districts.sensors.ids(sens[contrib]))
-        else:
-            flat = int(np.argmax(times))  # the latest event decides what "back to normal" shows
-            best = flat // rules.size
-            ids = ()
-        rk = int(rules[int(lv[best].argmax())]) if level > 0 else int(rules[int(np.argmax(times[best]))])
-        info = self.rules[rk]
+        pos, sens = self.districts.sensors_of_many(ds)  # each district's sensors, sorted, concatenated
+        sens = sens.astype(np.int64)
+        n = ds.size
+        counts = np.bincount(pos, minlength=n)
+        starts = np.cumsum(counts) - counts
+        lv = self._level[sens[:, None], rules[None, :]]
+        times = self._time[sens[:, None], rules[None, :]]
+        per_sensor = lv.max(axis=1) if sens.size else np.zeros(0, np.int8)
+        has_event = np.bincount(pos, weights=(times > 0).any(axis=1), minlength=n) > 0
+        level = np.zeros(n, dtype=np.int64)
+        top = int(per_sensor.max()) if per_sensor.size else 0
+        if top > 0 and not self._gated[sc]:
+            np.maximum.at(level, pos, per_sensor)
+        elif top > 0:
+            q = self.quorum
+            total = np.bincount(pos, weights=self._seen[sens, sc], minlength=n)
+            trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
+            # the highest level enough sensors agree on (a level no sensor has is never chosen: the sensors
+            # at or above it are those at or above the next present level, which is tried first)
+            for cand in range(top, 0, -1):
+                at = per_sensor >= cand
+                n_at = np.bincount(pos[at], minlength=n)
+                alone = np.bincount(pos[at & trusted], minlength=n) > 0
+                ok = (n_at >= 1) & (alone | (n_at >= q.min_sensors) | ((n_at >= 2) & (n_at >= q.min_fraction * total)))
+                level[(level == 0) & ok] = cand
+        out: list[DistrictLevel | None] = []
         hazard, quantity = self.scales[sc]
-        s = int(sens[best])
-        return DistrictLevel(
-            district=self.layer.ids[d], district_name=self.layer.names[d], hazard=hazard, quantity=quantity,
-            rule=info.name, level=level,
-            level_name=info.level_names[level] if level < len(info.level_names) else str(level),
-            value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
-            sensors=ids, time_ns=int(times.max()), approximate=self.layer.approximate)
+        for k, d in enumerate(ds.tolist()):
+            old = self._state.get((d, sc))
+            if not has_event[k]:  # no sensor left with an event on this scale
+                out.append(None if old is None else replace(old, level=0, sensors=(), level_name=(
+                    self.rules[int(rules[0])].level_names[0])))
+                continue
+            a, b = int(starts[k]), int(starts[k] + counts[k])
+            s_k, lv_k, t_k, ps_k = sens[a:b], lv[a:b], times[a:b], per_sensor[a:b]
+            lvl = int(level[k])
+            if lvl > 0:
+                contrib = np.flatnonzero(ps_k >= lvl)
+                best = contrib[np.lexsort((self._value[s_k[contrib], rules[lv_k[contrib].argmax(axis=1)]],
+                                           ps_k[contrib]))[-1]]
+                ids = tuple(self.districts.sensors.ids(s_k[contrib]))
+                rk = int(rules[int(lv_k[best].argmax())])
+            else:
+                best = int(np.argmax(t_k)) // rules.size  # the latest event decides what "back to normal" shows
+                ids = ()
+                rk = int(rules[int(np.argmax(t_k[best]))])
+            info = self.rules[rk]
+            s = int(s_k[best])
+            out.append(DistrictLevel(
+                district=self.layer.ids[d], district_name=self.layer.names[d], hazard=hazard, quantity=quantity,
+                rule=info.name, level=lvl,
+                level_name=info.level_names[lvl] if lvl < len(info.level_names) else str(lvl),
+                value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
+                sensors=ids, time_ns=int(t_k.max()), approximate=self.layer.approximate))
+        return out
 
 
     # -- scale-out (district topic) additions --

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import msgspec
 
 from stadtwacht.durations import parse_duration
@@ -28,14 +30,22 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Dead letters of topic T go to T + dlq_suffix.
     dlq_suffix: str = ".dlq"
     client_id: str = "stadtwacht"
+    #: Kafka client library of the readings consumer: "kafka-python" (default) or "confluent" (librdkafka,
+    #: faster on many small messages; needs ``pip install stadtwacht[confluent]``). Producers (dead letters,
+    #: alerts) always use kafka-python. "confluent" does not support ``district_topic`` yet.
+    client: str = "kafka-python"
     #: Upper bound of records one poll returns (memory bound and batch size).
     max_poll_records: int = 5000
+    #: Longest the broker may hold a fetch waiting for data: bounds a reading's wait before it is seen
+    #: (kafka-python's 500 ms default alone made the p99 latency miss 250 ms; 100 ms costs only empty fetches).
+    fetch_max_wait_ms: int = 100
     poll_timeout_ms: int = 200
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     #: Where a group without committed offsets starts: "earliest" (never skip data) or "latest".
     auto_offset_reset: str = "earliest"
-    # Passed through to kafka-python unchanged (secrets: use *_file or environment).
+    # Passed through to kafka-python unchanged, mapped to librdkafka's names with client = "confluent"
+    # (secrets: use *_file or environment).
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None
@@ -63,11 +73,22 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
         problems.append(("kafka.auto_offset_reset", "must be 'earliest' or 'latest'"))
     if not kafka.topics and not kafka.community_topics:
         problems.append(("kafka.topics", "no input topic configured"))
+    if not 0 <= kafka.fetch_max_wait_ms <= 60_000:
+        problems.append(("kafka.fetch_max_wait_ms", "must be between 0 and 60000"))
     if kafka.max_poll_records < 1:
         problems.append(("kafka.max_poll_records", "must be >= 1"))
     if kafka.district_topic and kafka.district_topic in (*kafka.topics, *kafka.community_topics,
                                                          kafka.alerts_topic):
         problems.append(("kafka.district_topic", "must differ from the input and alerts topics"))
+    if kafka.client not in ("kafka-python", "confluent"):
+        problems.append(("kafka.client", "must be 'kafka-python' or 'confluent'"))
+    elif kafka.client == "confluent":
+        if importlib.util.find_spec("confluent_kafka") is None:
+            problems.append(("kafka.client", "'confluent' needs the confluent-kafka package: "
+                                             "pip install stadtwacht[confluent]"))
+        if kafka.district_topic:
+            problems.append(("kafka.client", "'confluent' does not support kafka.district_topic yet: "
+                                             "use 'kafka-python' for scale-out"))
     if not kafka.dlq_suffix:
         problems.append(("kafka.dlq_suffix", "must not be empty (dead letters would loop into the input)"))
     if ingest.max_message_bytes < 64:

@@ -5,7 +5,14 @@ per-message work is flattening into Python lists, then every check that can be
 done on whole columns (quantity codes, finiteness, physical range, future
 timestamps, positions) runs vectorised over the poll batch.
 
-Fast path: messages are first decoded with the time kept as a string (no
+Columnar path (the common case): the compiled scanner of
+:mod:`ingest.reading_scanner` reads the concatenated bytes of the poll batch
+straight into columns for every message of the common well-formed shapes; sensor
+ids are resolved once per distinct id per poll. Messages it does not take go
+through the struct paths below, so results and dead letters are exactly those
+of the strict path.
+
+Struct fast path: messages are decoded with the time kept as a string (no
 datetime object per reading, structs untracked by the garbage collector) and
 the strings are parsed as RFC 3339 for the whole poll batch at once with numpy
 (:func:`rfc3339_us`). Any message the fast path cannot take as it is (a
@@ -30,6 +37,7 @@ import numpy as np
 from ingest.batch import ReadingBatch
 from ingest.deadletter import DeadLetter
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
+from ingest.reading_scanner import ScanResult, group_spans, scan_messages
 from ingest.sensor_index import SensorIndex
 
 __all__ = ["SENSOR_ID_PATTERN", "DecodeLimits", "Decoded", "RawMessage", "Reading", "ReadingDecoder", "rfc3339_us"]
@@ -122,19 +130,49 @@ class ReadingDecoder:
         self._fast_one = msgspec.json.Decoder(_FastReading)
         self._fast_many = msgspec.json.Decoder(list[_FastReading])
         self._time = msgspec.json.Decoder(AwareTime)
+        #: Whether the compiled scanner takes the messages it can (off: every message through the structs).
+        self.columnar = True
+        #: Messages taken by the compiled scanner, and those decoded through the structs (counts since start).
+        self.columnar_messages = 0
+        self.struct_messages = 0
 
     def decode(self, messages: list[RawMessage]) -> Decoded:
-        """Decode a poll batch; the Python-level loop is per message, the rest is per column."""
+        """Decode a poll batch; per-message Python work only for messages the scanner does not take."""
+        scan = self._scan(messages) if self.columnar and messages else None
         strict: set[int] = set()
         while True:
-            readings, msg_of, elem_of, dead, slow = self._decode_messages(messages, strict)
+            readings, msg_of, elem_of, dead, slow = self._decode_messages(messages, strict, scan)
             time_us, bad = self._times_us(readings, slow)
             if bad is None:
-                return self._finish(messages, readings, msg_of, elem_of, dead, time_us)
+                break
             # a time string msgspec rejects: decode those messages strictly for the exact dead letters
             strict.update(np.unique(np.asarray(msg_of, dtype=np.int64)[bad]).tolist())
+        taken = int(np.count_nonzero(scan[0].taken)) if scan is not None else 0
+        self.columnar_messages += taken
+        self.struct_messages += len(messages) - taken
+        cols = self._columns(scan, readings, msg_of, elem_of, time_us)
+        if cols is None:
+            return Decoded(ReadingBatch.empty(), dead)
+        return self._finish(messages, cols, dead)
 
-    def _decode_messages(self, messages: list[RawMessage], strict: set[int]):
+    def _scan(self, messages: list[RawMessage]) -> tuple[ScanResult, bytes] | None:
+        """The compiled scanner over the whole poll batch (messages it may take: not community, sized right)."""
+        n = len(messages)
+        values = list(map(_get_value, messages))
+        if None in values:  # tombstones
+            values = [v or b"" for v in values]
+        length = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        ends = np.cumsum(length)
+        take = (length > 0) & (length <= self.limits.max_message_bytes)
+        if self.community_topics:
+            take &= ~np.fromiter(map(self.community_topics.__contains__, map(_get_topic, messages)), dtype=bool,
+                                 count=n)
+        joined = b"".join(values)
+        buf = np.frombuffer(joined, dtype=np.uint8)
+        return scan_messages(buf, ends - length, ends, take, self.limits.max_readings_per_message), joined
+
+    def _decode_messages(self, messages: list[RawMessage], strict: set[int],
+                         scan: tuple[ScanResult, bytes] | None):
         readings: list = []
         msg_of: list[int] = []
         elem_of: list[int] = []
@@ -143,7 +181,9 @@ class ReadingDecoder:
         lim = self.limits
         fast_one, fast_many = self._fast_one.decode, self._fast_many.decode
         community = self.community_topics
-        for m, msg in enumerate(messages):
+        todo = range(len(messages)) if scan is None else np.flatnonzero(~scan[0].taken).tolist()
+        for m in todo:
+            msg = messages[m]
             data = msg.value
             if not data or len(data) > lim.max_message_bytes:
                 dead.append(_dl(msg, "oversized" if data else "malformed",
@@ -238,22 +278,60 @@ class ReadingDecoder:
                 dead.append(_dl(msg, reason, detail, element=e))
         return out, elems
 
-    # -- whole-column checks --
-    def _finish(self, messages: list[RawMessage], readings: list, msg_of: list[int],
-                elem_of: list[int], dead: list[DeadLetter], time_us: np.ndarray) -> Decoded:
-        if not readings:
-            return Decoded(ReadingBatch.empty(), dead)
+    # -- columns --
+    def _columns(self, scan: tuple[ScanResult, bytes] | None, readings: list, msg_of: list[int],
+                 elem_of: list[int], time_us: np.ndarray) -> _Columns | None:
+        """The readings of both paths as columns in message order, sensors resolved (None when there are none)."""
+        fast = scan[0] if scan is not None and scan[0].msg.shape[0] else None
+        if fast is None and not readings:
+            return None
+        names: list[str] = []
+        group = np.zeros(0, np.int32)
+        if fast is not None:
+            joined = scan[1]
+            group, first = group_spans(np.frombuffer(joined, dtype=np.uint8), fast.sensor_span)
+            names = [joined[a:b].decode() for a, b in fast.sensor_span[first].tolist()]
+            if not readings:  # one probe per distinct sensor, in order of first appearance
+                sensor = self.sensors.lookup(names, _valid_sensor_id)[group]
+                return _Columns(fast.msg, fast.elem, fast.time_us, fast.lat, fast.lon, fast.rows, sensor,
+                                fast.quantity, fast.value)
         count = len(readings)
         values = list(map(_get_values, readings))
         per = np.fromiter(map(len, values), dtype=np.int64, count=count)
         n = int(per.sum())
         keys = list(chain.from_iterable(values))
-        quantity = np.fromiter(map(_QCODE_GET, keys, repeat(255, n)), dtype=np.uint8, count=n)
-        value = np.fromiter(chain.from_iterable(map(dict.values, values)), dtype=np.float64, count=n)
-        time_ns = np.repeat(time_us * 1000, per)
-        message = np.repeat(np.asarray(msg_of, dtype=np.int32), per)
-        element = np.repeat(np.asarray(elem_of, dtype=np.int32), per)
-        rsensor = self.sensors.lookup(list(map(_get_sensor, readings)), _valid_sensor_id)
+        slow = _Columns(
+            np.asarray(msg_of, dtype=np.int32), np.asarray(elem_of, dtype=np.int32), time_us,
+            np.fromiter(map(_get_lat, readings), dtype=np.float64, count=count),
+            np.fromiter(map(_get_lon, readings), dtype=np.float64, count=count), per, np.zeros(0, np.int32),
+            np.fromiter(map(_QCODE_GET, keys, repeat(255, n)), dtype=np.uint8, count=n),
+            np.fromiter(chain.from_iterable(map(dict.values, values)), dtype=np.float64, count=n))
+        ids = list(map(_get_sensor, readings))
+        if fast is None:
+            slow.sensor = self.sensors.lookup(ids, _valid_sensor_id)
+            return slow
+        # both paths: merge by message (a message is wholly in one), ids looked up in that order as before
+        cat = [np.concatenate([getattr(fast, f), getattr(slow, g)]) for f, g in
+               (("msg", "msg"), ("elem", "elem"), ("time_us", "time_us"), ("lat", "lat"), ("lon", "lon"),
+                ("rows", "rows"), ("quantity", "quantity"), ("value", "value"))]
+        msg, elem, tus, lat, lon, rows, quantity, value = cat
+        order = np.argsort(msg, kind="stable")
+        first_row = np.cumsum(rows) - rows
+        row_order = np.repeat(first_row[order], rows[order]) + _ranks(rows[order])
+        all_ids = [names[g] for g in group.tolist()] + ids
+        sensor = self.sensors.lookup([all_ids[i] for i in order.tolist()], _valid_sensor_id)
+        return _Columns(msg[order], elem[order], tus[order], lat[order], lon[order], rows[order], sensor,
+                        quantity[row_order], value[row_order])
+
+    # -- whole-column checks --
+    def _finish(self, messages: list[RawMessage], cols: _Columns, dead: list[DeadLetter]) -> Decoded:
+        per = cols.rows
+        n = int(per.sum())
+        quantity, value = cols.quantity, cols.value
+        time_ns = np.repeat(cols.time_us * 1000, per)
+        message = np.repeat(cols.msg, per)
+        element = np.repeat(cols.elem, per)
+        rsensor = cols.sensor
         sensor = np.repeat(rsensor, per)
         first_row = np.cumsum(per) - per  # a reading's first row
 
@@ -265,8 +343,7 @@ class ReadingDecoder:
         reason[(reason == 0) & ~np.isfinite(value)] = 2
         reason[(reason == 0) & ((value < PHYSICAL_MIN[qi]) | (value > PHYSICAL_MAX[qi]))] = 3
         reason[(reason == 0) & (time_ns > self._clock_ns() + self.limits.max_future_ns)] = 4
-        all_lat = np.fromiter(map(_get_lat, readings), dtype=np.float64, count=count)
-        all_lon = np.fromiter(map(_get_lon, readings), dtype=np.float64, count=count)
+        all_lat, all_lon = cols.lat, cols.lon
         ri = np.flatnonzero(~(np.isnan(all_lat) & np.isnan(all_lon)))  # readings that carry a position
         if ri.size:
             lat, lon = all_lat[ri], all_lon[ri]
@@ -296,12 +373,28 @@ class ReadingDecoder:
         else:
             batch = ReadingBatch(sensor, quantity, time_ns, value, message)
         code = self.sensors.partition_code
-        parts = np.fromiter((code(m.topic, m.partition) for m in messages), dtype=np.int32,
-                            count=len(messages))
+        sources = list(map(_get_source, messages))
+        codes = {tp: code(*tp) for tp in set(sources)}
+        parts = np.fromiter(map(codes.__getitem__, sources), dtype=np.int32, count=len(messages))
         self.sensors.partition[batch.sensor] = parts[batch.message]
         out = Decoded(batch, dead)
         out.accepted_by_quantity = np.bincount(batch.quantity, minlength=len(QUANTITY_CODE)).astype(np.int64)
         return out
+
+
+@dataclass(slots=True)
+class _Columns:
+    """A poll batch's readings as columns: per reading, then per value (``rows`` values per reading)."""
+
+    msg: np.ndarray  # int32
+    elem: np.ndarray  # int32, -1 for a single-reading message
+    time_us: np.ndarray  # int64
+    lat: np.ndarray  # float64, NaN where absent
+    lon: np.ndarray
+    rows: np.ndarray  # int64
+    sensor: np.ndarray  # int32 dense index, -1 for an invalid id
+    quantity: np.ndarray  # uint8 per value, 255 for an unknown quantity
+    value: np.ndarray  # float64 per value
 
 
 _ROW_REASONS = ("ok", "unknown_quantity", "not_finite", "out_of_range", "future", "bad_position",
@@ -335,6 +428,9 @@ _get_time = attrgetter("time")
 _get_sensor = attrgetter("sensor_id")
 _get_lat = attrgetter("lat")
 _get_lon = attrgetter("lon")
+_get_value = attrgetter("value")
+_get_topic = attrgetter("topic")
+_get_source = attrgetter("topic", "partition")
 
 
 def _dl(msg: RawMessage, reason: str, detail: str, element: int | None = None,

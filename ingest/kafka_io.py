@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -22,7 +23,8 @@ from ingest.deadletter import DeadLetter, dead_letter_headers
 from ingest.decode import RawMessage
 from stadtwacht.errors import StadtwachtError
 
-__all__ = ["DeadLetterSink", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer"]
+__all__ = ["DeadLetterSink", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer",
+           "open_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,37 @@ def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
     """An idempotent-enough producer for dead letters and alerts: acks from all replicas, retries."""
     return KafkaProducer(**client_options(cfg, bootstrap), acks="all", retries=10, linger_ms=5,
                          max_request_size=max(2_097_152, 2 * 1_048_576))
+
+
+class GroupConsumer(Protocol):
+    """What the runner needs of a readings consumer, whichever client library serves it.
+
+    Errors are raised as kafka-python's ``KafkaError`` (``CommitFailedError`` when a
+    rebalance took the partitions away before the commit).
+    """
+
+    def poll(self, timeout_ms: int | None = None) -> list[RawMessage]: ...
+    def commit(self, offsets: dict[TP, int], metadata: dict[TP, str] | None = None) -> None: ...
+    def committed(self, tp: TP) -> tuple[int | None, str]: ...
+    def seek(self, tp: TP, offset: int) -> None: ...
+    def position(self, tp: TP) -> int | None: ...
+    def assignment(self) -> list[TP]: ...
+    def lag(self) -> dict[TP, int]: ...
+    def connected(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def open_consumer(cfg: KafkaConfig, bootstrap: str, topics: Iterable[str],
+                  on_assign: Callable[[list[TP]], None] = lambda tps: None,
+                  on_revoke: Callable[[list[TP]], None] = lambda tps: None) -> GroupConsumer:
+    """The readings consumer of the client library ``cfg.client`` names ("kafka-python" or "confluent")."""
+    if cfg.client == "confluent":
+        from ingest.kafka_confluent import ConfluentReadingConsumer
+
+        return ConfluentReadingConsumer(cfg, bootstrap, topics, on_assign=on_assign, on_revoke=on_revoke)
+    if cfg.client != "kafka-python":
+        raise KafkaIOError(f"unknown kafka.client {cfg.client!r}: 'kafka-python' or 'confluent'")
+    return ReadingConsumer(cfg, bootstrap, topics, on_assign=on_assign, on_revoke=on_revoke)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -94,6 +127,7 @@ class ReadingConsumer:
             enable_auto_commit=False,
             auto_offset_reset=cfg.auto_offset_reset,
             max_poll_records=cfg.max_poll_records,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 * 1_048_576,

@@ -61,13 +61,13 @@ class SensorIndex:
         return self.names[index]
 
     def lookup(self, sensor_ids: list[str], valid: Callable[[str], object] | None = None) -> np.ndarray:
-        """Indices for a list of ids, adding unknown ones (the hot path: one dict probe each).
+        """Indices for a list of ids, adding unknown ones (one dict probe each; the decoder passes each
+        distinct id of a poll once, in order of first appearance).
 
         ``valid`` checks ids not seen before (the only ones that need checking);
         an invalid one gets index -1 and is not added.
         """
-        get = self._ids.get
-        out = [get(s) for s in sensor_ids]
+        out = list(map(self._ids.get, sensor_ids))
         if None in out:
             for i, s in enumerate(sensor_ids):
                 if out[i] is None:

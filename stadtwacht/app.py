@@ -61,7 +61,8 @@ class Service:
         self.feed = StateFeed(lambda: build_state(self.pipeline, cfg.alerting.language), self.lock)
         self.pipeline.alerts.listeners.append(lambda record: self.feed.changed())
         self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed)
-        self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed)
+        self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed,
+                             connect=False)
         self.runner.lock = self.lock
         self.pipeline.metrics.outbox_oldest.set_function(
             lambda: self.pipeline.alerts.outbox_status()["oldest_pending_age_s"])
@@ -73,7 +74,8 @@ class Service:
     def readiness(self) -> tuple[bool, dict]:
         now = time.time()
         h = self.health
-        broker_ok = now - h.last_poll_ok < 30 and self.runner.consumer.connected()
+        consumer = self.runner.consumer
+        broker_ok = now - h.last_poll_ok < 30 and consumer is not None and consumer.connected()
         store_ok, store_detail = self.pipeline.alerts.store_writable()
         outbox = self.pipeline.alerts.outbox_status()
         checks = {

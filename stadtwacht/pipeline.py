@@ -49,6 +49,7 @@ class StepResult:
     records: list[AlertRecord] = field(default_factory=list)
     accepted: int = 0
     detections: int = 0
+    late_by_quantity: np.ndarray | None = None  # readings dead-lettered as late, per quantity code
 
 
 def with_extra_channels(alerting: AlertingConfig, urls: Iterable[str]) -> AlertingConfig:
@@ -109,13 +110,34 @@ class Pipeline:
             self._top_levels[key] = max(self._top_levels.get(key, 0), len(info.level_names) - 1)
 
     # -- the hot path --
+    def compile_kernels(self) -> float:
+        """Compile (or load from numba's cache) the decode and detection kernels on throwaway state.
+
+        A fresh install compiles them on first use, which would stall the first real readings by tens of
+        seconds; the runner calls this before its first poll, so the instance is not ready until it is done.
+        Returns the seconds it took.
+        """
+        started = time.perf_counter()
+        sensors = SensorIndex()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock_ns() // 10**9 - 60))
+        values = ",".join(f'"{q}":1.0' for q in QUANTITIES)
+        raw = f'[{{"sensor_id":"warm-up","time":"{stamp}","values":{{{values}}},"lat":48.77,"lon":9.18}}]'.encode()
+        decoded = ReadingDecoder(sensors, clock_ns=self.clock_ns).decode([RawMessage("warm-up", 0, 0, None, raw)])
+        engine = DetectionEngine(self.cfg.rules, self.cfg.detection, sensors)
+        engine.process(decoded.batch)
+        engine.tick(self.clock_ns())
+        return time.perf_counter() - started
+
     def process_messages(self, messages: list[RawMessage], deliver: bool = True,
                          offsets: dict[tuple[str, int], int] | None = None) -> StepResult:
         decoded = self.decoder.decode(messages)
         result = self.process_batch(decoded.batch, deliver=deliver, offsets=offsets, messages=messages)
         result.dead[:0] = decoded.dead
         if deliver:  # a re-read that only rebuilds state (warm-up, redelivery) was counted the first time
-            for q, n in enumerate(decoded.accepted_by_quantity.tolist()):
+            accepted = decoded.accepted_by_quantity
+            if result.late_by_quantity is not None:  # late readings are dead letters, not accepted readings
+                accepted = accepted - result.late_by_quantity
+            for q, n in enumerate(accepted.tolist()):
                 if n:
                     self.metrics.readings_accepted.labels(QUANTITIES[q]).inc(n)
             for d in result.dead:
@@ -134,6 +156,7 @@ class Pipeline:
             if det.late.any():
                 result.dead.extend(self._late_letters(batch, det.late, messages))
                 result.accepted -= int(det.late.sum())
+                result.late_by_quantity = np.bincount(batch.quantity[det.late], minlength=len(QUANTITIES))
             events = det.events
             ok = ~det.late
             newest = int(batch.time[ok].max()) if ok.any() else 0
@@ -218,20 +241,26 @@ class Pipeline:
     # -- helpers --
     def _late_letters(self, batch: ReadingBatch, late: np.ndarray,
                       messages: list[RawMessage] | None) -> list[DeadLetter]:
+        """One dead letter per message with late readings (a whole late backlog must not multiply its bytes)."""
         out = []
         rows = np.flatnonzero(late)
         tolerance = self.cfg.detection.late_tolerance
-        for r in rows.tolist():
-            m = int(batch.message[r])
+        msg_of = batch.message[rows]
+        order = np.argsort(msg_of, kind="stable")
+        rows, msg_of = rows[order], msg_of[order]
+        firsts = np.flatnonzero(np.r_[True, msg_of[1:] != msg_of[:-1]])
+        counts = np.diff(np.r_[firsts, len(rows)])
+        for first, n in zip(firsts.tolist(), counts.tolist(), strict=True):
+            r, m = int(rows[first]), int(msg_of[first])
             msg = messages[m] if messages is not None and m >= 0 else None
             detail = (f"{self.sensors.id_of(int(batch.sensor[r]))} {QUANTITIES[batch.quantity[r]]} at "
                       f"{np.datetime64(int(batch.time[r]), 'ns')}Z is more than {tolerance} behind the "
-                      f"sensor's newest reading")
+                      f"sensor's newest reading" + (f" (and {n - 1} more readings of this message)" if n > 1 else ""))
             if msg is None:
-                out.append(DeadLetter("replay", 0, -1, None, b"", "late", detail))
+                out.append(DeadLetter("replay", 0, -1, None, b"", "late", detail, readings=n))
             else:
-                out.append(DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, "late",
-                                      detail))
+                out.append(DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, "late", detail,
+                                      readings=n))
         return out
 
     def _count_detections(self, events: DetectionBatch) -> None:

@@ -26,7 +26,21 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def compiled_kernels(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Compile the numba kernels once into their on-disk cache, so `stadtwacht run` processes started by
+    broker tests load them in well under a second (a fresh checkout would otherwise spend tens of seconds
+    of each first process's readiness wait compiling)."""
+    from prometheus_client import CollectorRegistry
+
+    from stadtwacht.config import load_config
+    from stadtwacht.pipeline import Pipeline
+
+    Pipeline(load_config(None)[0], CollectorRegistry(), tmp_path_factory.mktemp("kernels")).compile_kernels()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory,
+                    compiled_kernels: None) -> Iterator[str]:
     """Bootstrap servers of a broker started for this test session."""
     if broker_kind == "apache":
         from tests.support.apache_kafka import ApacheKafka

@@ -3,7 +3,8 @@
 #
 # Usage:
 #   deploy/kafka/apache-kafka.sh resolve
-#   deploy/kafka/apache-kafka.sh start --dir DIR --port PORT [--controller-port P] [--tls] [--timeout SECONDS]
+#   deploy/kafka/apache-kafka.sh start --dir DIR --port PORT [--controller-port P] [--tls] [--sasl]
+#                                      [--internal-port P] [--timeout SECONDS]
 #   deploy/kafka/apache-kafka.sh stop --dir DIR
 #   deploy/kafka/apache-kafka.sh classpath          # prints the lib dir glob (resolving first)
 #
@@ -16,10 +17,18 @@
 #          --tls: the client listener on PORT speaks SSL with a throwaway CA written to DIR/ca.pem
 #          (key material in DIR/tls/); the controller listener stays PLAINTEXT on loopback. The broker
 #          requests (does not require) a client certificate: DIR/client.pem + DIR/client-key.pem.
+#          --sasl: the client listener on PORT requires SASL authentication (SASL_PLAINTEXT, or SASL_SSL
+#          together with --tls) with the mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for one user,
+#          $STADTWACHT_KAFKA_SASL_USER (default stadtwacht) with password $STADTWACHT_KAFKA_SASL_PASSWORD
+#          (default: random), written to DIR/sasl-user and DIR/sasl-password (mode 600). The SCRAM
+#          credentials go into the metadata log at format time. The broker's own inter-broker traffic and
+#          the readiness probe use a PLAINTEXT listener on loopback (--internal-port, default: a free port,
+#          recorded in DIR/internal-port), which clients never learn about from metadata of PORT.
 # stop     stops exactly the process recorded in DIR/kafka.pid (SIGTERM, then SIGKILL after 30 s).
 #
 # Environment: STADTWACHT_KAFKA_VERSION (default 4.4.0), STADTWACHT_KAFKA_CACHE (cache root),
 #              STADTWACHT_KAFKA_HEAP (default -Xmx512m), STADTWACHT_KAFKA_JVM_OPTS (default: C1 only, serial GC),
+#              STADTWACHT_KAFKA_SASL_USER, STADTWACHT_KAFKA_SASL_PASSWORD (--sasl; [A-Za-z0-9._-] only),
 #              JAVA (default: java on PATH), PYTHON (runs probe.py and port picking; default python3).
 set -euo pipefail
 
@@ -148,20 +157,37 @@ make_tls() {
         -certfile "$dir/ca.pem" -out "$tls/broker.p12" -passout "pass:$TLS_PASSWORD" >/dev/null 2>&1
 }
 
+client_protocol() {
+    local tls="$1" sasl="$2"
+    case "$tls$sasl" in
+        00) echo PLAINTEXT ;;
+        10) echo SSL ;;
+        01) echo SASL_PLAINTEXT ;;
+        11) echo SASL_SSL ;;
+    esac
+}
+
 write_properties() {
-    local dir="$1" port="$2" cport="$3" tls="$4" client_listener
-    client_listener=PLAINTEXT
-    [[ "$tls" == 1 ]] && client_listener=SSL
+    local dir="$1" port="$2" cport="$3" tls="$4" sasl="$5" iport="$6" client_listener listeners advertised inter
+    client_listener="$(client_protocol "$tls" "$sasl")"
+    listeners="$client_listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+    advertised="$client_listener://127.0.0.1:$port"
+    inter="$client_listener"
+    if [[ "$sasl" == 1 ]]; then
+        listeners+=",INTERNAL://127.0.0.1:$iport"
+        advertised+=",INTERNAL://127.0.0.1:$iport"
+        inter=INTERNAL
+    fi
     cat >"$dir/server.properties" <<EOF
 # Written by deploy/kafka/apache-kafka.sh: single-node KRaft cluster for tests, loopback only.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 controller.listener.names=CONTROLLER
-listeners=$client_listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=$client_listener://127.0.0.1:$port
-inter.broker.listener.name=$client_listener
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL
+listeners=$listeners
+advertised.listeners=$advertised
+inter.broker.listener.name=$inter
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$dir/data
 num.partitions=3
 default.replication.factor=1
@@ -195,6 +221,19 @@ ssl.client.auth=requested
 ssl.endpoint.identification.algorithm=https
 EOF
     fi
+    if [[ "$sasl" == 1 ]]; then
+        local name user password
+        name="$(echo "$client_listener" | tr 'A-Z' 'a-z')"
+        user="$(cat "$dir/sasl-user")"
+        password="$(cat "$dir/sasl-password")"
+        cat >>"$dir/server.properties" <<EOF
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user="$password";
+listener.name.$name.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$name.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+        chmod 600 "$dir/server.properties"
+    fi
     cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -214,13 +253,15 @@ EOF
 }
 
 start() {
-    local dir="" port="" cport="" tls=0 timeout=120
+    local dir="" port="" cport="" iport="" tls=0 sasl=0 timeout=120
     while (($#)); do
         case "$1" in
             --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
             --port) port="${2:?--port needs a value}"; shift 2 ;;
             --controller-port) cport="${2:?--controller-port needs a value}"; shift 2 ;;
             --tls) tls=1; shift ;;
+            --sasl) sasl=1; shift ;;
+            --internal-port) iport="${2:?--internal-port needs a value}"; shift 2 ;;
             --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
             *) die "start: unknown argument $1" ;;
         esac
@@ -238,10 +279,26 @@ start() {
     [[ "$cport" != "$port" ]] || die "--controller-port must differ from --port"
     port_open "$port" && die "port $port on 127.0.0.1 is already in use"
     port_open "$cport" && die "controller port $cport on 127.0.0.1 is already in use"
-    rm -rf "$dir/data" "$dir/logs" "$dir/tls" "$dir/ca.pem" "$dir/client.pem" "$dir/client-key.pem"
+    rm -rf "$dir/data" "$dir/logs" "$dir/tls" "$dir/ca.pem" "$dir/client.pem" "$dir/client-key.pem" \
+        "$dir/sasl-user" "$dir/sasl-password" "$dir/internal-port"
     mkdir -p "$dir/logs"
     [[ "$tls" == 1 ]] && make_tls "$dir"
-    write_properties "$dir" "$port" "$cport" "$tls"
+    local scram=() probe_port="$port"
+    if [[ "$sasl" == 1 ]]; then
+        local user="${STADTWACHT_KAFKA_SASL_USER:-stadtwacht}"
+        local password="${STADTWACHT_KAFKA_SASL_PASSWORD:-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+        [[ "$user" =~ ^[A-Za-z0-9._-]+$ ]] || die "STADTWACHT_KAFKA_SASL_USER may hold only [A-Za-z0-9._-]"
+        [[ "$password" =~ ^[A-Za-z0-9._-]+$ ]] || die "STADTWACHT_KAFKA_SASL_PASSWORD may hold only [A-Za-z0-9._-]"
+        [[ -n "$iport" ]] || iport="$(free_port)"
+        [[ "$iport" != "$port" && "$iport" != "$cport" ]] || die "--internal-port must differ from the other ports"
+        port_open "$iport" && die "internal port $iport on 127.0.0.1 is already in use"
+        (umask 077; printf '%s' "$user" >"$dir/sasl-user"; printf '%s' "$password" >"$dir/sasl-password")
+        echo "$iport" >"$dir/internal-port"
+        scram=(--add-scram "SCRAM-SHA-256=[name=$user,password=$password]"
+            --add-scram "SCRAM-SHA-512=[name=$user,password=$password]")
+        probe_port="$iport"
+    fi
+    write_properties "$dir" "$port" "$cport" "$tls" "$sasl" "$iport"
 
     local cluster_id jvm
     # shellcheck disable=SC2206  # JVM_OPTS is a space-separated list of flags on purpose
@@ -252,7 +309,8 @@ start() {
     while [[ "$cluster_id" == -* ]]; do
         cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     done
-    if ! "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >"$dir/format.out" 2>&1; then
+    if ! "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" "${scram[@]}" \
+        >"$dir/format.out" 2>&1; then
         cat "$dir/format.out" >&2
         die "formatting storage in $dir/data failed"
     fi
@@ -262,8 +320,8 @@ start() {
     echo "$pid" >"$pidfile"
     echo "$port" >"$dir/port"
 
-    local probe=("$PYTHON" "$HERE/probe.py" --port "$port")
-    [[ "$tls" == 1 ]] && probe+=(--cafile "$dir/ca.pem")
+    local probe=("$PYTHON" "$HERE/probe.py" --port "$probe_port")
+    [[ "$tls" == 1 && "$sasl" == 0 ]] && probe+=(--cafile "$dir/ca.pem")
     local deadline=$((SECONDS + timeout))
     while :; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -271,7 +329,7 @@ start() {
             rm -f "$pidfile"
             die "broker exited during startup (see $dir/kafka.out and $dir/logs/server.log)"
         fi
-        if port_open "$port" && "${probe[@]}" >"$dir/probe.out" 2>&1; then
+        if port_open "$port" && port_open "$probe_port" && "${probe[@]}" >"$dir/probe.out" 2>&1; then
             break
         fi
         if ((SECONDS >= deadline)); then
@@ -282,7 +340,7 @@ start() {
         fi
         sleep 0.5
     done
-    log "Apache Kafka $KAFKA_VERSION up on 127.0.0.1:$port ($([[ "$tls" == 1 ]] && echo SSL || echo PLAINTEXT)), pid $pid"
+    log "Apache Kafka $KAFKA_VERSION up on 127.0.0.1:$port ($(client_protocol "$tls" "$sasl")), pid $pid"
 }
 
 stop() {

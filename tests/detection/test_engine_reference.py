@@ -71,11 +71,21 @@ def test_engine_agrees_with_reference_on_calm_streams(steps):
     _run(steps)
 
 
-def _run(steps) -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_steps(VALUES))
+def test_engine_agrees_with_reference_with_many_sensors_and_tiny_buffers(steps):
+    """Thousands of idle sensors (few rows for many sensors: the comparison-sort path) and one-row event
+    buffers (every batch and tick resumes after growing them)."""
+    _run(steps, idle_sensors=5000, event_rows=1)
+
+
+def _run(steps, idle_sensors: int = 0, event_rows: int = 256) -> None:
     index = SensorIndex()
     for name in NAMES:
         index.add(name)
-    eng = DetectionEngine(RULES, CONFIG, index)
+    for k in range(idle_sensors):
+        index.add(f"idle-{k}")
+    eng = DetectionEngine(RULES, CONFIG, index, event_rows=event_rows)
     ref = ReferenceDetector(RULES, CONFIG, index.names)
     clock = 100 * MIN
     for kind, advance, rows in steps:
@@ -91,6 +101,35 @@ def _run(steps) -> None:
         late, want = ref.process(tuples)
         assert res.late.tolist() == late
         assert _engine_events(eng, res.events) == want
+
+
+def test_many_sensors_grow_rule_state_mid_batch():
+    """Hundreds of sensors appearing over a few batches: rule regions grow (and move) between rows of a batch,
+    and every sensor's state survives the moves; out-of-order rows within the tolerance are merged."""
+    rng = np.random.default_rng(11)
+    n_sensors, per = 300, 16
+    names = [("pegel-" if k % 3 else "luft-") + str(k) for k in range(n_sensors)]
+    index = SensorIndex()
+    for name in names:
+        index.add(name)
+    eng = DetectionEngine(RULES, CONFIG, index)
+    ref = ReferenceDetector(RULES, CONFIG, index.names)
+    rows = []
+    for step in range(per):
+        for s in rng.permutation(n_sensors):
+            q = WL if s % 3 else PM
+            t = 100 * MIN + step * 2 * MIN + int(rng.integers(-3, 3)) * 30_000_000_000
+            rows.append((int(s), q, t, float(rng.choice(VALUES))))
+    for lo in range(0, len(rows), 700):
+        part = rows[lo: lo + 700]
+        batch = ReadingBatch.from_columns(*(list(c) for c in zip(*part, strict=True)))
+        res = eng.process(batch)
+        late, want = ref.process(part)
+        assert res.late.tolist() == late
+        assert _engine_events(eng, res.events) == want
+        clock = max(r[2] for r in part) + 5 * MIN
+        assert _engine_events(eng, eng.tick(clock)) == ref.tick(clock)
+    assert {r.name: r.n_slots for r in eng.rules}["pm-mean"] == n_sensors // 3
 
 
 def test_reset_forgets_sensor_state():

@@ -116,3 +116,30 @@ def test_impact_polygon_file(tmp_path, demo_layer):
     got = {demo_layer.ids[d] for d in sd.districts_of(np.array([sensors.get("g1")]))}
     expected = {demo_layer.ids[i] for i in np.flatnonzero(shapely.intersects(demo_layer.geometry, area))}
     assert "mitte" in got and got == expected
+
+
+def _pairs_reference(sd: SensorDistricts, sensor_idx: np.ndarray) -> list[tuple[int, int]]:
+    """Plain per-sensor loop over the CSR arrays: what the vectorised gather must equal."""
+    out = []
+    for pos, s in enumerate(sensor_idx.tolist()):
+        if 0 <= s < sd._s_ptr.size - 1:
+            out.extend((pos, int(d)) for d in sd.pair_district[sd._s_ptr[s]:sd._s_ptr[s + 1]].tolist())
+    return out
+
+
+def test_pairs_of_and_districts_of_equal_a_plain_loop(demo_layer):
+    sensors = SensorIndex()
+    lon, lat = _random(500, 4)
+    idx = sensors.lookup([f"s{i}" for i in range(500)])
+    sensors.set_positions(idx, lat, lon)
+    sd = SensorDistricts(demo_layer, SensorRegistry.shipped(), sensors)  # gauges speak for several districts
+    rng = np.random.default_rng(5)
+    gauge = sensors.get("pegel-plochingen")
+    for query in (np.array([], np.int64), np.array([gauge]), np.array([gauge, gauge, 0]),
+                  np.array([-1, len(sensors) + 7, gauge]),  # unknown indices speak for nothing
+                  rng.integers(0, len(sensors), 2000)):
+        pos, dist = sd.pairs_of(query)
+        assert list(zip(pos.tolist(), dist.tolist(), strict=True)) == _pairs_reference(sd, query)
+        expected = sorted({d for _, d in _pairs_reference(sd, query)})
+        got = sd.districts_of(query)
+        assert got.tolist() == expected and got.dtype == np.int32

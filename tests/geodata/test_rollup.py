@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from detection.events import DetectionBatch, RuleInfo, hazard_code, kind_code
 from geodata.config import QuorumConfig
+from geodata.levels import DistrictLevel
 from geodata.mapping import SensorDistricts
 from geodata.registry import SensorRegistry
 from geodata.rollup import Rollup
@@ -134,3 +137,106 @@ def test_moving_a_sensor_moves_its_contribution(demo_layer, demo_mapper):
     sensors.set_positions(np.array([c0]), np.array([48.8067]), np.array([9.2217]))  # to Bad Cannstatt
     changes = rollup.apply(DetectionBatch.empty())
     assert sorted((c.district, c.level) for c in changes) == [("bad-cannstatt", 1), ("mitte", 0)]
+
+
+class _PlainRollup(Rollup):
+    """Reference: re-evaluates every (district, scale) after each round, one district at a time in plain code."""
+
+    def _apply_round(self, events):
+        self._version = -1  # forces the "sensors were remapped" path: all keys
+        return super()._apply_round(events)
+
+    def _evaluate(self, ds, sc):
+        return [self._evaluate_one(int(d), sc) for d in ds]
+
+    def _evaluate_one(self, d, sc):
+        sens = self.districts.sensors_of(d).astype(np.int64)
+        rules = self._rules_of_scale[sc]
+        old = self._state.get((d, sc))
+        lv = self._level[np.ix_(sens, rules)]
+        times = self._time[np.ix_(sens, rules)]
+        if not (times > 0).any():
+            return None if old is None else replace(old, level=0, sensors=(),
+                                                    level_name=self.rules[int(rules[0])].level_names[0])
+        per_sensor = lv.max(axis=1)
+        level = 0
+        if per_sensor.max() > 0:
+            if not self._gated[sc]:
+                level = int(per_sensor.max())
+            else:
+                q = self.quorum
+                total = int(self._seen[sens, sc].sum())
+                trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
+                for cand in sorted(set(per_sensor[per_sensor > 0].tolist()), reverse=True):
+                    at = per_sensor >= cand
+                    n_at = int(at.sum())
+                    if ((trusted & at).any() or n_at >= q.min_sensors
+                            or (n_at >= 2 and n_at >= q.min_fraction * total)):
+                        level = cand
+                        break
+        if level > 0:
+            contrib = np.flatnonzero(per_sensor >= level)
+            best = contrib[np.lexsort((self._value[sens[contrib], rules[lv[contrib].argmax(axis=1)]],
+                                       per_sensor[contrib]))[-1]]
+            ids = tuple(self.districts.sensors.ids(sens[contrib]))
+        else:
+            best = int(np.argmax(times)) // rules.size
+            ids = ()
+        rk = int(rules[int(lv[best].argmax())]) if level > 0 else int(rules[int(np.argmax(times[best]))])
+        info = self.rules[rk]
+        hazard, quantity = self.scales[sc]
+        s = int(sens[best])
+        return DistrictLevel(
+            district=self.layer.ids[d], district_name=self.layer.names[d], hazard=hazard, quantity=quantity,
+            rule=info.name, level=level,
+            level_name=info.level_names[level] if level < len(info.level_names) else str(level),
+            value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
+            sensors=ids, time_ns=int(times.max()), approximate=self.layer.approximate)
+
+
+def _random_events(rng, sensors, n):
+    cols = {k: [] for k in ("sensor", "quantity", "rule", "kind", "hazard", "level", "prev_level", "value",
+                            "threshold", "time")}
+    for _ in range(n):
+        r = int(rng.integers(0, len(RULES)))
+        info = RULES[r]
+        cols["sensor"].append(int(rng.choice(sensors)))
+        cols["quantity"].append(quantity_code(info.quantity) if info.hazard != "sensor" else 0)
+        cols["rule"].append(r)
+        cols["kind"].append(kind_code(info.kind))
+        cols["hazard"].append(hazard_code(info.hazard))
+        cols["level"].append(int(rng.integers(0, len(info.level_names))))
+        cols["prev_level"].append(0)
+        cols["value"].append(float(rng.integers(0, 200)))
+        cols["threshold"].append(50.0)
+        cols["time"].append(T0 + int(rng.integers(1, 50)))
+    return DetectionBatch.from_columns(**cols)
+
+
+QUORUMS = [QuorumConfig(min_sensors=2, min_fraction=0.3), QuorumConfig(min_sensors=1),
+           QuorumConfig(min_sensors=4, min_fraction=0.9, trusted_count_alone=False), QuorumConfig()]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_vectorised_rollup_equals_plain_reference(demo_layer, demo_mapper, seed):
+    """Touched keys only and the all-districts quorum pass give what a plain per-district loop gives."""
+    rng = np.random.default_rng(seed)
+    quorum = QUORUMS[seed % len(QUORUMS)]
+    sensors, fast = _setup(demo_layer, 12, quorum, demo_mapper)
+    lon, lat = rng.uniform(9.1, 9.25, 30), rng.uniform(48.72, 48.83, 30)
+    idx = sensors.lookup([f"r{i}" for i in range(30)])
+    sensors.set_positions(idx, lat, lon)
+    ref = _PlainRollup(demo_layer, SensorDistricts(demo_layer, SensorRegistry.shipped(), sensors, demo_mapper),
+                       RULES, quorum)
+    pool = np.concatenate([idx, sensors.lookup([f"c{i}" for i in range(12)]),
+                           [sensors.get("pegel-plochingen"), sensors.get("pegel-plochingen")]])
+    seen = np.unique(rng.choice(pool, 20))
+    for r in (fast, ref):
+        r.observe(seen, np.full(seen.size, quantity_code("pm10")))
+    for step in range(15):
+        events = _random_events(rng, pool, int(rng.integers(1, 40)))
+        assert fast.apply(events) == ref.apply(events), step
+        if step == 9:  # a revoked partition: forget some sensors
+            drop = rng.choice(pool, 5)
+            assert fast.reset_sensors(drop) == ref.reset_sensors(drop)
+    assert fast.current() == ref.current() and fast.current()

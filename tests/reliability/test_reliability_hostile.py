@@ -12,6 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka.errors import KafkaError
 
 from tests.reliability.harness import RunProcess, reading, report, write_flood_setup
 from tests.support.kafka_topics import create_topics, producer, read_topic
@@ -24,6 +25,10 @@ MARKUP = ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '"><svg o
           "javascript:alert(1)", "{{7*7}}${7*7}", "\u202e<b>rtl</b>"]
 NEEDLES = ["<script", "onerror", "<svg", "javascript:", "<img", "<b>rtl", "{{7*7}}"]
 BIG = 10 * 1024 * 1024
+#: Messages above this go alone, each through a producer of its own: a broker refusing one (Apache Kafka's
+#: default message.max.bytes is 1 MiB) fails the request it travels in, and kafka-python's idempotent producer
+#: then fails the batches queued behind it too, so the rest of the corpus must not share a producer with it.
+ALONE_ABOVE = 512 * 1024
 
 
 def _iso(t_ns: int) -> str:
@@ -122,11 +127,6 @@ def hypothesis_corpus(n: int) -> list[tuple[bytes, int]]:
 
 def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bootstrap, topic_prefix,
                                                                          tmp_path, broker_kind):
-    if broker_kind == "apache":
-        # Apache Kafka refuses the 10 MB messages in the producer (MessageSizeTooLarge), and kafka-python then
-        # aborts the whole batch, taking the corpus's real alert readings with it: the corpus needs a separate
-        # producer per oversized message before it can run here (see the note on issue 9).
-        pytest.skip("runs in the Tansu pass; on Apache Kafka the producer aborts batches with the 10 MB messages")
     http = HttpReceiver()
     setup = write_flood_setup(tmp_path, topic_prefix, 3, [{"name": "hook", "url": http.url}], n_air=10)
     dlq_topic = setup.topic + ".dlq"
@@ -140,21 +140,39 @@ def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bo
     corpus += [(reading("pegel-0", now - 200 * 10**9, 500.0), 1), (reading("pegel-1", now - 199 * 10**9, 480.0), 1)]
     prod = producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024)
     sent: dict[int, int] = {}  # offset -> readings it carries if valid
-    never_entered = 0
+    refused: list[str] = []  # refused before entering (by the client or the broker), with the reason
     try:
         proc.wait_ready()
         futures = []
+
+        def settle(via) -> None:
+            via.flush()
+            for f, n in futures:
+                try:
+                    sent[f.get(timeout=30).offset] = n
+                except KafkaError as e:  # the broker refused it (Apache: MessageSizeTooLarge above 1 MiB)
+                    refused.append(type(e).__name__)
+            futures.clear()
+
         for value, n in corpus:
+            alone = len(value) > ALONE_ABOVE
+            if alone:
+                settle(prod)  # what went before travels without it
+            via = producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024) if alone else prod
             try:
-                futures.append((prod.send(setup.topic, value=value), n))
-            except Exception:  # the client refuses it: it never entered the system
-                never_entered += 1
-        prod.flush()
-        for f, n in futures:
-            try:
-                sent[f.get(timeout=30).offset] = n
-            except Exception:  # the broker refused it
-                never_entered += 1
+                futures.append((via.send(setup.topic, value=value), n))
+            except KafkaError as e:  # the client refuses it: it never entered the system
+                refused.append(type(e).__name__)
+            if alone:
+                settle(via)
+                via.close(timeout=5)
+        settle(prod)
+        never_entered = len(refused)
+        assert len(sent) + never_entered == len(corpus)
+        if broker_kind == "tansu":
+            assert never_entered == 0  # Tansu takes 10 MB messages: the pipeline's own limits must cope
+        else:  # Apache Kafka refuses exactly the messages above its 1 MiB limit, and nothing else
+            assert never_entered == sum(len(v) > 1024 * 1024 for v, _ in corpus), refused
         last = max(sent) + 1
 
         def caught_up() -> bool:
@@ -171,7 +189,12 @@ def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bo
         accepted = proc.total("stadtwacht_readings_accepted_total")
         assert dead_offsets <= set(sent)
         expected_accepted = sum(n for off, n in sent.items() if off not in dead_offsets)
-        assert accepted == expected_accepted, (accepted, expected_accepted, len(dead_offsets), len(sent))
+        # A reading judged late (more than detection.late_tolerance behind its sensor's newest; whether it is depends
+        # on which poll batch it lands in) is dead-lettered after decoding, but stadtwacht_readings_accepted_total
+        # counts it as accepted too (docs/reliability.md, finding 8): allow exactly those, no more.
+        late = sum(dict(m.headers).get("stadtwacht.reason") == b"late" for m in dead)
+        assert accepted - expected_accepted in (0, late), (accepted, expected_accepted, late, len(dead_offsets),
+                                                           len(sent))
         wait_until(lambda: http.posts, 30, what="the alert among the garbage to be notified")
         status, state = proc.get("/api/state")
         assert status == 200
@@ -195,6 +218,7 @@ def test_hostile_corpus_is_dead_lettered_or_accepted_and_never_injected(kafka_bo
         r = dict(m.headers)["stadtwacht.reason"].decode()
         reasons[r] = reasons.get(r, 0) + 1
     report("hostile", corpus=len(corpus), crafted=len(crafted), generated=len(generated),
-           published=len(sent), never_entered=never_entered,
+           broker=broker_kind, published=len(sent), never_entered=never_entered, refused=sorted(set(refused)),
            dead_lettered_messages=len(dead_offsets), dead_letter_records=len(dead), accepted_readings=accepted,
+           expected_accepted=expected_accepted,
            last_offset=last, reasons=reasons)

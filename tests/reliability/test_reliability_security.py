@@ -1,11 +1,14 @@
 """Security: channel secrets from environment or files, redacted everywhere; the ack/silence API needs the
-token; request-size limit; Kafka over TLS against Apache Kafka.
+token; request-size limit; Kafka over TLS and over SASL_SSL (SCRAM-SHA-512, password from the environment)
+against Apache Kafka, and a wrong Kafka password: a clear error, not ready, no crash loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 
 import pytest
 
@@ -107,3 +110,101 @@ def test_pipeline_over_tls_against_apache_kafka(tmp_path, topic_prefix, broker_k
             assert proc.stop() == 0
         finally:
             proc.kill()
+
+
+KAFKA_SECRET = "KafkaS3cret-c41d"
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(tmp_path_factory, broker_kind):
+    """Apache Kafka whose client listener is SASL_SSL (PLAIN and SCRAM), user stadtwacht / KAFKA_SECRET."""
+    from tests.support.apache_kafka import ApacheKafka
+
+    if broker_kind != "apache":
+        pytest.skip("starts its own Apache Kafka with SASL_SSL: runs in the --broker=apache pass")
+    ok, why = ApacheKafka.available(tls=True)
+    if not ok:
+        pytest.skip(f"Apache Kafka with TLS unavailable: {why}")
+    with ApacheKafka(tmp_path_factory.mktemp("kafka-sasl"), tls=True, sasl=True, sasl_password=KAFKA_SECRET) as kafka:
+        yield kafka
+
+
+def _sasl_setup(kafka, workdir, prefix: str):
+    """A flood setup whose [kafka] section speaks SASL_SSL; the password only by the name of its env var."""
+    return write_flood_setup(workdir, prefix, 1, extra_kafka=(
+        f'security_protocol = "SASL_SSL"\nssl_cafile = "{kafka.ssl_cafile}"\nssl_check_hostname = false\n'
+        f'sasl_mechanism = "{SASL_MECHANISM}"\nsasl_plain_username = "{kafka.sasl_username}"\n'
+        'sasl_plain_password_env = "KAFKA_PASSWORD"'))
+
+
+def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surface(sasl_kafka, tmp_path,
+                                                                                   topic_prefix):
+    kafka = sasl_kafka
+    client = {**kafka.client_config(SASL_MECHANISM), "ssl_check_hostname": False}
+    client.pop("bootstrap_servers")
+    setup = _sasl_setup(kafka, tmp_path / "run", topic_prefix)
+    assert KAFKA_SECRET not in setup.config.read_text()
+    create_topics(kafka.bootstrap, [setup.topic, setup.alerts_topic], partitions=2, **client)
+    proc = RunProcess(setup, kafka.bootstrap, tmp_path / "state", env={"KAFKA_PASSWORD": KAFKA_SECRET}).start()
+    try:
+        proc.wait_ready(120)
+        prod = producer(kafka.bootstrap, **client)
+        prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", time.time_ns() - 60 * 10**9, 500.0))
+        prod.flush()
+        prod.close(timeout=5)
+        wait_until(lambda: proc.total("stadtwacht_readings_accepted_total") == 1, 60, what="the SASL reading")
+        recs = wait_until(lambda: alert_records(kafka.bootstrap, setup.alerts_topic, **client), 60,
+                          what="the alert record over SASL_SSL")
+        assert [r["event"] for r in recs] == ["firing"]
+        surfaces = {"metrics": proc.get("/metrics")[1].decode(), "readyz": proc.get("/readyz")[1].decode(),
+                    "api_state": proc.get("/api/state")[1].decode()}
+        assert proc.stop() == 0
+        surfaces["log"] = proc.log.read_text()
+    finally:
+        proc.kill()
+    for where, text in surfaces.items():
+        assert KAFKA_SECRET not in text, f"the Kafka password leaked into {where}"
+    report("kafka_sasl", security_protocol="SASL_SSL", mechanism=SASL_MECHANISM, accepted=1, surfaces=sorted(surfaces))
+
+
+WRONG_SECRET = "WrongS3cret-90e1"
+
+
+@pytest.fixture(scope="module")
+def wrong_password_run(sasl_kafka, tmp_path_factory):
+    """`stadtwacht run` against the SASL_SSL broker with a wrong password, watched for 60 s (or until it exits)."""
+    kafka = sasl_kafka
+    tmp = tmp_path_factory.mktemp("wrong-password")
+    setup = _sasl_setup(kafka, tmp / "run", f"t{uuid.uuid4().hex[:10]}")
+    proc = RunProcess(setup, kafka.bootstrap, tmp / "state", env={"KAFKA_PASSWORD": WRONG_SECRET}).start()
+    readyz: list[tuple[int, dict]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.alive():
+            with contextlib.suppress(OSError, ValueError):
+                status, body = proc.get("/readyz")
+                readyz.append((status, json.loads(body)))
+            time.sleep(1)
+        exit_code = None if proc.alive() else proc.proc.returncode
+    finally:
+        proc.kill()
+    return {"exit_code": exit_code, "log": proc.log.read_text(errors="replace"), "readyz": readyz}
+
+
+def test_wrong_kafka_password_is_a_clear_error_and_never_logged(wrong_password_run):
+    run = wrong_password_run
+    log = run["log"]
+    assert "Authentication failed" in log and "invalid credentials" in log, log[-3000:]
+    for text in (log, json.dumps(run["readyz"])):
+        assert WRONG_SECRET not in text and KAFKA_SECRET not in text
+    report("kafka_sasl_wrong_password", exit_code=run["exit_code"], readyz_samples=len(run["readyz"]),
+           readyz_statuses=sorted({s for s, _ in run["readyz"]}))
+
+
+def test_wrong_kafka_password_keeps_serving_readyz_not_ready_without_exiting(wrong_password_run):
+    run = wrong_password_run
+    assert run["exit_code"] is None, f"exited with {run['exit_code']}"
+    assert run["readyz"] and all(status == 503 for status, _ in run["readyz"])
+    last_error = run["readyz"][-1][1]["checks"]["broker"]["last_error"] or ""
+    assert "auth" in last_error.lower(), last_error

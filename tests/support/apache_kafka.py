@@ -1,4 +1,5 @@
-"""A real Apache Kafka broker (one KRaft node on 127.0.0.1) for tests, run by deploy/kafka/apache-kafka.sh."""
+"""A real Apache Kafka broker (one KRaft node on 127.0.0.1, optionally TLS and/or SASL) for tests, run by
+deploy/kafka/apache-kafka.sh."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run(args: list[str], timeout: float) -> str:
+def _run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
     """Run the broker script and return its combined output, raising ApacheKafkaError on failure."""
     command = ["bash", str(SCRIPT), *args]
     try:
@@ -50,7 +51,7 @@ def _run(args: list[str], timeout: float) -> str:
             text=True,
             timeout=timeout,
             check=False,
-            env={**os.environ, "PYTHON": sys.executable},  # runs the script's readiness probe
+            env={**os.environ, "PYTHON": sys.executable, **(env or {})},  # PYTHON runs the readiness probe
         )
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -75,11 +76,19 @@ def _java_major(java: str) -> int | None:
 
 
 class ApacheKafka:
-    """One Apache Kafka broker in `workdir`, listening on 127.0.0.1 (TLS with a throwaway CA when asked)."""
+    """One Apache Kafka broker in `workdir`, listening on 127.0.0.1.
 
-    def __init__(self, workdir: Path, port: int | None = None, tls: bool = False) -> None:
+    ``tls``: the client listener speaks TLS (throwaway CA); ``sasl``: it requires SASL (PLAIN, SCRAM-SHA-256,
+    SCRAM-SHA-512) for one user, ``sasl_username`` / ``sasl_password`` (``sasl_password`` given or random).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, tls: bool = False, sasl: bool = False,
+                 sasl_username: str = "stadtwacht", sasl_password: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.tls = tls
+        self.sasl = sasl
+        self.sasl_username = sasl_username
+        self._sasl_password = sasl_password
         self._fixed_port = port
         self.port: int = port if port is not None else free_port()
         self._running = False
@@ -127,19 +136,36 @@ class ApacheKafka:
         return self.workdir / "client-key.pem" if self.tls else None
 
     @property
+    def security_protocol(self) -> str:
+        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL: what the client listener speaks."""
+        return {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
+                (True, True): "SASL_SSL"}[(self.tls, self.sasl)]
+
+    @property
+    def sasl_password(self) -> str | None:
+        """The SASL user's password (as given, or the one the script generated; None without SASL)."""
+        if not self.sasl:
+            return None
+        if self._sasl_password is None:
+            self._sasl_password = (self.workdir / "sasl-password").read_text().strip()
+        return self._sasl_password
+
+    @property
     def log_file(self) -> Path:
         """The broker's log4j log."""
         return self.workdir / "logs" / "server.log"
 
-    def client_config(self) -> dict[str, Any]:
-        """kafka-python keyword arguments that reach this broker."""
-        if not self.tls:
-            return {"bootstrap_servers": self.bootstrap}
-        return {
-            "bootstrap_servers": self.bootstrap,
-            "security_protocol": "SSL",
-            "ssl_cafile": str(self.ssl_cafile),
-        }
+    def client_config(self, sasl_mechanism: str = "PLAIN") -> dict[str, Any]:
+        """kafka-python keyword arguments that reach this broker (SASL: as the broker's one user)."""
+        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap}
+        if self.tls or self.sasl:
+            config["security_protocol"] = self.security_protocol
+        if self.tls:
+            config["ssl_cafile"] = str(self.ssl_cafile)
+        if self.sasl:
+            config.update(sasl_mechanism=sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        return config
 
     def start(self, timeout: float = 120) -> ApacheKafka:
         """Resolve the jars if needed, start the broker and wait until it answers metadata."""
@@ -156,8 +182,10 @@ class ApacheKafka:
             args += ["--controller-port", str(controller_port), "--timeout", str(timeout)]
             if self.tls:
                 args.append("--tls")
+            if self.sasl:
+                args.append("--sasl")
             try:
-                _run(args, timeout + 60)
+                _run(args, timeout + 60, self._script_env())
             except ApacheKafkaError as exc:
                 _run(["stop", "--dir", str(self.workdir)], STOP_TIMEOUT_S)
                 # A port picked by free_port() may have been taken meanwhile: pick another and retry.
@@ -178,6 +206,14 @@ class ApacheKafka:
         atexit.unregister(self.stop)
         _run(["stop", "--dir", str(self.workdir)], STOP_TIMEOUT_S)
 
+    def _script_env(self) -> dict[str, str]:
+        if not self.sasl:
+            return {}
+        env = {"STADTWACHT_KAFKA_SASL_USER": self.sasl_username}
+        if self._sasl_password is not None:
+            env["STADTWACHT_KAFKA_SASL_PASSWORD"] = self._sasl_password
+        return env
+
     def __enter__(self) -> ApacheKafka:
         return self.start()
 
@@ -187,5 +223,4 @@ class ApacheKafka:
         self.stop()
 
     def __repr__(self) -> str:
-        scheme = "SSL" if self.tls else "PLAINTEXT"
-        return f"ApacheKafka({scheme}://{self.bootstrap}, workdir={str(self.workdir)!r})"
+        return f"ApacheKafka({self.security_protocol}://{self.bootstrap}, workdir={str(self.workdir)!r})"

@@ -1,0 +1,588 @@
+"""Compiled scanner of the reading contract: the raw bytes of a poll batch straight into columns.
+
+One pass (numba) over the concatenated message values recognises exactly the
+common, well-formed shapes of the reading contract (an object or an array of
+objects with the keys ``sensor_id``, ``time``, ``values``, ``lat``, ``lon`` in
+any order, JSON whitespace, plain numbers, RFC 3339 times of the shapes
+:func:`ingest.decode.rfc3339_us` takes) and writes readings and values as
+columns. Whatever it is not certain about (escapes, unknown or duplicate keys,
+other types, numbers it cannot round exactly, odd times, ...) marks the whole
+message "not taken", and the caller decodes it with the strict schema, so the
+scanner only ever has to be right about what it takes.
+
+Numbers are converted exactly as a correctly rounding parser does (as msgspec
+and ``float()`` do): Clinger's fast path when mantissa and power of ten are both
+exact doubles, else the Eisel-Lemire algorithm (128-bit products with a table
+of powers of five), which declines the rare inputs it cannot decide.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from ingest.quantities import QUANTITIES
+
+__all__ = ["ScanResult", "group_spans", "parse_number", "parse_time_us", "scan_messages"]
+
+# -- constants (module-level numpy scalars/arrays are compile-time constants to numba) --
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U32 = np.uint64(32)
+_U52 = np.uint64(52)
+_U63 = np.uint64(63)
+_M32 = np.uint64(0xFFFFFFFF)
+_TOP = np.uint64(1 << 63)
+_MASK9 = np.uint64(0x1FF)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_TWO53 = np.uint64(1 << 53)
+_POW10 = np.array([10.0 ** i for i in range(23)], dtype=np.float64)  # exact doubles
+_Q_MIN, _Q_MAX = -64, 64  # powers of ten taken (values 1e-64 .. 1e83: never subnormal, never infinite)
+
+
+def _powers_of_five() -> tuple[np.ndarray, np.ndarray]:
+    """128-bit normalised 5**q for q in [_Q_MIN, _Q_MAX] (as in Lemire's fast_float table): high and low words."""
+    hi, lo = [], []
+    for q in range(_Q_MIN, _Q_MAX + 1):
+        if q < 0:
+            p5 = 5 ** -q
+            z = p5.bit_length()
+            if q >= -27:
+                c = 2 ** (z + 127) // p5 + 1
+            else:
+                c = 2 ** (2 * z + 128) // p5 + 1
+                while c >= 1 << 128:
+                    c //= 2
+        else:
+            c = 5 ** q
+            while c < 1 << 127:
+                c *= 2
+            while c >= 1 << 128:
+                c //= 2
+        hi.append(c >> 64)
+        lo.append(c & ((1 << 64) - 1))
+    return np.array(hi, dtype=np.uint64), np.array(lo, dtype=np.uint64)
+
+
+_P5_HI, _P5_LO = _powers_of_five()
+
+# the quantity names, padded, for matching the keys of "values"
+_QLEN = np.array([len(q) for q in QUANTITIES], dtype=np.int64)
+_QNAME = np.zeros((len(QUANTITIES), int(_QLEN.max())), dtype=np.uint8)
+for _i, _q in enumerate(QUANTITIES):
+    _QNAME[_i, : len(_q)] = np.frombuffer(_q.encode(), dtype=np.uint8)
+_KEY_SENSOR = np.frombuffer(b'ensor_id"', dtype=np.uint8)  # after the leading "s"
+_KEY_TIME = np.frombuffer(b'ime"', dtype=np.uint8)  # after "t"
+_KEY_VALUES = np.frombuffer(b'alues"', dtype=np.uint8)  # after "v"
+# bytes allowed in a sensor id (ingest.decode.SENSOR_ID_PATTERN): 1 = letter or digit, 2 = . _ : -
+_ID_CLASS = np.zeros(256, dtype=np.uint8)
+for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789":
+    _ID_CLASS[_c] = 1
+for _c in b"._:-":
+    _ID_CLASS[_c] = 2
+_CUM_DAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_FRAC_SCALE = np.array([0, 100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
+_TIME_SHAPE = np.frombuffer(b"0000-00-00T00:00:00", dtype=np.uint8)  # "0" = a digit, else that byte
+
+_SENSOR, _TIME, _VALUES, _LAT, _LON = 1, 2, 4, 8, 16
+
+
+# -- numbers --
+@njit(cache=True)
+def _mul128(a, b):
+    """Full 64x64 -> 128-bit unsigned product as (high, low)."""
+    a_lo, a_hi = a & _M32, a >> _U32
+    b_lo, b_hi = b & _M32, b >> _U32
+    p0, p1, p2, p3 = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    mid = (p0 >> _U32) + (p1 & _M32) + (p2 & _M32)
+    return p3 + (p1 >> _U32) + (p2 >> _U32) + (mid >> _U32), (p0 & _M32) | (mid << _U32)
+
+
+@njit(cache=True)
+def _eisel_lemire(w, q):
+    """The correctly rounded double nearest w * 10**q (w > 0, q in range), and whether it was decided."""
+    lz = 0
+    while (w & _TOP) == np.uint64(0):
+        w = w << _U1
+        lz += 1
+    i = q - _Q_MIN
+    hi, lo = _mul128(w, _P5_HI[i])
+    if (hi & _MASK9) == _MASK9:  # the truncated table might matter: add the low word's contribution
+        hi2, _lo2 = _mul128(w, _P5_LO[i])
+        lo = lo + hi2
+        if hi2 > lo:
+            hi = hi + _U1
+        if lo == _ALL and (hi & _MASK9) == _MASK9:  # still undecided: leave it to an exact parser
+            return 0.0, False
+    upper = np.int64(hi >> _U63)
+    shift = np.uint64(upper + 9)
+    mantissa = hi >> shift
+    power2 = (((152170 + 65536) * q) >> 16) + 63 + upper - lz + 1023
+    if power2 <= 0 or power2 >= 0x7FE:
+        return 0.0, False
+    if lo <= _U1 and -4 <= q <= 23 and (mantissa & _U3) == _U1 and (mantissa << shift) == hi:
+        mantissa = mantissa & ~_U1  # exactly half way: round to even (down)
+    mantissa = mantissa + (mantissa & _U1)
+    mantissa = mantissa >> _U1
+    if mantissa >= (_U2 << _U52):
+        mantissa = _U1 << _U52
+        power2 += 1
+    return math.ldexp(float(mantissa), power2 - 1075), True  # 53 bits and a normal exponent: exact
+
+
+@njit(cache=True)
+def parse_number(buf, p, end):
+    """A JSON number at ``buf[p:end]``: (value, position after it, taken).
+
+    Taken only for exact JSON number syntax with at most 19 significant digits
+    and a power of ten msgspec's correctly rounded result is certain for; a
+    JSON integer zero is +0.0 even when written ``-0`` (as msgspec gives it).
+    """
+    neg = False
+    if p < end and buf[p] == 45:  # "-"
+        neg = True
+        p += 1
+    if p >= end:
+        return 0.0, p, False
+    c = buf[p]
+    w = np.uint64(0)
+    digits = 0  # significant digits in w
+    exp10 = 0
+    if c == 48:  # a single leading "0"
+        p += 1
+        if p < end and 48 <= buf[p] <= 57:
+            return 0.0, p, False
+    elif 49 <= c <= 57:
+        while p < end and 48 <= buf[p] <= 57:
+            if digits >= 19:
+                return 0.0, p, False
+            w = w * np.uint64(10) + np.uint64(buf[p] - 48)
+            digits += 1
+            p += 1
+    else:
+        return 0.0, p, False
+    integer = True
+    if p < end and buf[p] == 46:  # "."
+        integer = False
+        p += 1
+        start = p
+        while p < end and 48 <= buf[p] <= 57:
+            d = buf[p] - 48
+            if digits == 0 and d == 0:
+                exp10 -= 1  # leading zeros of a fraction
+            else:
+                if digits >= 19:
+                    return 0.0, p, False
+                w = w * np.uint64(10) + np.uint64(d)
+                digits += 1
+                exp10 -= 1
+            p += 1
+        if p == start:
+            return 0.0, p, False
+    if p < end and (buf[p] == 101 or buf[p] == 69):  # "e" / "E"
+        integer = False
+        p += 1
+        eneg = False
+        if p < end and (buf[p] == 43 or buf[p] == 45):
+            eneg = buf[p] == 45
+            p += 1
+        start = p
+        e = 0
+        while p < end and 48 <= buf[p] <= 57:
+            if e < 100_000:
+                e = e * 10 + (buf[p] - 48)
+            p += 1
+        if p == start:
+            return 0.0, p, False
+        exp10 += -e if eneg else e
+    if w == np.uint64(0):
+        return (-0.0 if neg and not integer else 0.0), p, True
+    if exp10 < _Q_MIN or exp10 > _Q_MAX:
+        return 0.0, p, False
+    if w < _TWO53 and -22 <= exp10 <= 22:  # Clinger: both exact, one correctly rounded operation
+        x = float(w)
+        x = x * _POW10[exp10] if exp10 >= 0 else x / _POW10[-exp10]
+    else:
+        x, ok = _eisel_lemire(w, exp10)
+        if not ok:
+            return 0.0, p, False
+    return (-x if neg else x), p, True
+
+
+# -- times --
+@njit(cache=True)
+def _two(buf, i):
+    return (np.int64(buf[i]) - 48) * 10 + (np.int64(buf[i + 1]) - 48)
+
+
+@njit(cache=True)
+def parse_time_us(buf, p, end):
+    """An RFC 3339 time at ``buf[p:end]`` up to its closing quote: (µs since the epoch, position after the quote).
+
+    The shapes taken are exactly those of :func:`ingest.decode.rfc3339_us`
+    (``YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|±HH:MM)``, years 1970..2099, fields in
+    range); position -1 for anything else.
+    """
+    if p + 20 > end:
+        return 0, -1
+    for i in range(19):
+        c = buf[p + i]
+        if _TIME_SHAPE[i] == 48:
+            if c < 48 or c > 57:
+                return 0, -1
+        elif c != _TIME_SHAPE[i]:
+            return 0, -1
+    year = _two(buf, p) * 100 + _two(buf, p + 2)
+    month, day = _two(buf, p + 5), _two(buf, p + 8)
+    hour, minute, second = _two(buf, p + 11), _two(buf, p + 14), _two(buf, p + 17)
+    i = p + 19
+    frac = 0
+    if buf[i] == 46:  # "."
+        i += 1
+        k = 0
+        while i < end and 48 <= buf[i] <= 57:
+            if k == 6:
+                return 0, -1
+            frac = frac * 10 + (buf[i] - 48)
+            k += 1
+            i += 1
+        if k == 0:
+            return 0, -1
+        frac *= _FRAC_SCALE[k]
+    if i >= end:
+        return 0, -1
+    offset = 0
+    if buf[i] == 90:  # "Z"
+        i += 1
+    elif buf[i] == 43 or buf[i] == 45:  # "+" / "-"
+        if i + 6 > end or buf[i + 3] != 58:
+            return 0, -1
+        for j in (1, 2, 4, 5):
+            if buf[i + j] < 48 or buf[i + j] > 57:
+                return 0, -1
+        oh = (buf[i + 1] - 48) * 10 + (buf[i + 2] - 48)
+        om = (buf[i + 4] - 48) * 10 + (buf[i + 5] - 48)
+        if oh > 23 or om > 59:
+            return 0, -1
+        offset = oh * 60 + om
+        if buf[i] == 45:
+            offset = -offset
+        i += 6
+    else:
+        return 0, -1
+    if i >= end or buf[i] != 34:  # the closing quote, nothing else
+        return 0, -1
+    leap = (year % 4 == 0) and (year % 100 != 0 or year % 400 == 0)
+    if not (1970 <= year <= 2099 and 1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 59):
+        return 0, -1
+    mi = month - 1
+    if day < 1 or day > _MONTH_DAYS[mi] + (1 if (mi == 1 and leap) else 0):
+        return 0, -1
+    y = year - 1970
+    days = y * 365 + (y + 1) // 4 + _CUM_DAYS[mi] + (1 if (mi >= 2 and leap) else 0) + day - 1
+    us = (days * 86400 + hour * 3600 + minute * 60 + second - offset * 60) * 1_000_000 + frac
+    return us, i + 1
+
+
+# -- structure --
+@njit(cache=True)
+def _ws(buf, p, end):
+    while p < end and (buf[p] == 32 or buf[p] == 10 or buf[p] == 13 or buf[p] == 9):
+        p += 1
+    return p
+
+
+@njit(cache=True)
+def _literal(buf, p, end, lit):
+    """Whether ``buf[p:]`` starts with ``lit``."""
+    n = lit.shape[0]
+    if p + n > end:
+        return False
+    for i in range(n):  # noqa: SIM110 (a plain loop compiles to a tight one in numba)
+        if buf[p + i] != lit[i]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _quantity(buf, p, end):
+    """The code of a quantity key starting after its opening quote, and the position after its closing quote."""
+    s = p
+    while p < end and buf[p] != 34:
+        if buf[p] == 92 or buf[p] < 32:  # an escape or a control byte: not ours
+            return -1, p
+        p += 1
+    if p >= end:
+        return -1, p
+    n = p - s
+    for q in range(_QLEN.shape[0]):
+        if _QLEN[q] == n:
+            same = True
+            for i in range(n):
+                if buf[s + i] != _QNAME[q, i]:
+                    same = False
+                    break
+            if same:
+                return q, p + 1
+    return -1, p
+
+
+@njit(cache=True)
+def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
+    """One reading object starting at its "{": (position after it or -1, sensor id span, time, lat, lon, rows)."""
+    nan = np.nan
+    sid_s = sid_e = 0
+    tus = 0
+    lat = lon = nan
+    v0 = nv
+    seen = 0
+    p = _ws(buf, p + 1, end)
+    while True:
+        if p >= end or buf[p] != 34:
+            return -1, 0, 0, 0, nan, nan, nv
+        p += 1
+        if p >= end:
+            return -1, 0, 0, 0, nan, nan, nv
+        c = buf[p]
+        key = 0
+        if c == 115 and _literal(buf, p + 1, end, _KEY_SENSOR):
+            key, p = _SENSOR, p + 10
+        elif c == 116 and _literal(buf, p + 1, end, _KEY_TIME):
+            key, p = _TIME, p + 5
+        elif c == 118 and _literal(buf, p + 1, end, _KEY_VALUES):
+            key, p = _VALUES, p + 7
+        elif c == 108 and p + 3 < end and buf[p + 3] == 34:  # "lat" / "lon"
+            if buf[p + 1] == 97 and buf[p + 2] == 116:
+                key, p = _LAT, p + 4
+            elif buf[p + 1] == 111 and buf[p + 2] == 110:
+                key, p = _LON, p + 4
+        if key == 0 or (seen & key) != 0:  # unknown or duplicate key
+            return -1, 0, 0, 0, nan, nan, nv
+        seen |= key
+        p = _ws(buf, p, end)
+        if p >= end or buf[p] != 58:  # ":"
+            return -1, 0, 0, 0, nan, nan, nv
+        p = _ws(buf, p + 1, end)
+        if p >= end:
+            return -1, 0, 0, 0, nan, nan, nv
+        if key == _SENSOR:
+            if buf[p] != 34:
+                return -1, 0, 0, 0, nan, nan, nv
+            p += 1
+            sid_s = p
+            if p >= end or _ID_CLASS[buf[p]] != 1:
+                return -1, 0, 0, 0, nan, nan, nv
+            while p < end and _ID_CLASS[buf[p]] != 0:
+                p += 1
+            if p >= end or buf[p] != 34 or p - sid_s > 128:
+                return -1, 0, 0, 0, nan, nan, nv
+            sid_e = p
+            p += 1
+        elif key == _TIME:
+            if buf[p] != 34:
+                return -1, 0, 0, 0, nan, nan, nv
+            tus, p = parse_time_us(buf, p + 1, end)
+            if p < 0:
+                return -1, 0, 0, 0, nan, nan, nv
+        elif key == _VALUES:
+            if buf[p] != 123:  # "{"
+                return -1, 0, 0, 0, nan, nan, nv
+            p = _ws(buf, p + 1, end)
+            qseen = 0
+            while True:  # at least one entry (an empty "values" is the strict path's to reject)
+                if p >= end or buf[p] != 34:
+                    return -1, 0, 0, 0, nan, nan, nv
+                q, p = _quantity(buf, p + 1, end)
+                if q < 0 or (qseen >> q) & 1:
+                    return -1, 0, 0, 0, nan, nan, nv
+                qseen |= 1 << q
+                p = _ws(buf, p, end)
+                if p >= end or buf[p] != 58:
+                    return -1, 0, 0, 0, nan, nan, nv
+                p = _ws(buf, p + 1, end)
+                x, p, ok = parse_number(buf, p, end)
+                if not ok or nv >= cap_v:
+                    return -1, 0, 0, 0, nan, nan, nv
+                rows_q[nv] = q
+                rows_v[nv] = x
+                nv += 1
+                p = _ws(buf, p, end)
+                if p < end and buf[p] == 44:  # ","
+                    p = _ws(buf, p + 1, end)
+                    continue
+                if p < end and buf[p] == 125:  # "}"
+                    p += 1
+                    break
+                return -1, 0, 0, 0, nan, nan, nv
+        else:
+            x, p, ok = parse_number(buf, p, end)
+            if not ok:
+                return -1, 0, 0, 0, nan, nan, nv
+            if key == _LAT:
+                lat = x
+            else:
+                lon = x
+        p = _ws(buf, p, end)
+        if p < end and buf[p] == 44:
+            p = _ws(buf, p + 1, end)
+            continue
+        if p < end and buf[p] == 125:
+            p += 1
+            break
+        return -1, 0, 0, 0, nan, nan, nv
+    if (seen & (_SENSOR | _TIME | _VALUES)) != (_SENSOR | _TIME | _VALUES):
+        return -1, 0, 0, 0, nan, nan, v0
+    return p, sid_s, sid_e, tus, lat, lon, nv
+
+
+@njit(cache=True)
+def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
+    n = starts.shape[0]
+    taken = np.zeros(n, dtype=np.bool_)
+    r_msg = np.empty(cap_r, dtype=np.int32)
+    r_elem = np.empty(cap_r, dtype=np.int32)
+    r_time = np.empty(cap_r, dtype=np.int64)
+    r_sid = np.empty((cap_r, 2), dtype=np.int64)
+    r_lat = np.empty(cap_r, dtype=np.float64)
+    r_lon = np.empty(cap_r, dtype=np.float64)
+    r_rows = np.empty(cap_r, dtype=np.int64)
+    v_q = np.empty(cap_v, dtype=np.uint8)
+    v_val = np.empty(cap_v, dtype=np.float64)
+    nr = nv = 0
+    for m in range(n):
+        if not take[m]:
+            continue
+        end = ends[m]
+        p = _ws(buf, starts[m], end)
+        if p >= end:
+            continue
+        r0, v0 = nr, nv
+        array = buf[p] == 91  # "["
+        if array:
+            p = _ws(buf, p + 1, end)
+        e = 0
+        ok = True
+        while True:
+            if p >= end or buf[p] != 123 or nr >= cap_r or e >= max_elements:
+                ok = False
+                break
+            v_start = nv
+            p, s0, s1, tus, lat, lon, nv = _reading(buf, p, end, v_q, v_val, nv, cap_v)
+            if p < 0:
+                ok = False
+                break
+            r_msg[nr] = m
+            r_elem[nr] = e if array else -1
+            r_time[nr] = tus
+            r_sid[nr, 0] = s0
+            r_sid[nr, 1] = s1
+            r_lat[nr] = lat
+            r_lon[nr] = lon
+            r_rows[nr] = nv - v_start
+            nr += 1
+            e += 1
+            p = _ws(buf, p, end)
+            if not array:
+                break
+            if p < end and buf[p] == 44:
+                p = _ws(buf, p + 1, end)
+                continue
+            if p < end and buf[p] == 93:  # "]"
+                p = _ws(buf, p + 1, end)
+                break
+            ok = False
+            break
+        if ok and p == end:
+            taken[m] = True
+        else:
+            nr, nv = r0, v0
+    return taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_lat, r_lon, r_rows, v_q, v_val
+
+
+class ScanResult(NamedTuple):
+    """Columns of the messages the scanner took (``taken``); readings in message and element order."""
+
+    taken: np.ndarray  # bool per message
+    msg: np.ndarray  # int32 per reading: message number
+    elem: np.ndarray  # int32 per reading: element in its array message, -1 for a single-reading message
+    time_us: np.ndarray  # int64 per reading
+    sensor_span: np.ndarray  # int64 (readings, 2): start and end of the sensor id in the buffer
+    lat: np.ndarray  # float64 per reading, NaN when absent
+    lon: np.ndarray
+    rows: np.ndarray  # int64 per reading: number of values
+    quantity: np.ndarray  # uint8 per value
+    value: np.ndarray  # float64 per value
+
+
+def scan_messages(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, take: np.ndarray,
+                  max_elements: int) -> ScanResult:
+    """Scan the messages ``buf[starts[i]:ends[i]]`` where ``take[i]``; see the module docstring."""
+    size = int(buf.shape[0])
+    cap_r = size // 40 + 1  # a reading takes more than 60 bytes
+    cap_v = size // 6 + 1  # a value at least 6 ('"o3":1')
+    taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_lat, r_lon, r_rows, v_q, v_val = _scan(
+        buf, starts, ends, take, max_elements, cap_r, cap_v)
+    return ScanResult(taken, r_msg[:nr], r_elem[:nr], r_time[:nr], r_sid[:nr], r_lat[:nr], r_lon[:nr],
+                      r_rows[:nr], v_q[:nv], v_val[:nv])
+
+
+@njit(cache=True)
+def _group(buf, spans):
+    n = spans.shape[0]
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, dtype=np.int32)
+    group = np.empty(n, dtype=np.int32)
+    first = np.empty(n, dtype=np.int64)
+    # each group's bytes copied into one small store, so comparisons stay in cache
+    g_hash = np.empty(n, dtype=np.uint64)
+    g_off = np.empty(n + 1, dtype=np.int64)
+    store = np.empty(max(1, int((spans[:, 1] - spans[:, 0]).sum())), dtype=np.uint8)
+    g_off[0] = 0
+    ng = 0
+    for r in range(n):
+        s, e = spans[r, 0], spans[r, 1]
+        h = np.uint64(14695981039346656037)
+        for i in range(s, e):
+            h = (h ^ np.uint64(buf[i])) * np.uint64(1099511628211)
+        h ^= h >> np.uint64(29)
+        slot = np.int64(h & mask)
+        while True:
+            g = table[slot]
+            if g < 0:
+                table[slot] = ng
+                first[ng] = r
+                g_hash[ng] = h
+                o = g_off[ng]
+                store[o: o + e - s] = buf[s:e]
+                g_off[ng + 1] = o + e - s
+                group[r] = ng
+                ng += 1
+                break
+            if g_hash[g] == h and g_off[g + 1] - g_off[g] == e - s:
+                o = g_off[g]
+                same = True
+                for i in range(e - s):
+                    if store[o + i] != buf[s + i]:
+                        same = False
+                        break
+                if same:
+                    group[r] = g
+                    break
+            slot = (slot + 1) & (size - 1)
+    return group, first[:ng]
+
+
+def group_spans(buf: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct byte strings among ``buf[s:e]`` spans: each span's group (in order of first appearance)
+    and each group's first span (exact byte comparison, so no two different strings ever share a group)."""
+    if spans.shape[0] == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    return _group(buf, spans)

@@ -1,0 +1,308 @@
+"""Both consumer backends (kafka-python, confluent-kafka) run the same scenarios against a real broker.
+
+Readings consumed and decoded, dead letters written, offsets committed with metadata and read back (by
+the other client too), a restart resuming from the commit, a warm-up seek, lag from the high watermark,
+and a whole Runner firing an alert. Runs on the session broker: Tansu by default, Apache Kafka with
+``--broker=apache``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from ingest.config import IngestConfig, KafkaConfig, validate
+from ingest.decode import RawMessage, ReadingDecoder
+from ingest.kafka_io import DeadLetterSink, GroupConsumer, make_producer, open_consumer
+from ingest.sensor_index import SensorIndex
+from tests.support.kafka_topics import by_reason, create_topics, producer, read_topic
+from tests.support.service import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = time.time()
+PARTITIONS = 2
+
+
+def _needs(client: str) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed "
+                            "(pip install stadtwacht[confluent]); only the kafka-python backend is tested")
+
+
+CLIENTS = [pytest.param("kafka-python", id="kafka-python"), pytest.param("confluent", id="confluent")]
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+
+
+def _reading(sensor: str, t: float, value: float) -> dict:
+    return {"sensor_id": sensor, "time": _iso(t), "values": {"pm10": value}, "lat": 48.78, "lon": 9.18}
+
+
+def _produce(bootstrap: str, topic: str, per_partition: list[list[bytes]]) -> None:
+    prod = producer(bootstrap)
+    try:
+        for p, values in enumerate(per_partition):
+            for v in values:
+                prod.send(topic, key=b"k", value=v, partition=p)
+        prod.flush()
+    finally:
+        prod.close()
+
+
+def _drain(consumer: GroupConsumer, want: int, timeout: float = 30.0) -> list[RawMessage]:
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got += consumer.poll(timeout_ms=300)
+    assert len(got) == want, f"consumed {len(got)} of {want} messages"
+    return got
+
+
+def _kafka_cfg(client: str, group: str, **kw) -> KafkaConfig:
+    return KafkaConfig(client=client, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                       poll_timeout_ms=300, **kw)
+
+
+def _next_offsets(msgs: list[RawMessage]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        out[(m.topic, m.partition)] = max(out.get((m.topic, m.partition), 0), m.offset + 1)
+    return out
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.parametrize("client", CLIENTS)
+def test_consume_dead_letter_commit_restart_lag(client, kafka_bootstrap, topic_prefix, broker_kind):
+    _needs(client)
+    topic, group = f"{topic_prefix}.air", f"{topic_prefix}-group"
+    create_topics(kafka_bootstrap, [topic, topic + ".dlq"], partitions=PARTITIONS)
+    # partition 0: 30 single readings and two bad messages; partition 1: 10 arrays of 5 readings
+    part0 = [json.dumps(_reading(f"s{i % 7}", NOW - 600 + i, float(i))).encode() for i in range(30)]
+    part0 += [b"not json at all", json.dumps(_reading("s1", NOW - 60, -5.0)).encode()]
+    part1 = [json.dumps([_reading(f"a{j}", NOW - 300 + b, 10.0 + j) for j in range(5)]).encode() for b in range(10)]
+    _produce(kafka_bootstrap, topic, [part0, part1])
+    ends = {(topic, 0): len(part0), (topic, 1): len(part1)}
+
+    # 1. a small poll size leaves the partitions behind: lag is highwater - position wherever it is known
+    assigned: list[tuple[str, int]] = []
+    cfg = _kafka_cfg(client, group, max_poll_records=4)
+    consumer = open_consumer(cfg, kafka_bootstrap, [topic], on_assign=assigned.extend)
+    try:
+        first = wait_until(lambda: consumer.poll(timeout_ms=300), 30, interval=0, what="a first batch")
+        assert len(first) <= 4
+        assert sorted(assigned) == sorted(ends) == consumer.assignment()
+        lag = consumer.lag()
+        assert lag, "no high watermark known after a fetch"
+        for tp, behind in lag.items():
+            assert behind == ends[tp] - consumer.position(tp)
+        assert sum(lag.values()) > 0
+        got = first + _drain(consumer, len(part0) + len(part1) - len(first))
+        assert consumer.lag() == {tp: 0 for tp in ends}
+        # every record exactly once, in order per partition
+        for tp, end in ends.items():
+            assert [m.offset for m in got if (m.topic, m.partition) == tp] == list(range(end))
+
+        # 2. decode and dead-letter through the (kafka-python) producer
+        decoded = ReadingDecoder(SensorIndex()).decode(got)
+        assert len(decoded.batch) == 30 + 50
+        prod = make_producer(cfg, kafka_bootstrap)
+        try:
+            sink = DeadLetterSink(prod, cfg.dlq_suffix)
+            sink.send(decoded.dead)
+            sink.flush()
+        finally:
+            prod.close()
+        assert by_reason(read_topic(kafka_bootstrap, topic + ".dlq", expect=2)) == {"malformed": 1,
+                                                                                   "out_of_range": 1}
+
+        # 3. commit with metadata; read it back with this client and with kafka-python
+        nxt = _next_offsets(got)
+        assert nxt == ends
+        consumer.commit(nxt, {tp: f"warm={off - 3}" for tp, off in nxt.items()})
+        for tp, off in nxt.items():
+            committed, meta = consumer.committed(tp)
+            assert committed == off
+            if broker_kind == "tansu":  # Tansu drops commit metadata (the runner keeps a local copy)
+                assert meta in ("", f"warm={off - 3}")
+            else:
+                assert meta == f"warm={off - 3}"
+    finally:
+        consumer.close()
+    probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        assert {tp: probe.committed(TopicPartition(*tp)) for tp in ends} == ends
+    finally:
+        probe.close()
+
+    # 4. restart: resumes at the commit; a warm-up seek re-reads the partition's last three
+    _produce(kafka_bootstrap, topic, [[json.dumps(_reading("s9", NOW - 5, 1.0)).encode()] * 2, []])
+    assigned.clear()
+    consumer = open_consumer(_kafka_cfg(client, group), kafka_bootstrap, [topic], on_assign=assigned.extend)
+    try:
+        resumed = wait_until(lambda: consumer.poll(timeout_ms=300), 30, interval=0, what="the resumed batch")
+        assert [(m.partition, m.offset) for m in resumed] == [(0, ends[(topic, 0)]), (0, ends[(topic, 0)] + 1)]
+        tp0 = (topic, 0)
+        consumer.seek(tp0, ends[tp0] - 3)
+        assert consumer.position(tp0) == ends[tp0] - 3
+        again = _drain(consumer, 5)
+        assert [m.offset for m in again] == list(range(ends[tp0] - 3, ends[tp0] + 2))
+        assert consumer.position(tp0) == ends[tp0] + 2
+        assert consumer.lag().get(tp0) == 0
+        assert consumer.connected()
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.parametrize("client", CLIENTS)
+def test_runner_on_either_client_fires_and_commits(client, kafka_bootstrap, topic_prefix, tmp_path):
+    """The whole Kafka loop (config key -> runner -> consumer): one high gauge reading fires one alert."""
+    _needs(client)
+    from stadtwacht.config import load_config
+    from stadtwacht.metrics import new_registry
+    from stadtwacht.pipeline import Pipeline
+    from stadtwacht.runner import Runner
+    from tests.reliability.harness import alert_records, reading, write_flood_setup
+
+    setup = write_flood_setup(tmp_path, topic_prefix, 1, extra_kafka=f'client = "{client}"')
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=1)
+    cfg, problems = load_config(setup.config)
+    assert not problems and cfg.kafka.client == client
+    prod = producer(kafka_bootstrap)
+    t0 = time.time_ns() - 600 * 10**9
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
+    prod.flush()
+    prod.close()
+    runner = Runner(Pipeline(cfg, new_registry(), tmp_path / "state", sensors_path=str(setup.registry)),
+                    kafka_bootstrap)
+    try:
+        assert type(runner.consumer).__module__ == ("ingest.kafka_confluent" if client == "confluent"
+                                                    else "ingest.kafka_io")
+        handled = 0
+        deadline = time.monotonic() + 30
+        while handled < 2 and time.monotonic() < deadline:
+            handled += runner.step()
+        assert handled == 2
+        assert runner.consumer.committed((setup.topic, 0))[0] == 2
+    finally:
+        runner.close()
+    recs = wait_until(lambda: alert_records(kafka_bootstrap, setup.alerts_topic), 30, interval=1,
+                      what="the firing record")
+    assert [(r["event"], r["districts"]) for r in recs] == [("firing", ["mitte"])]
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_mixed_group_shares_partitions_and_rebalances(kafka_bootstrap, topic_prefix):
+    """A kafka-python and a confluent member share one group (a rolling switch of clients): disjoint
+    assignments covering every partition, each message read once, and a member leaving hands its
+    partitions over with revoke/assign noted on both sides."""
+    _needs("confluent")
+    topic, group = f"{topic_prefix}.air", f"{topic_prefix}-group"
+    create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    notes: dict[str, list] = {"kafka-python": [], "confluent": []}
+    members = {}
+    for client in notes:
+        members[client] = open_consumer(
+            _kafka_cfg(client, group), kafka_bootstrap, [topic],
+            on_assign=lambda tps, c=client: notes[c].append(("assigned", sorted(tps))),
+            on_revoke=lambda tps, c=client: notes[c].append(("revoked", sorted(tps))))
+    got: dict[str, list[RawMessage]] = {c: [] for c in members}
+    try:
+        def settled():
+            for c, m in members.items():
+                got[c] += m.poll(timeout_ms=200)
+            parts = [m.assignment() for m in members.values()]
+            return all(len(p) == 1 for p in parts) and sorted(parts[0] + parts[1]) == [(topic, 0), (topic, 1)]
+        wait_until(settled, 60, interval=0, what="one partition per member")
+        values = [json.dumps(_reading("m1", NOW - 60 + i, 1.0)).encode() for i in range(10)]
+        _produce(kafka_bootstrap, topic, [values, values])  # after the group settled: each reads its own
+        wait_until(lambda: settled() and sum(map(len, got.values())) >= 20, 30, interval=0, what="every message")
+        for c, m in members.items():
+            ((tp,),) = [m.assignment()]
+            assert {(x.topic, x.partition) for x in got[c]} <= {tp}
+            m.commit({tp: 10})
+        seen = [(x.partition, x.offset) for msgs in got.values() for x in msgs]
+        assert sorted(seen) == [(p, o) for p in range(PARTITIONS) for o in range(10)]
+        members.pop("confluent").close()
+        assert any(n[0] == "revoked" for n in notes["confluent"])
+        survivor = members["kafka-python"]
+        wait_until(lambda: survivor.poll(timeout_ms=200) == [] and len(survivor.assignment()) == 2, 60,
+                   interval=0, what="the survivor taking both partitions")
+        assert notes["kafka-python"][-1] == ("assigned", [(topic, 0), (topic, 1)])
+        assert {tp: survivor.committed(tp)[0] for tp in survivor.assignment()} == {(topic, 0): 10, (topic, 1): 10}
+    finally:
+        for m in members.values():
+            m.close()
+
+
+@pytest.mark.parametrize(("client", "district_topic", "problem"), [
+    ("kafka-python", "", None),
+    ("confluent", "", None),
+    ("librdkafka", "", "must be 'kafka-python' or 'confluent'"),
+    ("confluent", "districts", "does not support kafka.district_topic"),
+    ("kafka-python", "districts", None),
+])
+def test_client_key_validation(client, district_topic, problem):
+    if client == "confluent":
+        _needs(client)
+    found = [m for k, m in validate(KafkaConfig(client=client, district_topic=district_topic), IngestConfig())
+             if k == "kafka.client"]
+    if problem is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and problem in found[0]
+
+
+def test_confluent_missing_names_the_extra():
+    """Without the package, both the config check and the backend name ``pip install stadtwacht[confluent]``."""
+    code = """
+import sys
+sys.modules["confluent_kafka"] = None  # as if not installed
+from ingest.config import IngestConfig, KafkaConfig, validate
+from ingest.kafka_io import KafkaIOError, open_consumer
+print([m for k, m in validate(KafkaConfig(client="confluent"), IngestConfig()) if k == "kafka.client"])
+try:
+    open_consumer(KafkaConfig(client="confluent"), "127.0.0.1:1", ["t"])
+except KafkaIOError as e:
+    print("raised:", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all("pip install stadtwacht[confluent]" in line for line in lines), out.stdout
+    assert lines[1].startswith("raised:")
+
+
+@pytest.mark.parametrize(("what", "code", "commit_failed"), [
+    ("commit", "REBALANCE_IN_PROGRESS", True),
+    ("commit", "ILLEGAL_GENERATION", True),
+    ("commit", "UNKNOWN_MEMBER_ID", True),
+    ("commit", "_TRANSPORT", False),
+    ("poll", "ILLEGAL_GENERATION", False),
+])
+def test_confluent_errors_reach_the_runner_as_kafka_python_errors(what, code, commit_failed):
+    """The runner catches kafka-python's KafkaError / CommitFailedError: librdkafka errors are raised as those."""
+    _needs("confluent")
+    import confluent_kafka as ck
+    from kafka.errors import CommitFailedError, KafkaError
+
+    from ingest.kafka_confluent import ConfluentConsumerError, _raise
+    from ingest.kafka_io import KafkaIOError
+
+    with pytest.raises(ConfluentConsumerError) as info:
+        _raise(what, ck.KafkaException(ck.KafkaError(getattr(ck.KafkaError, code))))
+    assert isinstance(info.value, KafkaError) and isinstance(info.value, KafkaIOError)
+    assert isinstance(info.value, CommitFailedError) is commit_failed
+    assert info.value.code == code

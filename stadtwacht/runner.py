@@ -93,10 +93,14 @@ class _Checkpoints:
         if not q or time_ns - q[-1][0] >= self.step:
             q.append((time_ns, first_offset))
 
-    def warm_start(self, tp: TP, now_ns: int, next_offset: int) -> int:
-        q = self.samples.get(tp)
-        if not q:
-            return next_offset
+    def committed(self, tp: TP, now_ns: int, next_offset: int) -> int:
+        """Record a commit of next_offset at event time now_ns; return where a warm-up must start.
+
+        A commit can sit at offset 0 (messages deferred from the partition's start): the
+        sample then says 0, never -1, which no consumer can seek to.
+        """
+        self.add(tp, now_ns, max(next_offset - 1, 0))
+        q = self.samples[tp]
         while len(q) > 1 and q[1][0] < now_ns - self.horizon:
             q.popleft()
         return min(q[0][1], next_offset)
@@ -353,7 +357,7 @@ class Runner:
     def _load_local_warm(self) -> dict[TP, int]:
         try:
             raw = json.loads(self._warm_file.read_text(encoding="utf-8"))
-            return {(t, int(p)): int(o) for t, p, o in raw}
+            return {(t, int(p)): int(o) for t, p, o in raw if int(o) >= 0}
         except (OSError, ValueError, TypeError):
             return {}
 
@@ -408,8 +412,7 @@ class Runner:
         now = self.pipeline.now_ns()
         meta = {}
         for tp, off in next_offsets.items():
-            self._checkpoints.add(tp, now, off - 1)
-            meta[tp] = f"warm={self._checkpoints.warm_start(tp, now, off)}"
+            meta[tp] = f"warm={self._checkpoints.committed(tp, now, off)}"
         self._save_local_warm(meta)
         try:
             self.consumer.commit(next_offsets, meta)
@@ -451,7 +454,8 @@ def _parse_warm(meta: str) -> int | None:
     for part in (meta or "").split(";"):
         if part.startswith("warm="):
             try:
-                return int(part[5:])
+                warm = int(part[5:])
             except ValueError:
                 return None
+            return warm if warm >= 0 else None  # -1 was written by releases before the fix in _Checkpoints
     return None

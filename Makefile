@@ -44,4 +44,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .cache bench-results.json tests/artifacts
+	rm -rf $(VENV) .pytest_cache .cache bench-results.json tests/artifacts */__pycache__

@@ -36,10 +36,11 @@ import numpy as np
 from numba import njit
 
 from detection.anomaly_config import AnomalyConfig
+from detection.arrays import prefetch
 from ingest.quantities import QUANTITIES
 from stadtwacht.durations import parse_duration
 
-__all__ = ["AnomalyDetector", "level_changes", "rounds"]
+__all__ = ["AnomalyDetector", "level_changes", "level_changes_of_rows", "rounds"]
 
 _NQ = len(QUANTITIES)
 _K = 3  # raw detectors: spike, step, level shift
@@ -58,6 +59,8 @@ _BS_A, _BS_B = 0.339, 5.510  # Borjesson-Sundberg approximation of the normal ta
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SEASON_MIN_VISITS = 3.0
 _NO_SURPRISE = _K * math.log10(2.0)  # summed -log10 tail of K detectors that are not surprised at all
+_AHEAD = 16  # rows ahead whose state the scoring kernel prefetches
+_RATE_TABLE = 64  # seasonal learning rates precomputed for 0 .. _RATE_TABLE - 1 readings per visit
 
 
 def _alpha(half_life: float) -> float:
@@ -129,6 +132,14 @@ class AnomalyDetector:
         visits[:old] = self._visits
         self._state, self._season, self._visits = state, season, visits
 
+    def reserve(self, sensors: int) -> None:
+        """Room for ``sensors`` sensors with a series each (no copying as they appear; zero pages cost nothing)."""
+        if sensors * _NQ > self._slot_of.size:
+            grown = np.full(sensors * _NQ, -1, np.int32)
+            grown[: self._slot_of.size] = self._slot_of
+            self._slot_of = grown
+        self._grow(sensors)
+
     def nbytes(self) -> int:
         """Bytes held by the series map and the per-series state arrays."""
         return self._slot_of.nbytes + self._state.nbytes + self._season.nbytes + self._visits.nbytes
@@ -143,40 +154,45 @@ class AnomalyDetector:
         self._season[slots] = 0.0
         self._visits[slots] = 0.0
 
-    def _slots(self, key: np.ndarray) -> np.ndarray:
-        """The state row of each series key, giving new series the next free rows."""
-        top = int(key.max()) + 1
+    def _slots(self, rows: np.ndarray, sensor: np.ndarray, quantity: np.ndarray) -> np.ndarray:
+        """The state row of each row's series, giving new series the next free rows (in key order)."""
+        top = _max_key(rows, sensor, quantity) + 1
         if top > self._slot_of.size:
             grown = np.full(max(top, 2 * self._slot_of.size), -1, np.int32)
             grown[: self._slot_of.size] = self._slot_of
             self._slot_of = grown
-        slot = self._slot_of[key]
-        if (slot < 0).any():
-            new = np.unique(key[slot < 0])
+        slot = np.empty(rows.size, np.int32)
+        if _lookup_slots(rows, sensor, quantity, self._slot_of, slot):
+            miss = np.flatnonzero(slot < 0)
+            key = sensor[rows[miss]].astype(np.int64) * _NQ + quantity[rows[miss]]
+            new = np.unique(key)
             lo = self._n_series
             self._n_series = lo + new.size
             self._grow(self._n_series)
             self._slot_of[new] = np.arange(lo, self._n_series, dtype=np.int32)
-            slot = self._slot_of[key]
+            slot[miss] = self._slot_of[key]
         return slot
 
     def update(self, sensor: np.ndarray, quantity: np.ndarray, time: np.ndarray,
                value: np.ndarray) -> np.ndarray:
         """Score a batch of readings (rows of one series in event-time order) and learn from them."""
         sensor = np.asarray(sensor, dtype=np.int64)
-        key = sensor * _NQ + np.asarray(quantity, dtype=np.int64)
+        return self.update_rows(np.arange(sensor.size), sensor, np.asarray(quantity, dtype=np.int64), time, value)
+
+    def update_rows(self, rows: np.ndarray, sensor: np.ndarray, quantity: np.ndarray, time: np.ndarray,
+                    value: np.ndarray) -> np.ndarray:
+        """Score the readings ``rows`` of the columns, in that order (as ``update`` of the selected rows)."""
+        sensor = np.asarray(sensor, dtype=np.int64)
+        quantity = np.asarray(quantity, dtype=np.int64)
         time = np.asarray(time, dtype=np.int64)
         value = np.asarray(value, dtype=np.float64)
-        out = np.zeros(key.size)
-        if key.size == 0:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(rows.size)
+        if rows.size == 0:
             return out
-        slot = self._slots(key)
-        if self._bins > 0:
-            phase_bin = ((time % self._period) * self._bins // self._period).astype(np.int64)
-        else:
-            phase_bin = np.zeros(slot.size, dtype=np.int64)
+        slot = self._slots(rows, sensor, quantity)
         cfg = self.config
-        _score_rows(slot, phase_bin, time, value, self._state, self._season, self._visits, out,
+        _score_rows(rows, slot, time, value, self._state, self._season, self._visits, out,
                     float(cfg.warm_up), float(cfg.threshold), float(cfg.hold_off), float(cfg.range_tolerance),
                     float(cfg.surprise_floor), float(cfg.seasonal_half_life), self._bins, self._period,
                     self._a_base, self._a_fast, self._a_surp, self._a_recent, self._half_score, self._fast_sd,
@@ -215,29 +231,63 @@ def _neg_log10_tail_1(z: float) -> float:
 
 
 @njit(cache=True, error_model="numpy")
-def _score_rows(slot, phase_bin, time, value, state, season, visits_of, out, warm_up, threshold, hold_off,
+def _season_rate(seasonal_half_life: float, per_visit: float) -> float:
+    """Learning rate of a seasonal bin with this many readings per visit (before its 1 / visits floor)."""
+    return 1.0 - 0.5 ** (1.0 / (seasonal_half_life * per_visit))
+
+
+@njit(cache=True, error_model="numpy")
+def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up, threshold, hold_off,
                 range_tolerance, surprise_floor, seasonal_half_life, bins, period, a_base, a_fast, a_surp,
                 a_recent, half_score, fast_sd, learn_from, hold_damping, hold_range_tolerance, a_bar,
                 repeat_penalty, instant_weight):
-    """Score each row in order and learn from it; rows of one series must come in event-time order."""
+    """Score rows ``rows`` (their series' slots in ``slot``) in order and learn from them.
+
+    Rows of one series must come in event-time order.
+    """
     raw = np.empty(_K)
     ra = np.empty(_K)
-    for j in range(slot.size):
+    # The seasonal learning rate of a small whole number of readings per visit (every reading during a
+    # series' first seasonal bin), computed once by the same expression (bit-identical).
+    season_rate = np.empty(_RATE_TABLE)
+    for n in range(_RATE_TABLE):
+        season_rate[n] = _season_rate(seasonal_half_life, np.float64(n))
+    flat_state = state.reshape(state.size)
+    ncol = state.shape[1]
+    flat_season = season.reshape(season.size)
+    flat_visits = visits_of.reshape(visits_of.size)
+    nb = season.shape[1]
+    n_rows = slot.size
+    phase_bin = np.zeros(n_rows, np.int64)  # each row's seasonal bin, computed once (two divisions)
+    if bins > 0:
+        for j in range(n_rows):
+            phase_bin[j] = (time[rows[j]] % period) * bins // period
+    for j in range(n_rows):
+        if j + _AHEAD < n_rows:  # the state of the row _AHEAD rows on: its record and seasonal cells
+            s1 = slot[j + _AHEAD]
+            o1 = s1 * ncol
+            for w in range(0, ncol, 7):  # 56 bytes apart: every cache line of the record
+                prefetch(flat_state, o1 + w)
+            prefetch(flat_state, o1 + ncol - 1)
+            c1 = s1 * nb + phase_bin[j + _AHEAD]
+            prefetch(flat_season, c1)
+            prefetch(flat_visits, c1)
         s = slot[j]
+        row = rows[j]
+        t = time[row]
+        x = value[row]
         b = phase_bin[j]
-        t = time[j]
-        x = value[j]
-        st = state[s]
-        cnt = st[_CNT]
+        o = s * ncol  # the series' state record in flat_state
+        cnt = flat_state[o + _CNT]
         first = cnt == 0
-        mu = x if first else st[_MU]
-        prev = x if first else st[_PREV]
-        vmin = x if first else st[_VMIN]
-        vmax = x if first else st[_VMAX]
+        mu = x if first else flat_state[o + _MU]
+        prev = x if first else flat_state[o + _PREV]
+        vmin = x if first else flat_state[o + _VMIN]
+        vmax = x if first else flat_state[o + _VMAX]
         span = vmax - vmin
         floor = 1e-3 * span + 1e-9 * abs(mu) + 1e-12
-        scale = _np_max(st[_DEV] * _SIGMA_PER_MAD, floor)
-        dscale = _np_max(st[_DDEV] * _SIGMA_PER_MAD, floor)
+        scale = _np_max(flat_state[o + _DEV] * _SIGMA_PER_MAD, floor)
+        dscale = _np_max(flat_state[o + _DDEV] * _SIGMA_PER_MAD, floor)
 
         # Spike surprise against the plain baseline and, once learnt, the seasonal one.
         dev_plain = x - mu
@@ -249,55 +299,58 @@ def _score_rows(slot, phase_bin, time, value, state, season, visits_of, out, war
         off = 0.0
         sscale = 0.0
         if bins > 0:
-            t0 = np.float64(t) if first else st[_T0]
+            t0 = np.float64(t) if first else flat_state[o + _T0]
             cycles = (t - t0) / period
             per_visit = _np_max(cnt / _np_max(cycles * bins, 1.0), 1.0)
             visits = visits_of[s, b]
             seasoned = (cycles >= _SEASON_MIN_VISITS) and (visits / per_visit >= _SEASON_MIN_VISITS - 1.0)
             off = season[s, b]
-            sscale = _np_max(st[_SDEV] * _SIGMA_PER_MAD, floor)
-            if seasoned and st[_SDEV] < st[_DEV]:
+            sscale = _np_max(flat_state[o + _SDEV] * _SIGMA_PER_MAD, floor)
+            if seasoned and flat_state[o + _SDEV] < flat_state[o + _DEV]:
                 resid = dev_plain - off
                 rscale = sscale
         step = x - prev
-        fast = st[_FAST] + a_fast * (resid - st[_FAST])
+        fast = flat_state[o + _FAST] + a_fast * (resid - flat_state[o + _FAST])
         z0 = abs(resid) / rscale
         z1 = abs(step) / dscale
         z2 = abs(fast) / (rscale * fast_sd)
-        raw[0] = np.log1p(_np_min(z0, _RAW_CAP))
-        raw[1] = np.log1p(_np_min(z1, _RAW_CAP))
-        raw[2] = np.log1p(_np_min(z2, _RAW_CAP))
         if first:
-            raw[:] = 0.0
+            for k in range(_K):
+                raw[k] = 0.0
+        else:
+            raw[0] = np.log1p(_np_min(z0, _RAW_CAP))
+            raw[1] = np.log1p(_np_min(z1, _RAW_CAP))
+            raw[2] = np.log1p(_np_min(z2, _RAW_CAP))
 
         # Surprise relative to the series' usual surprise ("anomaly likelihood"), per raw detector; the
         # detectors' -log10 tail probabilities add up (evidence of independent detectors multiplies).
-        l_sum = 0.0
         for k in range(_K):
-            ra[k] = st[_RA + k] + a_recent * (raw[k] - st[_RA + k])
-            spread = np.sqrt(st[_RV + k] + surprise_floor ** 2)
-            zk = (ra[k] - st[_RM + k]) / spread
-            if k == 0 and instant_weight > 0:  # a single gross spike counts on its own, discounted
-                zk = _np_max(zk, instant_weight * (raw[k] - st[_RM + k]) / spread)
-            l_sum += _neg_log10_tail_1(zk)
-        bar = st[_BAR]
-        surprise = _np_max(l_sum - _NO_SURPRISE - bar, 0.0)
-        score = surprise / (surprise + half_score)
-        hold = st[_HOLD]
-        if hold > 0:
-            score = hold_damping * score
-        if range_tolerance > 0 and span > 0:
-            tol = (hold_range_tolerance if hold > 0 else range_tolerance) * span
-            if x > vmax + tol or x < vmin - tol:
-                score = 1.0
-        if not cnt >= warm_up:
-            score = 0.0
+            ra[k] = flat_state[o + _RA + k] + a_recent * (raw[k] - flat_state[o + _RA + k])
+        bar = flat_state[o + _BAR]
+        hold = flat_state[o + _HOLD]
+        score = 0.0  # during the warm-up the score is 0 whatever the evidence: its maths is skipped
+        if cnt >= warm_up:
+            l_sum = 0.0
+            for k in range(_K):
+                spread = np.sqrt(flat_state[o + _RV + k] + surprise_floor ** 2)
+                zk = (ra[k] - flat_state[o + _RM + k]) / spread
+                if k == 0 and instant_weight > 0:  # a single gross spike counts on its own, discounted
+                    zk = _np_max(zk, instant_weight * (raw[k] - flat_state[o + _RM + k]) / spread)
+                l_sum += _neg_log10_tail_1(zk)
+            surprise = _np_max(l_sum - _NO_SURPRISE - bar, 0.0)
+            score = surprise / (surprise + half_score)
+            if hold > 0:
+                score = hold_damping * score
+            if range_tolerance > 0 and span > 0:
+                tol = (hold_range_tolerance if hold > 0 else range_tolerance) * span
+                if x > vmax + tol or x < vmin - tol:
+                    score = 1.0
         detected = score >= threshold
         if hold_off > 0:
             hold = hold_off if detected else _np_max(hold - 1.0, 0.0)
         if cnt >= warm_up:
             bar = (1.0 - a_bar) * bar + (repeat_penalty if detected else 0.0)
-        st[_BAR] = bar
+        flat_state[o + _BAR] = bar
         out[j] = score
 
         # Learn.
@@ -306,35 +359,60 @@ def _score_rows(slot, phase_bin, time, value, state, season, visits_of, out, war
         limit = np.inf if cnt < _UNCLIPPED else _CLIP * scale
         clipped = _clip(dev_plain, -limit, limit)
         dlimit = np.inf if cnt < _UNCLIPPED else _CLIP * dscale
-        dev_old = st[_DEV]
-        sdev_old = st[_SDEV]
-        ddev_old = st[_DDEV]
-        st[_CNT] = cnt + 1.0
-        st[_MU] = mu + a * clipped
-        st[_DEV] = dev_old + a * (abs(clipped) - dev_old)
-        st[_PREV] = x
-        st[_DDEV] = 0.0 if first else ddev_old + a * (_np_min(abs(step), dlimit) - ddev_old)
-        st[_FAST] = 0.0 if first else fast
-        st[_VMIN] = _np_min(vmin, x)
-        st[_VMAX] = _np_max(vmax, x)
-        st[_HOLD] = hold
+        dev_old = flat_state[o + _DEV]
+        sdev_old = flat_state[o + _SDEV]
+        ddev_old = flat_state[o + _DDEV]
+        flat_state[o + _CNT] = cnt + 1.0
+        flat_state[o + _MU] = mu + a * clipped
+        flat_state[o + _DEV] = dev_old + a * (abs(clipped) - dev_old)
+        flat_state[o + _PREV] = x
+        flat_state[o + _DDEV] = 0.0 if first else ddev_old + a * (_np_min(abs(step), dlimit) - ddev_old)
+        flat_state[o + _FAST] = 0.0 if first else fast
+        flat_state[o + _VMIN] = _np_min(vmin, x)
+        flat_state[o + _VMAX] = _np_max(vmax, x)
+        flat_state[o + _HOLD] = hold
         n_s = cnt - learn_from
         a_s = 0.0 if n_s < 0 else _np_max(a_surp, 1.0 / _np_max(n_s + 1.0, 1.0))
         for k in range(_K):
-            rm = st[_RM + k]
-            rv = st[_RV + k]
+            rm = flat_state[o + _RM + k]
+            rv = flat_state[o + _RV + k]
             d = raw[k] - rm
-            st[_RM + k] = rm + a_s * d
-            st[_RV + k] = (1.0 - a_s) * (rv + a_s * d * d)
-            st[_RA + k] = raw[k] if first else ra[k]
+            flat_state[o + _RM + k] = rm + a_s * d
+            flat_state[o + _RV + k] = (1.0 - a_s) * (rv + a_s * d * d)
+            flat_state[o + _RA + k] = raw[k] if first else ra[k]
         if bins > 0:
             slimit = np.inf if cnt < _UNCLIPPED else _CLIP * sscale
             sclip = _clip(dev_plain - off, -slimit, slimit)
-            a_b = _np_max(1.0 - 0.5 ** (1.0 / (seasonal_half_life * per_visit)), 1.0 / (visits + 1.0))
+            if per_visit < _RATE_TABLE and per_visit == np.floor(per_visit):
+                rate = season_rate[np.int64(per_visit)]
+            else:
+                rate = _season_rate(seasonal_half_life, per_visit)
+            a_b = _np_max(rate, 1.0 / (visits + 1.0))
             season[s, b] = off + a_b * _clip(dev_plain - off, -limit, limit)
             visits_of[s, b] = visits + 1.0
-            st[_T0] = t0
-            st[_SDEV] = sdev_old + a * (abs(sclip) - sdev_old) if seasoned else st[_DEV]
+            flat_state[o + _T0] = t0
+            flat_state[o + _SDEV] = sdev_old + a * (abs(sclip) - sdev_old) if seasoned else flat_state[o + _DEV]
+
+
+@njit(cache=True)
+def _max_key(rows, sensor, quantity):
+    """The largest series key of the rows."""
+    top = -1
+    for r in rows:
+        top = max(top, sensor[r] * _NQ + quantity[r])
+    return top
+
+
+@njit(cache=True)
+def _lookup_slots(rows, sensor, quantity, slot_of, slot):
+    """Each row's series slot into ``slot`` (-1: a new series); returns how many rows have none yet."""
+    missing = 0
+    for j in range(rows.size):
+        r = rows[j]
+        s = slot_of[sensor[r] * _NQ + quantity[r]]
+        slot[j] = s
+        missing += s < 0
+    return missing
 
 
 @njit(cache=True)
@@ -345,6 +423,21 @@ def level_changes(sensor, quantity, score, threshold, level_of, ev_row):
         lv = 1 if score[j] >= threshold else 0
         if lv != level_of[sensor[j], quantity[j]]:
             level_of[sensor[j], quantity[j]] = lv
+            ev_row[n_ev] = j
+            n_ev += 1
+    return n_ev
+
+
+@njit(cache=True)
+def level_changes_of_rows(rows, sensor, quantity, score, threshold, level_of, ev_row):
+    """``level_changes`` of the rows ``rows`` of the columns (``score[j]`` that of ``rows[j]``)."""
+    n_ev = 0
+    for j in range(rows.size):
+        i = sensor[rows[j]]
+        q = quantity[rows[j]]
+        lv = 1 if score[j] >= threshold else 0
+        if lv != level_of[i, q]:
+            level_of[i, q] = lv
             ev_row[n_ev] = j
             n_ev += 1
     return n_ev

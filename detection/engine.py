@@ -17,11 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from detection.anomaly import AnomalyDetector, level_changes
+from detection.anomaly import AnomalyDetector, level_changes_of_rows
 from detection.arrays import grown, prefetch
 from detection.config import DetectionConfig, RuleConfig
 from detection.events import DetectionBatch, RuleInfo, hazard_code, kind_code
-from detection.health import HEALTH_KINDS, RANGE, STALE, STUCK, HealthTracker, health_row, stale_limit
+from detection.health import (
+    H_BAND_BE,
+    HEALTH_KINDS,
+    RANGE,
+    STALE,
+    STUCK,
+    HealthTracker,
+    health_row,
+    stale_after,
+    stale_limit,
+)
 from detection.health import RECORD_HEAD as HEALTH_HEAD
 from detection.rules import NEVER, R_AGG, R_LEVEL, R_SENSOR, CompiledRule, T, any_on, firing_level, rule_row
 from detection.rules import RECORD_HEAD as RULE_HEAD
@@ -39,6 +49,7 @@ _E_SENSOR, _E_QUANTITY, _E_RULE, _E_KIND, _E_HAZARD, _E_LEVEL, _E_PREV, _E_TIME 
 _KIND_STALE = kind_code("stale")
 _AHEAD = 64  # rows ahead whose state the fused kernel prefetches
 _SENSOR_HAZARD = hazard_code("sensor")
+_FAR = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,28 +119,37 @@ class DetectionEngine:
             new = max(n, 2 * self.capacity, 64)
             self.health.grow(new)
             self.anomaly_level = grown(self.anomaly_level, new, 0)
+            if self.anomaly is not None:
+                self.anomaly.reserve(new)
             self.slot_of = grown(self.slot_of, new, _NO_MATCH)
             self._counts = np.zeros(new + 1, np.int64)
             self.capacity = new
         if n > self.matched_upto:
             names = self.sensors.names[self.matched_upto: n]
+            hits: dict[tuple[str, ...], np.ndarray] = {}  # rules with one selection share its matching
             for i, r in enumerate(self.rules):
-                hit = r.matches(names)
+                hit = hits.get(r.selection)
+                if hit is None:
+                    hit = hits[r.selection] = r.matches(names)
                 self.slot_of[self.matched_upto: n, i] = np.where(hit, _NO_SLOT, _NO_MATCH)
                 r.row[T.MATCHED] += int(hit.sum())
             self.matched_upto = n
 
-    def _grow_rule(self, i: int) -> None:
+    def _grow_rule(self, i: int, pending: np.ndarray) -> None:
         """Double rule i's region (its slots are full), and those of rules at least half full with it.
 
         Growing rules together keeps the number of arena rebuilds (each copies every region) logarithmic
-        in the number of sensors instead of proportional to the number of rules.
+        in the number of sensors instead of proportional to the number of rules. ``pending`` (per rule:
+        sensors of the rest of the batch that will take a new slot) makes each region at least big enough
+        for the batch, so that a batch of many new sensors rebuilds the arena once, not once per doubling.
         """
         caps = self.table[:, T.CAPACITY].copy()
         slots = self.table[:, T.SLOTS]
         due = (slots * 2 >= caps) & (slots < self.table[:, T.MATCHED])
         due[i] = True
         caps[due] = np.maximum(2 * caps[due], 1024)
+        short = slots + pending > caps
+        caps[short] = slots[short] + pending[short]
         self._rebuild_arena(caps)
 
     def _rebuild_arena(self, caps: np.ndarray) -> None:
@@ -211,13 +231,14 @@ class DetectionEngine:
             start, n_ev, n_ok, full = _process_rows(
                 order, start, sensor, quantity, time, value, self._limits, self.health.newest,
                 self.health.interval, self.health.flags, self.health.primary, self.health.head, self.health.records,
-                self.health.rel_tol, self.health.params(), self.slot_of, self.table, self.rules_of,
-                self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self._ev_int, self._ev_float,
-                n_ev, ok, n_ok)
+                self.health.rel_tol, self.health.params(), self.health.stale_due, self.slot_of, self.table,
+                self.rules_of, self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self._ev_int,
+                self._ev_float, n_ev, ok, n_ok)
             if start >= order.size:
                 break
             if full >= 0:
-                self._grow_rule(full)
+                self._grow_rule(full, _pending_slots(order, start, sensor, quantity, self.slot_of, self.rules_of,
+                                                     self.n_rules_of, len(self.rules)))
             else:
                 self._grow_events()
         events = self._events(n_ev)
@@ -233,7 +254,7 @@ class DetectionEngine:
         while True:
             phase, start, n_ev = _tick(
                 now_ns, len(self.sensors), phase, start, h.newest, h.interval, h.flags, h.primary, h.stale_min,
-                float(h.cfg.stale_factor), self.slot_of, self.table, self.levels, self.clear, self.for_ns,
+                float(h.cfg.stale_factor), h.stale_due, self.slot_of, self.table, self.levels, self.clear, self.for_ns,
                 self.arena, self._ev_int, self._ev_float, n_ev)
             if phase < 0:
                 break
@@ -265,18 +286,19 @@ class DetectionEngine:
 
     def _anomalies(self, rows: np.ndarray, sensor, quantity, time, value) -> DetectionBatch:
         """Score the batch's accepted in-range rows (in (sensor, time) order) and return the transitions."""
-        s, q, t = sensor[rows], quantity[rows], time[rows]
-        score = self.anomaly.update(s, q, t, value[rows])
+        score = self.anomaly.update_rows(rows, sensor, quantity, time, value)
         threshold = self.config.anomaly.threshold
         row = np.empty(rows.size, np.int64)
-        row = row[: level_changes(s, q, score, threshold, self.anomaly_level, row)]
+        row = row[: level_changes_of_rows(rows, sensor, quantity, score, threshold, self.anomaly_level, row)]
         if row.size == 0:
             return DetectionBatch.empty()
+        src = rows[row]
         level = (score[row] >= threshold).astype(np.int8)
         k = row.size
         return DetectionBatch(
-            s[row], q[row], np.full(k, self._anomaly_rule, np.int16), np.full(k, kind_code("anomaly"), np.uint8),
-            np.full(k, _SENSOR_HAZARD, np.uint8), level, 1 - level, score[row], np.full(k, threshold), t[row])
+            sensor[src], quantity[src], np.full(k, self._anomaly_rule, np.int16),
+            np.full(k, kind_code("anomaly"), np.uint8), np.full(k, _SENSOR_HAZARD, np.uint8), level, 1 - level,
+            score[row], np.full(k, threshold), time[src])
 
 
 def _by_time(events: DetectionBatch) -> DetectionBatch:
@@ -285,6 +307,23 @@ def _by_time(events: DetectionBatch) -> DetectionBatch:
         return events
     order = np.argsort(events.time, kind="stable")
     return events.take(order)
+
+
+@njit(cache=True)
+def _pending_slots(order, start, sensor, quantity, slot_of, rules_of, n_rules_of, n_rules):
+    """Per rule: the sensors of rows ``order[start:]`` (by sensor) that have no slot in it yet and will take one."""
+    out = np.zeros(n_rules, np.int64)
+    last = np.full(n_rules, -1, np.int64)
+    for jj in range(start, order.size):
+        j = order[jj]
+        i = sensor[j]
+        q = quantity[j]
+        for m in range(n_rules_of[q]):
+            r = rules_of[q, m]
+            if slot_of[i, r] == _NO_SLOT and last[r] != i:
+                last[r] = i
+                out[r] += 1
+    return out
 
 
 @njit(cache=True)
@@ -345,7 +384,7 @@ def _order_rows(sensor, time, newest, late_ns, counts, late, order):
     return m, t_min
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _emit(ev, evf, n, sensor, quantity, rule, kind, hazard, level, prev, value, threshold, time):
     ev[n, 0] = sensor
     ev[n, 1] = quantity
@@ -360,15 +399,15 @@ def _emit(ev, evf, n, sensor, quantity, rule, kind, hazard, level, prev, value, 
     return n + 1
 
 
-@njit(cache=True)
-def _boundary(levels, clear, K, prev, new):
-    """The boundary crossed: level new's bound rising, the clear bound of level prev falling."""
+@njit(cache=True, inline="always")
+def _boundary(levels, clear, r, K, prev, new):
+    """The boundary crossed by rule r: level new's bound rising, the clear bound of level prev falling."""
     if new > prev:
-        return levels[min(max(new - 1, 0), K - 1)]
-    return clear[min(max(prev - 1, 0), K - 1)]
+        return levels[r, min(max(new - 1, 0), K - 1)]
+    return clear[r, min(max(prev - 1, 0), K - 1)]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
     """Sensor i is faulty: every hazard level it holds drops to 0."""
     for r in range(table.shape[0]):
@@ -385,8 +424,8 @@ def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
 
 @njit(cache=True, error_model="numpy")
 def _process_rows(order, start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
-                  rel_tol, hparams, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev, evf,
-                  n_ev, ok, n_ok):
+                  rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev,
+                  evf, n_ev, ok, n_ok):
     """Health, then suppression and every rule of the row's quantity, row by row in ``order``.
 
     Stops early, before a row, when the event buffers might overflow or a rule needs a slot and
@@ -400,31 +439,49 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
     stale_min, stale_factor = hparams[10], hparams[11]
     h_stride, h_w, h_B, h_BW = hparams[0], hparams[3], hparams[1], hparams[2]
     m_rows = order.size
+    # flat views for prefetching (a row view per prefetch would cost reference counting each time)
+    slot_flat = slot_of.reshape(slot_of.size)
+    hhead_flat = hhead.reshape(hhead.size)
+    h_cols = hhead.shape[1]
     for jj in range(start, m_rows):
         if jj + 2 * _AHEAD < m_rows:  # the slot table and health arrays two steps ahead
             i2 = sensor[order[jj + 2 * _AHEAD]]
-            prefetch(slot_of[i2], 0)
+            prefetch(slot_flat, i2 * R)
             prefetch(newest, i2)
             prefetch(interval, i2)
-            prefetch(hhead[i2], 0)
+            prefetch(hhead_flat, i2 * h_cols)
         if jj + _AHEAD < m_rows:  # the records one step ahead: heads and the buckets the row will touch
             j1 = order[jj + _AHEAD]
             i1 = sensor[j1]
             t1 = time[j1]
             h1 = i1 * h_stride
-            prefetch(hrec, h1 + HEALTH_HEAD + ((t1 // h_w) % h_B) * h_BW)
+            tn1 = max(t1, newest[i1])
+            be1 = tn1 // h_w
+            if be1 > hhead[i1, H_BAND_BE]:  # the row will judge the band: all of it
+                for w in range(HEALTH_HEAD, h_stride, 8):
+                    prefetch(hrec, h1 + w)
+                prefetch(hrec, h1 + h_stride - 1)
+            else:
+                b1 = be1 if tn1 == t1 else t1 // h_w
+                prefetch(hrec, h1 + HEALTH_HEAD + (b1 % h_B) * h_BW)
             q1 = quantity[j1]
             for m in range(n_rules_of[q1]):
                 r = rules_of[q1, m]
                 sl = slot_of[i1, r]
                 if sl >= 0:
-                    rec = table[r, T.OFFSET] + sl * table[r, T.STRIDE]
+                    stride = table[r, T.STRIDE]
+                    rec = table[r, T.OFFSET] + sl * stride
                     prefetch(arena, rec)
                     prefetch(arena, rec + 8)
                     B = table[r, T.BUCKETS]
                     if B:
-                        prefetch(arena, rec + RULE_HEAD + 2 * table[r, T.LEVELS]
-                                 + ((t1 // table[r, T.WIDTH]) % B) * table[r, T.BUCKET_WORDS])
+                        w0 = rec + RULE_HEAD + 2 * table[r, T.LEVELS]
+                        if table[r, T.CODE] != 0:  # an aggregate evaluated by a scan of all buckets
+                            for w in range(w0, rec + stride, 8):
+                                prefetch(arena, w)
+                            prefetch(arena, rec + stride - 1)
+                        else:
+                            prefetch(arena, w0 + ((t1 // table[r, T.WIDTH]) % B) * table[r, T.BUCKET_WORDS])
         if n_ev + 3 + R > ev.shape[0]:
             return jj, n_ev, n_ok, -1
         j = order[jj]
@@ -441,6 +498,9 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
         tn = t if t > nw else nw  # the sensor's event-time clock at this row
         old, new, silence, spread, allowed = health_row(i, q, t, v, bad, tn, newest, interval, flags, primary,
                                                         hhead, hrec, hf, rel_tol, hparams)
+        due = tn + stale_after(stale_limit(interval[i], stale_min, stale_factor))  # sensor i is not stale before
+        if due < stale_due[0]:
+            stale_due[0] = due
         if old & STALE:
             lim = stale_limit(interval[i], stale_min, stale_factor)
             n_ev = _emit(ev, evf, n_ev, i, q, n_rules, _KIND_STALE, _SENSOR_HAZARD, 0, 1, silence / 1e9,
@@ -481,23 +541,27 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
             K = table[r, T.LEVELS]
             lv, prev, agg = rule_row(arena, f, rec, table[r, T.MODE], table[r, T.CODE], table[r, T.BUCKETS],
                                      table[r, T.BUCKET_WORDS], table[r, T.WIDTH], table[r, T.BASE], K,
-                                     table[r, T.KEEP], levels[r], clear[r], for_ns[r], t, v, tn, bad, faulty)
+                                     table[r, T.KEEP], levels, clear, for_ns, r, t, v, tn, bad, faulty)
             if lv != prev:
                 n_ev = _emit(ev, evf, n_ev, i, q, r, table[r, T.KIND], table[r, T.HAZARD], lv, prev, agg,
-                             _boundary(levels[r], clear[r], K, prev, lv), tn)
+                             _boundary(levels, clear, r, K, prev, lv), tn)
     return order.size, n_ev, n_ok, -1
 
 
 @njit(cache=True, error_model="numpy")
-def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_min, stale_factor, slot_of, table,
-          levels, clear, for_ns, arena, ev, evf, n_ev):
+def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_min, stale_factor, stale_due, slot_of,
+          table, levels, clear, for_ns, arena, ev, evf, n_ev):
     """Sensors turning stale (and their levels dropping), then `for`/keep_firing_for of timed rules.
 
-    Resumable: returns (phase, position, events) to continue from when the buffers fill, phase -1 when done.
+    The scan of all sensors is skipped while ``now`` is before ``stale_due[0]`` (no sensor can be stale
+    yet); a scan sets it anew from the sensors not stale. Resumable: returns (phase, position, events) to
+    continue from when the buffers fill, phase -1 when done.
     """
     R = table.shape[0]
     f = arena.view(np.float64)
-    if phase == 0:
+    if phase == 0 and (start > 0 or now >= stale_due[0]):
+        if start == 0:
+            stale_due[1] = _FAR
         for i in range(start, n_sensors):
             if n_ev + 1 + R > ev.shape[0]:
                 return 0, i, n_ev
@@ -511,6 +575,12 @@ def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_
                 n_ev = _emit(ev, evf, n_ev, i, primary[i], R, _KIND_STALE, _SENSOR_HAZARD, 1, 0, silence / 1e9,
                              lim / 1e9, now)
                 n_ev = _suppress(i, now, slot_of, table, arena, f, ev, evf, n_ev)
+            else:
+                due = nw + stale_after(lim)
+                if due < stale_due[1]:
+                    stale_due[1] = due
+        stale_due[0] = stale_due[1]
+    if phase == 0:
         phase, start = 1, 0
     # phase 1 (position: rule * 2**32 + slot)
     r0, s0 = start >> 32, start & 0xFFFFFFFF
@@ -530,11 +600,11 @@ def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_
                 continue
             i = arena[rec + R_SENSOR]
             at = max(newest[i], now)
-            lv = firing_level(arena, rec, K, keep, for_ns[r], at)
+            lv = firing_level(arena, rec, K, keep, for_ns, r, at)
             if flags[i] != 0:
                 lv = 0
             if lv != prev:
                 n_ev = _emit(ev, evf, n_ev, i, table[r, T.QUANTITY], r, table[r, T.KIND], table[r, T.HAZARD], lv,
-                             prev, f[rec + R_AGG], _boundary(levels[r], clear[r], K, prev, lv), at)
+                             prev, f[rec + R_AGG], _boundary(levels, clear, r, K, prev, lv), at)
                 arena[rec + R_LEVEL] = lv
     return -1, 0, n_ev

@@ -22,7 +22,8 @@ from detection.windows import AGG_CODE, bucket_count, bucket_fill, bucket_words,
 from ingest.quantities import QUANTITIES, QUANTITY_CODE
 from stadtwacht.durations import parse_duration
 
-__all__ = ["HEALTH_KINDS", "RANGE", "RECORD_HEAD", "STALE", "STUCK", "HealthTracker", "health_row", "stale_limit"]
+__all__ = ["HEALTH_KINDS", "H_BAND_BE", "RANGE", "RECORD_HEAD", "STALE", "STUCK", "HealthTracker", "health_row",
+           "stale_after", "stale_limit"]
 
 #: Health kinds in the order of the engine's pseudo-rules.
 HEALTH_KINDS: tuple[str, ...] = ("stale", "stuck", "range")
@@ -63,6 +64,9 @@ class HealthTracker:
         self.primary = np.zeros(0, np.uint8)  # first-seen quantity
         self.head = np.zeros((0, 4), np.int64)  # H_* per sensor
         self.records = np.zeros(0, np.int64)  # capacity x stride words: the band windows
+        # [0]: no sensor can turn stale before this event time (a lower bound; the time-driven check skips
+        # its scan of all sensors until then), [1]: scratch of that check
+        self.stale_due = np.full(2, np.iinfo(np.int64).max, np.int64)
 
     def grow(self, n: int) -> None:
         if n <= self.capacity:
@@ -74,8 +78,10 @@ class HealthTracker:
         self.primary = grown(self.primary, new, _NO_QUANTITY)
         self.head = grown(self.head, new, 0)
         self.head[self.capacity:] = self.head_template
-        self.records = grown(self.records.reshape(-1, self.stride), new, 0).reshape(-1)
-        self.records.reshape(-1, self.stride)[self.capacity:] = self.template
+        records = np.empty((new, self.stride), np.int64)  # written once: old records, then empty ones
+        records[: self.capacity] = self.records.reshape(-1, self.stride)
+        records[self.capacity:] = self.template
+        self.records = records.reshape(-1)
         self.capacity = new
 
     def reset(self, sensor_mask: np.ndarray) -> None:
@@ -107,7 +113,7 @@ class HealthTracker:
                 float(cfg.stuck_min_readings), self.stuck_for, self.stale_min, float(cfg.stale_factor))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def stale_limit(interval, stale_min, stale_factor):
     """How long a sensor with this learned interval may be silent (ns, float)."""
     if interval != interval:
@@ -115,7 +121,21 @@ def stale_limit(interval, stale_min, stale_factor):
     return max(stale_factor * interval, np.float64(stale_min))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
+def stale_after(lim):
+    """Whole ns of silence that surely do not reach ``stale_limit`` ``lim`` (a margin for float rounding).
+
+    ``silence > lim`` compares the int64 silence converted to float64 (off by at most 2**10 ns below 2**63):
+    a silence below ``int(lim) - 2**20`` is never above ``lim``. A NaN or huge limit never makes a sensor stale.
+    """
+    if not lim < 2.0**61:
+        return np.int64(2**61)
+    if lim < -(2.0**61):  # (a misconfigured negative limit: no skipping)
+        return np.int64(-(2**61))
+    return np.int64(lim) - np.int64(2**20)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def health_row(i, q, t, v, bad, tn, newest, interval, flags, primary, hd, a, f, rel_tol, params):
     """Health after one row of sensor ``i`` (``tn`` its clock including the row).
 

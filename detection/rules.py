@@ -79,6 +79,9 @@ class CompiledRule:
         self.n_levels = len(cfg.levels)
         self.pattern = cfg.sensor_pattern()
         self.match_all = cfg.sensors == "*" or cfg.sensors == ["*"]
+        #: The ``sensors`` selection as a tuple (rules with equal selections match the same sensors).
+        self.selection = (cfg.sensors,) if isinstance(cfg.sensors, str) else tuple(cfg.sensors)
+        self._plain = _plain_selection(self.selection)
         self.mode = _EACH
         if self.window_ns > 0:
             self.mode = _LAST if cfg.aggregate == "last" else _WINDOW
@@ -130,6 +133,11 @@ class CompiledRule:
         """Which of these sensor ids the rule's ``sensors`` selection takes."""
         if self.match_all:
             return np.ones(len(names), bool)
+        if self._plain is not None:  # ids and "prefix*" globs: no regular expression needed
+            ids, prefixes = self._plain
+            if not ids:
+                return np.array([s.startswith(prefixes) for s in names], bool)
+            return np.array([s in ids or s.startswith(prefixes) for s in names], bool)
         match = self.pattern.match
         return np.fromiter((match(s) is not None for s in names), bool, count=len(names))
 
@@ -142,9 +150,30 @@ class CompiledRule:
         return int(self.n_slots * self.stride * 8)
 
 
-@njit(cache=True, error_model="numpy")
-def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_ns, t, v, tn, bad, faulty):
+def _plain_selection(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """The selection as (exact ids, id prefixes) when each pattern is an id or "prefix*", else None.
+
+    Such a selection matches exactly the names ``fnmatch``'s translation matches: an id only itself,
+    "prefix*" every name starting with the prefix.
+    """
+    ids: set[str] = set()
+    prefixes: list[str] = []
+    for p in patterns:
+        body = p[:-1] if p.endswith("*") else p
+        if any(c in "*?[" for c in body):
+            return None
+        if p.endswith("*"):
+            prefixes.append(body)
+        else:
+            ids.add(p)
+    return frozenset(ids), tuple(prefixes)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_ns, r, t, v, tn, bad, faulty):
     """One reading of the rule's quantity for the record at word ``rec``: aggregate, hysteresis, `for`, keep.
+
+    ``levels``, ``clear`` and ``for_ns`` are the engine's per-rule tables, ``r`` the rule's row in them.
 
     Returns (level, previous level, aggregate); the record's level is updated (0 while ``faulty``).
     """
@@ -164,14 +193,14 @@ def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_
     since = rec + _HEAD
     # hysteresis per level (NaN: no change); "on" is since != NEVER
     for k in range(K):
-        if agg >= levels[k]:
+        if agg >= levels[r, k]:
             if a[since + k] == NEVER:
                 a[since + k] = tn
-        elif agg < clear[k]:
+        elif agg < clear[r, k]:
             a[since + k] = NEVER
     if agg == agg:
         f[rec + R_AGG] = agg
-    lv = firing_level(a, rec, K, keep, for_ns, tn)
+    lv = firing_level(a, rec, K, keep, for_ns, r, tn)
     if faulty:
         lv = 0
     prev = a[rec + R_LEVEL]
@@ -179,15 +208,15 @@ def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_
     return lv, prev, agg
 
 
-@njit(cache=True, error_model="numpy")
-def firing_level(a, rec, K, keep, for_ns, now):
-    """The level the record is at by time ``now`` (records firing), for time-driven checks."""
+@njit(cache=True, error_model="numpy", inline="always")
+def firing_level(a, rec, K, keep, for_ns, r, now):
+    """The level the record is at by time ``now`` (records firing), for time-driven checks (`for`: ``for_ns[r]``)."""
     since = rec + _HEAD
     fire = since + K
     lv = 0
     for k in range(K):
         s = a[since + k]
-        fired = s != NEVER and now - s >= for_ns[k]
+        fired = s != NEVER and now - s >= for_ns[r, k]
         if fired:
             a[fire + k] = now
         if fired or (keep > 0 and now < a[fire + k] + keep):
@@ -195,7 +224,7 @@ def firing_level(a, rec, K, keep, for_ns, now):
     return lv
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def any_on(a, rec, K):
     """Whether any level's condition is on (its hysteresis state)."""
     since = rec + _HEAD

@@ -7,10 +7,12 @@ timestamps, positions) runs vectorised over the poll batch.
 
 Columnar path (the common case): the compiled scanner of
 :mod:`ingest.reading_scanner` reads the concatenated bytes of the poll batch
-straight into columns for every message of the common well-formed shapes; sensor
-ids are resolved once per distinct id per poll. Messages it does not take go
-through the struct paths below, so results and dead letters are exactly those
-of the strict path.
+straight into columns for every message of the common well-formed shapes; it
+resolves the sensor ids already in the index itself (a byte table mirroring the
+index, :class:`ingest.reading_scanner.SensorTable`), new ids are looked up once
+per distinct id per poll, and the per-value checks run as one compiled pass.
+Messages it does not take go through the struct paths below, so results and
+dead letters are exactly those of the strict path.
 
 Struct fast path: messages are decoded with the time kept as a string (no
 datetime object per reading, structs untracked by the garbage collector) and
@@ -23,6 +25,7 @@ strict schema, so results and dead letters are exactly those of the strict path.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -37,7 +40,7 @@ import numpy as np
 from ingest.batch import ReadingBatch
 from ingest.deadletter import DeadLetter
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
-from ingest.reading_scanner import ScanResult, group_spans, scan_messages
+from ingest.reading_scanner import ScanResult, SensorTable, expand_check, group_spans, scan_messages
 from ingest.sensor_index import SensorIndex
 
 __all__ = ["SENSOR_ID_PATTERN", "DecodeLimits", "Decoded", "RawMessage", "Reading", "ReadingDecoder", "rfc3339_us"]
@@ -73,9 +76,12 @@ class _FastReading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     lon: float = _NAN
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """The part of a Kafka record ingest needs (also built by replay from files)."""
+class RawMessage(msgspec.Struct, frozen=True, gc=False):
+    """The part of a Kafka record ingest needs (also built by replay from files).
+
+    A frozen struct rather than a frozen dataclass: consumers build one per record, and this
+    constructs several times faster and is not tracked by the garbage collector (no cycles).
+    """
 
     topic: str
     partition: int
@@ -135,10 +141,16 @@ class ReadingDecoder:
         #: Messages taken by the compiled scanner, and those decoded through the structs (counts since start).
         self.columnar_messages = 0
         self.struct_messages = 0
+        self._known = SensorTable()  # the ids of ``_known_of`` (the sensor index), for the scanner to resolve
+        self._joined = io.BytesIO()  # a poll's values end to end (see _scan)
+        self._known_of: SensorIndex | None = None
+        self._part_codes: dict[tuple[str, int], int] = {}  # partition codes of ``_known_of`` seen so far
 
     def decode(self, messages: list[RawMessage]) -> Decoded:
         """Decode a poll batch; per-message Python work only for messages the scanner does not take."""
-        scan = self._scan(messages) if self.columnar and messages else None
+        self._sync_sensors()
+        topics = list(map(_get_topic, messages))
+        scan = self._scan(messages, topics) if self.columnar and messages else None
         strict: set[int] = set()
         while True:
             readings, msg_of, elem_of, dead, slow = self._decode_messages(messages, strict, scan)
@@ -153,26 +165,66 @@ class ReadingDecoder:
         cols = self._columns(scan, readings, msg_of, elem_of, time_us)
         if cols is None:
             return Decoded(ReadingBatch.empty(), dead)
-        return self._finish(messages, cols, dead)
+        return self._finish(messages, topics, cols, dead)
 
-    def _scan(self, messages: list[RawMessage]) -> tuple[ScanResult, bytes] | None:
-        """The compiled scanner over the whole poll batch (messages it may take: not community, sized right)."""
+    def _scan(self, messages: list[RawMessage], topics: list[str]) -> _Scan:
+        """The compiled scanner over the whole poll batch (messages it may take: not community, sized right),
+        with the distinct ids it did not find in the index (in order of first appearance) and each such
+        reading's one among them."""
         n = len(messages)
         values = list(map(_get_value, messages))
-        if None in values:  # tombstones
+        try:
+            length = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        except TypeError:  # tombstones (None)
             values = [v or b"" for v in values]
-        length = np.fromiter(map(len, values), dtype=np.int64, count=n)
+            length = np.fromiter(map(len, values), dtype=np.int64, count=n)
         ends = np.cumsum(length)
         take = (length > 0) & (length <= self.limits.max_message_bytes)
-        if self.community_topics:
-            take &= ~np.fromiter(map(self.community_topics.__contains__, map(_get_topic, messages)), dtype=bool,
-                                 count=n)
-        joined = b"".join(values)
-        buf = np.frombuffer(joined, dtype=np.uint8)
-        return scan_messages(buf, ends - length, ends, take, self.limits.max_readings_per_message), joined
+        community = self.community_topics
+        if community:
+            if topics.count(topics[0]) == n:  # one topic (one membership test)
+                take &= topics[0] not in community
+            else:
+                take &= ~np.fromiter(map(community.__contains__, topics), dtype=bool, count=n)
+        self._known.sync(self.sensors.names)
+        # the values laid end to end in a buffer kept between polls: a fresh join of a large poll costs a
+        # page fault per 4 KiB on every poll
+        joined = self._joined
+        try:
+            joined.seek(0)
+            joined.writelines(values)
+        except BufferError:  # still exported (a view kept alive elsewhere): start a new buffer
+            joined = self._joined = io.BytesIO()
+            joined.writelines(values)
+        size = joined.tell()
+        view = joined.getbuffer()
+        try:
+            buf = np.frombuffer(view, dtype=np.uint8, count=size) if size else np.zeros(0, np.uint8)
+            result = scan_messages(buf, ends - length, ends, take, self.limits.max_readings_per_message,
+                                   self._known)
+            names: list[str] = []
+            group = np.zeros(0, np.int32)
+            new = np.flatnonzero(result.sensor < 0)
+            if new.size:
+                spans = result.sensor_span[new]
+                group, first = group_spans(buf, spans)
+                names = [str(view[a:b], "utf-8") for a, b in spans[first].tolist()]
+        finally:
+            buf = None
+            try:
+                view.release()
+            except BufferError:  # a view of it still alive: leave that buffer to it
+                self._joined = io.BytesIO()
+        return result, names, group
 
-    def _decode_messages(self, messages: list[RawMessage], strict: set[int],
-                         scan: tuple[ScanResult, bytes] | None):
+    def _sync_sensors(self) -> None:
+        """Start the caches kept per sensor index afresh when the decoder is given another index."""
+        if self._known_of is not self.sensors:
+            self._known = SensorTable()
+            self._part_codes = {}
+            self._known_of = self.sensors
+
+    def _decode_messages(self, messages: list[RawMessage], strict: set[int], scan: _Scan | None):
         readings: list = []
         msg_of: list[int] = []
         elem_of: list[int] = []
@@ -279,20 +331,23 @@ class ReadingDecoder:
         return out, elems
 
     # -- columns --
-    def _columns(self, scan: tuple[ScanResult, bytes] | None, readings: list, msg_of: list[int],
+    def _columns(self, scan: _Scan | None, readings: list, msg_of: list[int],
                  elem_of: list[int], time_us: np.ndarray) -> _Columns | None:
         """The readings of both paths as columns in message order, sensors resolved (None when there are none)."""
         fast = scan[0] if scan is not None and scan[0].msg.shape[0] else None
         if fast is None and not readings:
             return None
         names: list[str] = []
-        group = np.zeros(0, np.int32)
+        group = new = np.zeros(0, np.int32)
         if fast is not None:
-            joined = scan[1]
-            group, first = group_spans(np.frombuffer(joined, dtype=np.uint8), fast.sensor_span)
-            names = [joined[a:b].decode() for a, b in fast.sensor_span[first].tolist()]
-            if not readings:  # one probe per distinct sensor, in order of first appearance
-                sensor = self.sensors.lookup(names, _valid_sensor_id)[group]
+            # the scanner resolved the ids already in the index; the others are new: one lookup (which adds
+            # them) per distinct new id, in order of first appearance, as a lookup of every id would add them
+            new = np.flatnonzero(fast.sensor < 0)
+            names, group = scan[1], scan[2]
+            if not readings:
+                sensor = fast.sensor
+                if new.size:
+                    sensor[new] = self.sensors.lookup(names, _valid_sensor_id)[group]
                 return _Columns(fast.msg, fast.elem, fast.time_us, fast.lat, fast.lon, fast.rows, sensor,
                                 fast.quantity, fast.value)
         count = len(readings)
@@ -318,44 +373,39 @@ class ReadingDecoder:
         order = np.argsort(msg, kind="stable")
         first_row = np.cumsum(rows) - rows
         row_order = np.repeat(first_row[order], rows[order]) + _ranks(rows[order])
-        all_ids = [names[g] for g in group.tolist()] + ids
-        sensor = self.sensors.lookup([all_ids[i] for i in order.tolist()], _valid_sensor_id)
+        all_ids: list[str | None] = [None] * fast.msg.shape[0]  # None: resolved by the scanner
+        for r, g in zip(new.tolist(), group.tolist(), strict=True):
+            all_ids[r] = names[g]
+        all_ids += ids
+        sensor = np.concatenate([fast.sensor, np.full(len(ids), -1, np.int32)])[order]
+        todo = np.flatnonzero(np.concatenate([fast.sensor < 0, np.ones(len(ids), bool)])[order])
+        sensor[todo] = self.sensors.lookup([all_ids[i] for i in order[todo].tolist()], _valid_sensor_id)
         return _Columns(msg[order], elem[order], tus[order], lat[order], lon[order], rows[order], sensor,
                         quantity[row_order], value[row_order])
 
     # -- whole-column checks --
-    def _finish(self, messages: list[RawMessage], cols: _Columns, dead: list[DeadLetter]) -> Decoded:
+    def _finish(self, messages: list[RawMessage], topics: list[str], cols: _Columns,
+                dead: list[DeadLetter]) -> Decoded:
         per = cols.rows
-        n = int(per.sum())
         quantity, value = cols.quantity, cols.value
-        time_ns = np.repeat(cols.time_us * 1000, per)
-        message = np.repeat(cols.msg, per)
-        element = np.repeat(cols.elem, per)
         rsensor = cols.sensor
-        sensor = np.repeat(rsensor, per)
-        first_row = np.cumsum(per) - per  # a reading's first row
-
-        reason = np.zeros(n, dtype=np.uint8)  # 0 = ok; codes index _ROW_REASONS
-        reason[sensor < 0] = 7
-        unknown_q = quantity == 255
-        reason[unknown_q] = 1
-        qi = np.where(unknown_q, 0, quantity)
-        reason[(reason == 0) & ~np.isfinite(value)] = 2
-        reason[(reason == 0) & ((value < PHYSICAL_MIN[qi]) | (value > PHYSICAL_MAX[qi]))] = 3
-        reason[(reason == 0) & (time_ns > self._clock_ns() + self.limits.max_future_ns)] = 4
         all_lat, all_lon = cols.lat, cols.lon
+        bad_position = np.zeros(per.shape[0], dtype=bool)  # per reading
         ri = np.flatnonzero(~(np.isnan(all_lat) & np.isnan(all_lon)))  # readings that carry a position
         if ri.size:
             lat, lon = all_lat[ri], all_lon[ri]
             bad = ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
-            if bad.any():
-                rows = np.repeat(first_row[ri[bad]], per[ri[bad]]) + _ranks(per[ri[bad]])
-                reason[rows] = np.where(reason[rows] == 0, 5, reason[rows])
+            bad_position[ri[bad]] = True
             ok = ~bad & (rsensor[ri] >= 0)
             self.sensors.set_positions(rsensor[ri[ok]], lat[ok], lon[ok])
-        reason[(reason == 0) & np.isnan(self.sensors.lat[sensor])] = 6  # (sensor -1 already marked 7)
+        # one compiled pass: reading columns repeated per value, each value's reason (0 = ok; codes index
+        # _ROW_REASONS; the unknown-sensor check sees the positions just recorded)
+        time_ns, message, sensor, reason, rejected = expand_check(
+            per, cols.time_us, cols.msg, rsensor, quantity, value, bad_position, self.sensors.lat, PHYSICAL_MIN,
+            PHYSICAL_MAX, self._clock_ns() + self.limits.max_future_ns)
 
-        if reason.any():
+        if rejected:
+            element = np.repeat(cols.elem, per)
             # one bad row rejects its whole reading (element), keeping other elements
             key = message.astype(np.int64) * (1 << 31) + element
             bad_keys, first = np.unique(key[reason > 0], return_index=True)
@@ -372,14 +422,33 @@ class ReadingDecoder:
             batch = ReadingBatch(sensor[keep], quantity[keep], time_ns[keep], value[keep], message[keep])
         else:
             batch = ReadingBatch(sensor, quantity, time_ns, value, message)
-        code = self.sensors.partition_code
-        sources = list(map(_get_source, messages))
-        codes = {tp: code(*tp) for tp in set(sources)}
-        parts = np.fromiter(map(codes.__getitem__, sources), dtype=np.int32, count=len(messages))
-        self.sensors.partition[batch.sensor] = parts[batch.message]
+        self.sensors.partition[batch.sensor] = self._partition_codes(messages, topics)[batch.message]
         out = Decoded(batch, dead)
         out.accepted_by_quantity = np.bincount(batch.quantity, minlength=len(QUANTITY_CODE)).astype(np.int64)
         return out
+
+    def _partition_codes(self, messages: list[RawMessage], topics: list[str]) -> np.ndarray:
+        """Each message's (topic, partition) code; no tuple per message when one topic's known partitions."""
+        n = len(messages)
+        topic = topics[0]
+        if topics.count(topic) == n:
+            part = np.fromiter(map(_get_partition, messages), dtype=np.int64, count=n)
+            low, high = int(part.min()), int(part.max())
+            if high - low < 4096:  # partitions of one topic: a small range, so a table instead of a sort
+                distinct = np.flatnonzero(np.bincount(part - low)) + low
+                codes = list(map(self._part_codes.get, zip(repeat(topic), distinct.tolist())))
+                if None not in codes:
+                    table = np.zeros(high - low + 1, dtype=np.int32)
+                    table[distinct - low] = codes
+                    return table[part - low]
+        code = self.sensors.partition_code  # new codes are given here only, in the order they always were
+        sources = list(map(_get_source, messages))
+        codes = {tp: code(*tp) for tp in set(sources)}
+        self._part_codes.update(codes)
+        return np.fromiter(map(codes.__getitem__, sources), dtype=np.int32, count=n)
+
+
+_Scan = tuple[ScanResult, list[str], np.ndarray]  # see ReadingDecoder._scan
 
 
 @dataclass(slots=True)
@@ -430,6 +499,7 @@ _get_lat = attrgetter("lat")
 _get_lon = attrgetter("lon")
 _get_value = attrgetter("value")
 _get_topic = attrgetter("topic")
+_get_partition = attrgetter("partition")
 _get_source = attrgetter("topic", "partition")
 
 

@@ -14,6 +14,13 @@ Numbers are converted exactly as a correctly rounding parser does (as msgspec
 and ``float()`` do): Clinger's fast path when mantissa and power of ten are both
 exact doubles, else the Eisel-Lemire algorithm (128-bit products with a table
 of powers of five), which declines the rare inputs it cannot decide.
+
+Sensor ids already in the sensor index are resolved during the scan through a
+:class:`SensorTable` (the index's ids as bytes in a hash table, exact byte
+comparison), so steady-state polls need no Python work per id. Buffer positions
+are cast to unsigned where they index, which spares numba's negative-index
+handling in the byte loops. :func:`expand_check` is the decoder's per-value
+checks over the whole poll batch in one compiled pass.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from numba import njit
 
 from ingest.quantities import QUANTITIES
 
-__all__ = ["ScanResult", "group_spans", "parse_number", "parse_time_us", "scan_messages"]
+__all__ = ["ScanResult", "SensorTable", "expand_check", "group_spans", "parse_number", "parse_time_us", "scan_messages"]
 
 # -- constants (module-level numpy scalars/arrays are compile-time constants to numba) --
 _U1 = np.uint64(1)
@@ -90,6 +97,8 @@ _FRAC_SCALE = np.array([0, 100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
 _TIME_SHAPE = np.frombuffer(b"0000-00-00T00:00:00", dtype=np.uint8)  # "0" = a digit, else that byte
 
 _SENSOR, _TIME, _VALUES, _LAT, _LON = 1, 2, 4, 8, 16
+# buffer positions are cast to unsigned where they index: numba then skips its negative-index wraparound
+_u = np.uintp
 
 
 # -- numbers --
@@ -144,35 +153,35 @@ def parse_number(buf, p, end):
     JSON integer zero is +0.0 even when written ``-0`` (as msgspec gives it).
     """
     neg = False
-    if p < end and buf[p] == 45:  # "-"
+    if p < end and buf[_u(p)] == 45:  # "-"
         neg = True
         p += 1
     if p >= end:
         return 0.0, p, False
-    c = buf[p]
+    c = buf[_u(p)]
     w = np.uint64(0)
     digits = 0  # significant digits in w
     exp10 = 0
     if c == 48:  # a single leading "0"
         p += 1
-        if p < end and 48 <= buf[p] <= 57:
+        if p < end and 48 <= buf[_u(p)] <= 57:
             return 0.0, p, False
     elif 49 <= c <= 57:
-        while p < end and 48 <= buf[p] <= 57:
+        while p < end and 48 <= buf[_u(p)] <= 57:
             if digits >= 19:
                 return 0.0, p, False
-            w = w * np.uint64(10) + np.uint64(buf[p] - 48)
+            w = w * np.uint64(10) + np.uint64(buf[_u(p)] - 48)
             digits += 1
             p += 1
     else:
         return 0.0, p, False
     integer = True
-    if p < end and buf[p] == 46:  # "."
+    if p < end and buf[_u(p)] == 46:  # "."
         integer = False
         p += 1
         start = p
-        while p < end and 48 <= buf[p] <= 57:
-            d = buf[p] - 48
+        while p < end and 48 <= buf[_u(p)] <= 57:
+            d = buf[_u(p)] - 48
             if digits == 0 and d == 0:
                 exp10 -= 1  # leading zeros of a fraction
             else:
@@ -184,18 +193,18 @@ def parse_number(buf, p, end):
             p += 1
         if p == start:
             return 0.0, p, False
-    if p < end and (buf[p] == 101 or buf[p] == 69):  # "e" / "E"
+    if p < end and (buf[_u(p)] == 101 or buf[_u(p)] == 69):  # "e" / "E"
         integer = False
         p += 1
         eneg = False
-        if p < end and (buf[p] == 43 or buf[p] == 45):
-            eneg = buf[p] == 45
+        if p < end and (buf[_u(p)] == 43 or buf[_u(p)] == 45):
+            eneg = buf[_u(p)] == 45
             p += 1
         start = p
         e = 0
-        while p < end and 48 <= buf[p] <= 57:
+        while p < end and 48 <= buf[_u(p)] <= 57:
             if e < 100_000:
-                e = e * 10 + (buf[p] - 48)
+                e = e * 10 + (buf[_u(p)] - 48)
             p += 1
         if p == start:
             return 0.0, p, False
@@ -217,7 +226,7 @@ def parse_number(buf, p, end):
 # -- times --
 @njit(cache=True)
 def _two(buf, i):
-    return (np.int64(buf[i]) - 48) * 10 + (np.int64(buf[i + 1]) - 48)
+    return (np.int64(buf[_u(i)]) - 48) * 10 + (np.int64(buf[_u(i + 1)]) - 48)
 
 
 @njit(cache=True)
@@ -231,7 +240,7 @@ def parse_time_us(buf, p, end):
     if p + 20 > end:
         return 0, -1
     for i in range(19):
-        c = buf[p + i]
+        c = buf[_u(p + i)]
         if _TIME_SHAPE[i] == 48:
             if c < 48 or c > 57:
                 return 0, -1
@@ -242,13 +251,13 @@ def parse_time_us(buf, p, end):
     hour, minute, second = _two(buf, p + 11), _two(buf, p + 14), _two(buf, p + 17)
     i = p + 19
     frac = 0
-    if buf[i] == 46:  # "."
+    if buf[_u(i)] == 46:  # "."
         i += 1
         k = 0
-        while i < end and 48 <= buf[i] <= 57:
+        while i < end and 48 <= buf[_u(i)] <= 57:
             if k == 6:
                 return 0, -1
-            frac = frac * 10 + (buf[i] - 48)
+            frac = frac * 10 + (buf[_u(i)] - 48)
             k += 1
             i += 1
         if k == 0:
@@ -257,25 +266,25 @@ def parse_time_us(buf, p, end):
     if i >= end:
         return 0, -1
     offset = 0
-    if buf[i] == 90:  # "Z"
+    if buf[_u(i)] == 90:  # "Z"
         i += 1
-    elif buf[i] == 43 or buf[i] == 45:  # "+" / "-"
-        if i + 6 > end or buf[i + 3] != 58:
+    elif buf[_u(i)] == 43 or buf[_u(i)] == 45:  # "+" / "-"
+        if i + 6 > end or buf[_u(i + 3)] != 58:
             return 0, -1
         for j in (1, 2, 4, 5):
-            if buf[i + j] < 48 or buf[i + j] > 57:
+            if buf[_u(i + j)] < 48 or buf[_u(i + j)] > 57:
                 return 0, -1
-        oh = (buf[i + 1] - 48) * 10 + (buf[i + 2] - 48)
-        om = (buf[i + 4] - 48) * 10 + (buf[i + 5] - 48)
+        oh = (buf[_u(i + 1)] - 48) * 10 + (buf[_u(i + 2)] - 48)
+        om = (buf[_u(i + 4)] - 48) * 10 + (buf[_u(i + 5)] - 48)
         if oh > 23 or om > 59:
             return 0, -1
         offset = oh * 60 + om
-        if buf[i] == 45:
+        if buf[_u(i)] == 45:
             offset = -offset
         i += 6
     else:
         return 0, -1
-    if i >= end or buf[i] != 34:  # the closing quote, nothing else
+    if i >= end or buf[_u(i)] != 34:  # the closing quote, nothing else
         return 0, -1
     leap = (year % 4 == 0) and (year % 100 != 0 or year % 400 == 0)
     if not (1970 <= year <= 2099 and 1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 59):
@@ -292,7 +301,7 @@ def parse_time_us(buf, p, end):
 # -- structure --
 @njit(cache=True)
 def _ws(buf, p, end):
-    while p < end and (buf[p] == 32 or buf[p] == 10 or buf[p] == 13 or buf[p] == 9):
+    while p < end and (buf[_u(p)] == 32 or buf[_u(p)] == 10 or buf[_u(p)] == 13 or buf[_u(p)] == 9):
         p += 1
     return p
 
@@ -304,7 +313,7 @@ def _literal(buf, p, end, lit):
     if p + n > end:
         return False
     for i in range(n):  # noqa: SIM110 (a plain loop compiles to a tight one in numba)
-        if buf[p + i] != lit[i]:
+        if buf[_u(p + i)] != lit[i]:
             return False
     return True
 
@@ -313,8 +322,8 @@ def _literal(buf, p, end, lit):
 def _quantity(buf, p, end):
     """The code of a quantity key starting after its opening quote, and the position after its closing quote."""
     s = p
-    while p < end and buf[p] != 34:
-        if buf[p] == 92 or buf[p] < 32:  # an escape or a control byte: not ours
+    while p < end and buf[_u(p)] != 34:
+        if buf[_u(p)] == 92 or buf[_u(p)] < 32:  # an escape or a control byte: not ours
             return -1, p
         p += 1
     if p >= end:
@@ -324,7 +333,7 @@ def _quantity(buf, p, end):
         if _QLEN[q] == n:
             same = True
             for i in range(n):
-                if buf[s + i] != _QNAME[q, i]:
+                if buf[_u(s + i)] != _QNAME[q, i]:
                     same = False
                     break
             if same:
@@ -343,12 +352,12 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
     seen = 0
     p = _ws(buf, p + 1, end)
     while True:
-        if p >= end or buf[p] != 34:
+        if p >= end or buf[_u(p)] != 34:
             return -1, 0, 0, 0, nan, nan, nv
         p += 1
         if p >= end:
             return -1, 0, 0, 0, nan, nan, nv
-        c = buf[p]
+        c = buf[_u(p)]
         key = 0
         if c == 115 and _literal(buf, p + 1, end, _KEY_SENSOR):
             key, p = _SENSOR, p + 10
@@ -356,53 +365,53 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
             key, p = _TIME, p + 5
         elif c == 118 and _literal(buf, p + 1, end, _KEY_VALUES):
             key, p = _VALUES, p + 7
-        elif c == 108 and p + 3 < end and buf[p + 3] == 34:  # "lat" / "lon"
-            if buf[p + 1] == 97 and buf[p + 2] == 116:
+        elif c == 108 and p + 3 < end and buf[_u(p + 3)] == 34:  # "lat" / "lon"
+            if buf[_u(p + 1)] == 97 and buf[_u(p + 2)] == 116:
                 key, p = _LAT, p + 4
-            elif buf[p + 1] == 111 and buf[p + 2] == 110:
+            elif buf[_u(p + 1)] == 111 and buf[_u(p + 2)] == 110:
                 key, p = _LON, p + 4
         if key == 0 or (seen & key) != 0:  # unknown or duplicate key
             return -1, 0, 0, 0, nan, nan, nv
         seen |= key
         p = _ws(buf, p, end)
-        if p >= end or buf[p] != 58:  # ":"
+        if p >= end or buf[_u(p)] != 58:  # ":"
             return -1, 0, 0, 0, nan, nan, nv
         p = _ws(buf, p + 1, end)
         if p >= end:
             return -1, 0, 0, 0, nan, nan, nv
         if key == _SENSOR:
-            if buf[p] != 34:
+            if buf[_u(p)] != 34:
                 return -1, 0, 0, 0, nan, nan, nv
             p += 1
             sid_s = p
-            if p >= end or _ID_CLASS[buf[p]] != 1:
+            if p >= end or _ID_CLASS[buf[_u(p)]] != 1:
                 return -1, 0, 0, 0, nan, nan, nv
-            while p < end and _ID_CLASS[buf[p]] != 0:
+            while p < end and _ID_CLASS[buf[_u(p)]] != 0:
                 p += 1
-            if p >= end or buf[p] != 34 or p - sid_s > 128:
+            if p >= end or buf[_u(p)] != 34 or p - sid_s > 128:
                 return -1, 0, 0, 0, nan, nan, nv
             sid_e = p
             p += 1
         elif key == _TIME:
-            if buf[p] != 34:
+            if buf[_u(p)] != 34:
                 return -1, 0, 0, 0, nan, nan, nv
             tus, p = parse_time_us(buf, p + 1, end)
             if p < 0:
                 return -1, 0, 0, 0, nan, nan, nv
         elif key == _VALUES:
-            if buf[p] != 123:  # "{"
+            if buf[_u(p)] != 123:  # "{"
                 return -1, 0, 0, 0, nan, nan, nv
             p = _ws(buf, p + 1, end)
             qseen = 0
             while True:  # at least one entry (an empty "values" is the strict path's to reject)
-                if p >= end or buf[p] != 34:
+                if p >= end or buf[_u(p)] != 34:
                     return -1, 0, 0, 0, nan, nan, nv
                 q, p = _quantity(buf, p + 1, end)
                 if q < 0 or (qseen >> q) & 1:
                     return -1, 0, 0, 0, nan, nan, nv
                 qseen |= 1 << q
                 p = _ws(buf, p, end)
-                if p >= end or buf[p] != 58:
+                if p >= end or buf[_u(p)] != 58:
                     return -1, 0, 0, 0, nan, nan, nv
                 p = _ws(buf, p + 1, end)
                 x, p, ok = parse_number(buf, p, end)
@@ -412,10 +421,10 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
                 rows_v[nv] = x
                 nv += 1
                 p = _ws(buf, p, end)
-                if p < end and buf[p] == 44:  # ","
+                if p < end and buf[_u(p)] == 44:  # ","
                     p = _ws(buf, p + 1, end)
                     continue
-                if p < end and buf[p] == 125:  # "}"
+                if p < end and buf[_u(p)] == 125:  # "}"
                     p += 1
                     break
                 return -1, 0, 0, 0, nan, nan, nv
@@ -428,10 +437,10 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
             else:
                 lon = x
         p = _ws(buf, p, end)
-        if p < end and buf[p] == 44:
+        if p < end and buf[_u(p)] == 44:
             p = _ws(buf, p + 1, end)
             continue
-        if p < end and buf[p] == 125:
+        if p < end and buf[_u(p)] == 125:
             p += 1
             break
         return -1, 0, 0, 0, nan, nan, nv
@@ -441,13 +450,14 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
+def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v, slots, hashes, off, store):
     n = starts.shape[0]
     taken = np.zeros(n, dtype=np.bool_)
     r_msg = np.empty(cap_r, dtype=np.int32)
     r_elem = np.empty(cap_r, dtype=np.int32)
     r_time = np.empty(cap_r, dtype=np.int64)
     r_sid = np.empty((cap_r, 2), dtype=np.int64)
+    r_sensor = np.empty(cap_r, dtype=np.int32)
     r_lat = np.empty(cap_r, dtype=np.float64)
     r_lon = np.empty(cap_r, dtype=np.float64)
     r_rows = np.empty(cap_r, dtype=np.int64)
@@ -462,13 +472,13 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
         if p >= end:
             continue
         r0, v0 = nr, nv
-        array = buf[p] == 91  # "["
+        array = buf[_u(p)] == 91  # "["
         if array:
             p = _ws(buf, p + 1, end)
         e = 0
         ok = True
         while True:
-            if p >= end or buf[p] != 123 or nr >= cap_r or e >= max_elements:
+            if p >= end or buf[_u(p)] != 123 or nr >= cap_r or e >= max_elements:
                 ok = False
                 break
             v_start = nv
@@ -481,6 +491,7 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
             r_time[nr] = tus
             r_sid[nr, 0] = s0
             r_sid[nr, 1] = s1
+            r_sensor[nr] = _find(buf, s0, s1, slots, hashes, off, store)
             r_lat[nr] = lat
             r_lon[nr] = lon
             r_rows[nr] = nv - v_start
@@ -489,10 +500,10 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
             p = _ws(buf, p, end)
             if not array:
                 break
-            if p < end and buf[p] == 44:
+            if p < end and buf[_u(p)] == 44:
                 p = _ws(buf, p + 1, end)
                 continue
-            if p < end and buf[p] == 93:  # "]"
+            if p < end and buf[_u(p)] == 93:  # "]"
                 p = _ws(buf, p + 1, end)
                 break
             ok = False
@@ -501,7 +512,7 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v):
             taken[m] = True
         else:
             nr, nv = r0, v0
-    return taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_lat, r_lon, r_rows, v_q, v_val
+    return taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_sensor, r_lat, r_lon, r_rows, v_q, v_val
 
 
 class ScanResult(NamedTuple):
@@ -512,6 +523,7 @@ class ScanResult(NamedTuple):
     elem: np.ndarray  # int32 per reading: element in its array message, -1 for a single-reading message
     time_us: np.ndarray  # int64 per reading
     sensor_span: np.ndarray  # int64 (readings, 2): start and end of the sensor id in the buffer
+    sensor: np.ndarray  # int32 per reading: the id's entry in the SensorTable given (its dense index), else -1
     lat: np.ndarray  # float64 per reading, NaN when absent
     lon: np.ndarray
     rows: np.ndarray  # int64 per reading: number of values
@@ -520,15 +532,125 @@ class ScanResult(NamedTuple):
 
 
 def scan_messages(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, take: np.ndarray,
-                  max_elements: int) -> ScanResult:
-    """Scan the messages ``buf[starts[i]:ends[i]]`` where ``take[i]``; see the module docstring."""
+                  max_elements: int, known: SensorTable | None = None) -> ScanResult:
+    """Scan the messages ``buf[starts[i]:ends[i]]`` where ``take[i]``; see the module docstring.
+
+    Sensor ids found in ``known`` come back resolved (``sensor``); the others are -1 (their spans say which).
+    """
+    known = known or _NO_SENSORS
     size = int(buf.shape[0])
     cap_r = size // 40 + 1  # a reading takes more than 60 bytes
     cap_v = size // 6 + 1  # a value at least 6 ('"o3":1')
-    taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_lat, r_lon, r_rows, v_q, v_val = _scan(
-        buf, starts, ends, take, max_elements, cap_r, cap_v)
-    return ScanResult(taken, r_msg[:nr], r_elem[:nr], r_time[:nr], r_sid[:nr], r_lat[:nr], r_lon[:nr],
-                      r_rows[:nr], v_q[:nv], v_val[:nv])
+    taken, nr, nv, r_msg, r_elem, r_time, r_sid, r_sensor, r_lat, r_lon, r_rows, v_q, v_val = _scan(
+        buf, starts, ends, take, max_elements, cap_r, cap_v, known.slots, known.hashes, known.off, known.store)
+    return ScanResult(taken, r_msg[:nr], r_elem[:nr], r_time[:nr], r_sid[:nr], r_sensor[:nr], r_lat[:nr],
+                      r_lon[:nr], r_rows[:nr], v_q[:nv], v_val[:nv])
+
+
+# -- known sensor ids --
+@njit(cache=True)
+def _hash(buf, s, e):
+    """FNV-1a of ``buf[s:e]``, high bits folded down (the table masks the low ones)."""
+    h = np.uint64(14695981039346656037)
+    for i in range(s, e):
+        h = (h ^ np.uint64(buf[_u(i)])) * np.uint64(1099511628211)
+    return h ^ (h >> np.uint64(29))
+
+
+@njit(cache=True)
+def _find(buf, s, e, slots, hashes, off, store):
+    """The entry whose bytes are exactly ``buf[s:e]``, or -1 (open addressing, linear probing)."""
+    h = _hash(buf, s, e)
+    mask = slots.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    n = e - s
+    while True:
+        g = slots[_u(slot)]
+        if g < 0:
+            return np.int32(-1)
+        if hashes[_u(g)] == h and off[_u(g + 1)] - off[_u(g)] == n:
+            o = off[_u(g)]
+            same = True
+            for i in range(n):
+                if store[_u(o + i)] != buf[_u(s + i)]:
+                    same = False
+                    break
+            if same:
+                return g
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True)
+def _place(slots, hashes, first, count):
+    """Put entries ``first .. count-1`` (distinct, hashed) into the slots."""
+    mask = slots.shape[0] - 1
+    for g in range(first, count):
+        slot = np.int64(hashes[g] & np.uint64(mask))
+        while slots[slot] >= 0:
+            slot = (slot + 1) & mask
+        slots[slot] = g
+
+
+@njit(cache=True)
+def _append(data, lengths, first, hashes, off, store):
+    """Copy new entries' bytes into the store and hash them (entries ``first ..``)."""
+    p = 0
+    for j in range(lengths.shape[0]):
+        g = first + j
+        o = off[g]
+        n = lengths[j]
+        store[o: o + n] = data[p: p + n]
+        off[g + 1] = o + n
+        hashes[g] = _hash(data, p, p + n)
+        p += n
+
+
+class SensorTable:
+    """The sensor ids of a :class:`ingest.sensor_index.SensorIndex` as bytes in a hash table the scanner probes.
+
+    Entry ``i`` is sensor index ``i``: the index only grows and never renumbers, so
+    :meth:`sync` only ever appends the ids added since it last ran.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.slots = np.full(16, -1, dtype=np.int32)  # entry per slot, -1 free; at most half full
+        self.hashes = np.zeros(8, dtype=np.uint64)  # per entry
+        self.off = np.zeros(9, dtype=np.int64)  # entry i's bytes are store[off[i]:off[i + 1]]
+        self.store = np.zeros(256, dtype=np.uint8)
+
+    def sync(self, names: list[str]) -> None:
+        """Take in ``names[count:]`` (the index's ids added since the last sync)."""
+        first, count = self.count, len(names)
+        if count == first:
+            return
+        new = [name.encode() for name in names[first:count]]
+        data = np.frombuffer(b"".join(new), dtype=np.uint8)
+        lengths = np.fromiter(map(len, new), dtype=np.int64, count=len(new))
+        if count + 1 > self.off.shape[0]:
+            cap = max(count + 1, 2 * self.off.shape[0])
+            self.off = _grown(self.off, cap)
+            self.hashes = _grown(self.hashes, cap)
+        if int(self.off[first]) + data.shape[0] > self.store.shape[0]:
+            self.store = _grown(self.store, max(int(self.off[first]) + data.shape[0], 2 * self.store.shape[0]))
+        _append(data, lengths, first, self.hashes, self.off, self.store)
+        if 2 * count > self.slots.shape[0]:
+            size = self.slots.shape[0]
+            while 2 * count > size:
+                size *= 2
+            self.slots = np.full(size, -1, dtype=np.int32)
+            first = 0
+        _place(self.slots, self.hashes, first, count)
+        self.count = count
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+_NO_SENSORS = SensorTable()
 
 
 @njit(cache=True)
@@ -551,7 +673,7 @@ def _group(buf, spans):
         s, e = spans[r, 0], spans[r, 1]
         h = np.uint64(14695981039346656037)
         for i in range(s, e):
-            h = (h ^ np.uint64(buf[i])) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(buf[_u(i)])) * np.uint64(1099511628211)
         h ^= h >> np.uint64(29)
         slot = np.int64(h & mask)
         while True:
@@ -570,7 +692,7 @@ def _group(buf, spans):
                 o = g_off[g]
                 same = True
                 for i in range(e - s):
-                    if store[o + i] != buf[s + i]:
+                    if store[o + i] != buf[_u(s + i)]:
                         same = False
                         break
                 if same:
@@ -586,3 +708,60 @@ def group_spans(buf: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndar
     if spans.shape[0] == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64)
     return _group(buf, spans)
+
+
+# -- the per-row checks of a decoded poll batch, in one pass --
+@njit(cache=True)
+def _expand_check(rows, time_us, msg, sensor, quantity, value, bad_position, sensor_lat, low, high, limit_ns):
+    n = quantity.shape[0]
+    time_ns = np.empty(n, dtype=np.int64)
+    message = np.empty(n, dtype=np.int32)
+    row_sensor = np.empty(n, dtype=np.int32)
+    reason = np.zeros(n, dtype=np.uint8)
+    bad = 0
+    i = 0
+    for r in range(rows.shape[0]):
+        t = time_us[r] * 1000
+        m = msg[r]
+        s = sensor[r]
+        for _ in range(rows[r]):
+            time_ns[i] = t
+            message[i] = m
+            row_sensor[i] = s
+            q = quantity[i]
+            x = value[i]
+            code = 0
+            if q == 255:
+                code = 1
+            elif s < 0:
+                code = 7
+            elif not np.isfinite(x):
+                code = 2
+            elif x < low[q] or x > high[q]:
+                code = 3
+            elif t > limit_ns:
+                code = 4
+            elif bad_position[r]:
+                code = 5
+            elif np.isnan(sensor_lat[s]):
+                code = 6
+            if code:
+                reason[i] = code
+                bad += 1
+            i += 1
+    return time_ns, message, row_sensor, reason, bad
+
+
+def expand_check(rows: np.ndarray, time_us: np.ndarray, msg: np.ndarray, sensor: np.ndarray, quantity: np.ndarray,
+                 value: np.ndarray, bad_position: np.ndarray, sensor_lat: np.ndarray, low: np.ndarray,
+                 high: np.ndarray, limit_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-reading columns repeated per value (time in ns, message, sensor) and each value's rejection code.
+
+    Codes, the first that applies: 1 unknown quantity (255), 7 invalid sensor (< 0),
+    2 not finite, 3 outside ``[low, high]`` of its quantity, 4 time after ``limit_ns``,
+    5 its reading's position is bad, 6 no position known for the sensor (NaN in
+    ``sensor_lat``); 0 when none does. Also the number of rejected values.
+    """
+    limit = min(max(int(limit_ns), -(2 ** 63)), 2 ** 63 - 1)
+    return _expand_check(rows, time_us, msg, sensor, quantity, value, bad_position, sensor_lat, low, high,
+                         np.int64(limit))

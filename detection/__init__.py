@@ -1,11 +1,11 @@
 """Detection: readings to level transitions (threshold and rate rules, sensor health, anomalies)."""
 
-import detection.kernel_cache  # noqa: F401  (first: chooses the kernels' cache directory)
+from detection.kernel_cache import cached_per_source_version
 
-# isort: split
-from detection.config import DetectionConfig, HealthConfig, RuleConfig, load_default_rules, validate
-from detection.engine import DetectionEngine, DetectionResult
-from detection.events import DetectionBatch, RuleInfo
+with cached_per_source_version():  # the package's kernels are defined (decorated) on import
+    from detection.config import DetectionConfig, HealthConfig, RuleConfig, load_default_rules, validate
+    from detection.engine import DetectionEngine, DetectionResult
+    from detection.events import DetectionBatch, RuleInfo
 
 __all__ = [
     "DetectionBatch",

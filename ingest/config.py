@@ -32,7 +32,7 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     client_id: str = "stadtwacht"
     #: Kafka client library of the readings consumer: "kafka-python" (default) or "confluent" (librdkafka,
     #: faster on many small messages; needs ``pip install stadtwacht[confluent]``). Producers (dead letters,
-    #: alerts) always use kafka-python. "confluent" does not support ``district_topic`` yet.
+    #: alerts) always use kafka-python.
     client: str = "kafka-python"
     #: Upper bound of records one poll returns (memory bound and batch size).
     max_poll_records: int = 5000
@@ -82,13 +82,9 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
         problems.append(("kafka.district_topic", "must differ from the input and alerts topics"))
     if kafka.client not in ("kafka-python", "confluent"):
         problems.append(("kafka.client", "must be 'kafka-python' or 'confluent'"))
-    elif kafka.client == "confluent":
-        if importlib.util.find_spec("confluent_kafka") is None:
-            problems.append(("kafka.client", "'confluent' needs the confluent-kafka package: "
-                                             "pip install stadtwacht[confluent]"))
-        if kafka.district_topic:
-            problems.append(("kafka.client", "'confluent' does not support kafka.district_topic yet: "
-                                             "use 'kafka-python' for scale-out"))
+    elif kafka.client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        problems.append(("kafka.client", "'confluent' needs the confluent-kafka package: "
+                                         "pip install stadtwacht[confluent]"))
     if not kafka.dlq_suffix:
         problems.append(("kafka.dlq_suffix", "must not be empty (dead letters would loop into the input)"))
     if ingest.max_message_bytes < 64:

@@ -76,6 +76,9 @@ def confluent_options(cfg: KafkaConfig, bootstrap: str) -> dict:
         "partition.assignment.strategy": "range",
         "queued.max.messages.kbytes": 32 * 1024,  # prefetch bound (memory), like fetch_max_bytes
         "statistics.interval.ms": 1000,  # broker states for connected()
+        # the district stage needs to know that a fetch after a seek reached an empty partition's end
+        # (highwater()); only then, since the events come with a librdkafka position bug (see _past_eof)
+        "enable.partition.eof": bool(cfg.district_topic),
         "security.protocol": cfg.security_protocol.lower(),
     }
     if cfg.sasl_mechanism:
@@ -119,6 +122,12 @@ class ConfluentReadingConsumer:
         self.on_revoke = on_revoke
         self._timeout_s = cfg.poll_timeout_ms / 1000
         self._sought: dict[TP, int] = {}  # seeks not yet followed by a fetch (librdkafka has no position then)
+        # seeks not yet followed by a fetch answer: librdkafka keeps its cached high watermark for the life
+        # of the client (over revocations and seeks), so it counts only after a message or an end-of-partition
+        # event of that partition arrived (both come from fetches at the sought offset or later)
+        self._hw_unknown: set[TP] = set()
+        # end-of-partition offsets last reported: librdkafka then reports the position one past them
+        self._eof: dict[TP, int] = {}
         self._brokers_up: bool | None = None  # from the statistics; None before the first report
         self._consumer = ck.Consumer({**confluent_options(cfg, bootstrap), "error_cb": self._on_error,
                                       "stats_cb": self._on_stats})
@@ -136,6 +145,8 @@ class ConfluentReadingConsumer:
         tps = [(p.topic, p.partition) for p in partitions]
         for tp in tps:
             self._sought.pop(tp, None)
+            self._hw_unknown.discard(tp)
+            self._eof.pop(tp, None)
         if tps:
             log.info("partitions revoked: %s", tps)
             self.on_revoke(tps)
@@ -164,19 +175,25 @@ class ConfluentReadingConsumer:
             _raise("poll", e)
         out = [RawMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
                for m in msgs if m.error() is None]
+        if out:
+            self._brokers_up = True
+            if self._sought or self._hw_unknown or self._eof:
+                for m in out:
+                    self._sought.pop((m.topic, m.partition), None)
+                    self._hw_unknown.discard((m.topic, m.partition))
+                    self._eof.pop((m.topic, m.partition), None)
         if len(out) != len(msgs):
             for m in msgs:
                 err = m.error()
-                if err is None or err.code() == ck.KafkaError._PARTITION_EOF:
+                if err is None:
+                    continue
+                if err.code() == ck.KafkaError._PARTITION_EOF:
+                    self._hw_unknown.discard((m.topic(), m.partition()))
+                    self._eof[(m.topic(), m.partition())] = m.offset()
                     continue
                 if err.fatal():
                     raise ConfluentConsumerError(f"poll: {err.str()}", err.name(), False)
                 log.warning("consume: %s (librdkafka retries)", err.str())
-        if out:
-            self._brokers_up = True
-            if self._sought:
-                for m in out:
-                    self._sought.pop((m.topic, m.partition), None)
         return out
 
     def commit(self, offsets: dict[TP, int], metadata: dict[TP, str] | None = None) -> None:
@@ -212,6 +229,24 @@ class ConfluentReadingConsumer:
         except ck.KafkaException as e:
             _raise("seek", e)
         self._sought[tp] = offset
+        self._hw_unknown.add(tp)
+        self._eof.pop(tp, None)
+
+    def beginning_offset(self, tp: TP) -> int:
+        """The first offset still in the partition (ListOffsets EARLIEST; the LATEST answer asked alongside
+        is dropped and does not reach librdkafka's cached high watermark, which only fetches set)."""
+        try:
+            low, _ = self._consumer.get_watermark_offsets(ck.TopicPartition(*tp), timeout=10.0, cached=False)
+        except ck.KafkaException as e:
+            _raise("beginning_offset", e)
+        return low
+
+    def highwater(self, tp: TP) -> int | None:
+        """The high watermark of the latest fetch answer since the last seek (None before one)."""
+        if tp in self._hw_unknown:
+            return None
+        _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(*tp), cached=True)
+        return high if high >= 0 else None
 
     def position(self, tp: TP) -> int | None:
         """Next offset to read: after the last consumed record, a pending seek, or the committed offset."""
@@ -220,13 +255,19 @@ class ConfluentReadingConsumer:
         except ck.KafkaException:
             return None
         if got.offset >= 0:
-            return got.offset
+            return self._past_eof(tp, got.offset)
         if tp in self._sought:
             return self._sought[tp]
         try:
             return self.committed(tp)[0]
         except KafkaError:
             return None
+
+    def _past_eof(self, tp: TP, position: int) -> int:
+        """librdkafka's position, corrected: after an end-of-partition event at offset E it says E + 1
+        (librdkafka >= 2.2, confluentinc/librdkafka#4844)."""
+        eof = self._eof.get(tp)
+        return eof if eof is not None and position == eof + 1 else position
 
     def assignment(self) -> list[TP]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
@@ -239,7 +280,7 @@ class ConfluentReadingConsumer:
             return out
         for p in self._consumer.position(assigned):
             tp = (p.topic, p.partition)
-            position = p.offset if p.offset >= 0 else self._sought.get(tp)
+            position = self._past_eof(tp, p.offset) if p.offset >= 0 else self._sought.get(tp)
             if position is None:
                 continue
             _, high = self._consumer.get_watermark_offsets(p, cached=True)

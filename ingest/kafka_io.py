@@ -70,6 +70,16 @@ class GroupConsumer(Protocol):
     def committed(self, tp: TP) -> tuple[int | None, str]: ...
     def seek(self, tp: TP, offset: int) -> None: ...
     def position(self, tp: TP) -> int | None: ...
+    def beginning_offset(self, tp: TP) -> int:
+        """The first offset still in an assigned partition (asked of the broker: ListOffsets EARLIEST)."""
+        ...
+
+    def highwater(self, tp: TP) -> int | None:
+        """An assigned partition's high watermark from a fetch answer received since it was assigned and
+        after its last :meth:`seek` (kafka-python: after its last seek that moved the position), None until
+        one arrived; never a ListOffsets(LATEST) answer, which Tansu gets wrong."""
+        ...
+
     def assignment(self) -> list[TP]: ...
     def lag(self) -> dict[TP, int]: ...
     def connected(self) -> bool: ...
@@ -165,7 +175,24 @@ class ReadingConsumer:
         return om.offset, om.metadata or ""
 
     def seek(self, tp: TP, offset: int) -> None:
-        self._consumer.seek(TopicPartition(*tp), offset)
+        ktp = TopicPartition(*tp)
+        state = self._consumer._subscription.assignment.get(ktp)
+        was = state.position if state is not None and state.has_valid_position else None
+        self._consumer.seek(ktp, offset)
+        # kafka-python keeps the high watermark over a seek and sets it only from fetches at the current
+        # position: forget it when the position moves. A seek to where the consumer already is keeps it
+        # (with Apache Kafka's incremental fetch sessions an unchanged empty partition gets no new answer).
+        if state is not None and (was is None or was.offset != offset):
+            state.highwater = None
+
+    def beginning_offset(self, tp: TP) -> int:
+        """The first offset still in the partition (ListOffsets EARLIEST)."""
+        ktp = TopicPartition(*tp)
+        return self._consumer.beginning_offsets([ktp])[ktp]
+
+    def highwater(self, tp: TP) -> int | None:
+        """The high watermark of the latest fetch answer since the last seek (None before one)."""
+        return self._consumer.highwater(TopicPartition(*tp))
 
     def position(self, tp: TP) -> int | None:
         try:

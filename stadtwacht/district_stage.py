@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 import msgspec
 import numpy as np
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
@@ -49,7 +49,7 @@ from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
 from ingest.batch import ReadingBatch
 from ingest.decode import RawMessage
-from ingest.kafka_io import client_options
+from ingest.kafka_io import GroupConsumer, client_options
 from ingest.quantities import QUANTITIES
 
 __all__ = ["DistrictPublisher", "DistrictRecord", "DistrictStage", "district_partition", "ensure_district_topic"]
@@ -186,7 +186,7 @@ class DistrictPublisher:
 class DistrictStage:
     """District side, plus the hooks the runner calls: split, assigned, revoked, process."""
 
-    def __init__(self, pipeline, producer: KafkaProducer, consumer, topic: str, partitions: int,
+    def __init__(self, pipeline, producer: KafkaProducer, consumer: GroupConsumer, topic: str, partitions: int,
                  now_ns: Callable[[], int] | None = None, retire_grace_s: float = 15.0) -> None:
         self.pipeline = pipeline
         self.consumer = consumer
@@ -197,7 +197,7 @@ class DistrictStage:
         self._district_index = {d: i for i, d in enumerate(pipeline.layer.ids)}
         self._part_of = np.array([district_partition(d, partitions) for d in pipeline.layer.ids], dtype=np.int64)
         self.owned: set[int] = set()  # assigned district topic partitions
-        self.rebuilding: dict[int, int] = {}  # partition -> end offset at assignment
+        self.rebuilding: dict[int, int] = {}  # partition -> end offset to reach (-1: not known yet)
         self._now_ns = now_ns or pipeline.now_ns
         self._unknown_rules: set[str] = set()
         self._retire_check_at: float | None = None  # monotonic time to retire episodes of districts not owned
@@ -212,20 +212,22 @@ class DistrictStage:
         return ([m for m in messages if m.topic != self.topic], [m for m in messages if m.topic == self.topic])
 
     def assigned(self, tps: list[TP], messages: list[RawMessage]) -> tuple[list[TP], list[RawMessage]]:
-        """Take the district partitions of an assignment: rebuild each from its beginning."""
+        """Take the district partitions of an assignment: rebuild each from its beginning.
+
+        The end to reach is the high watermark of the first fetch answer after the seek (what had
+        been written by then, or more), not a ListOffsets(LATEST) request, which Tansu answers wrongly.
+        """
         mine = [tp for tp in tps if tp[0] == self.topic]
         if not mine:
             return tps, messages
-        kc = self.consumer._consumer  # kafka-python consumer (ReadingConsumer has no beginning/end offsets)
-        tpl = [TopicPartition(*tp) for tp in mine]
-        begin, end = kc.beginning_offsets(tpl), kc.end_offsets(tpl)
+        begin = {tp: self.consumer.beginning_offset(tp) for tp in mine}
         self._retire_check_at = time.monotonic() + self.retire_grace_s
-        for tp in tpl:
-            self.owned.add(tp.partition)
-            kc.seek(tp, begin[tp])
-            self.rebuilding[tp.partition] = end[tp]  # even when empty: reconcile drops stale episodes
-            log.info("district partition %d: rebuilding roll-up from offsets %d..%d with alerts held back",
-                     tp.partition, begin[tp], end[tp])
+        for tp in mine:
+            self.owned.add(tp[1])
+            self.consumer.seek(tp, begin[tp])
+            self.rebuilding[tp[1]] = -1  # even when empty: reconcile drops stale episodes
+            log.info("district partition %d: rebuilding roll-up from offset %d with alerts held back",
+                     tp[1], begin[tp])
         rest = [tp for tp in tps if tp[0] != self.topic]
         return rest, [m for m in messages if m.topic != self.topic]
 
@@ -253,6 +255,11 @@ class DistrictStage:
         if live or doffsets:
             records += self.pipeline.alerts.apply(live, offsets=doffsets or None)
         for p, end in list(self.rebuilding.items()):
+            if end < 0:  # the end is the first high watermark fetched since the seek
+                end = self.consumer.highwater((self.topic, p))
+                if end is None:
+                    continue
+                self.rebuilding[p] = end
             pos = offsets.get((self.topic, p))
             if pos is None:
                 pos = self.consumer.position((self.topic, p))

@@ -40,7 +40,7 @@ from detection.arrays import prefetch
 from ingest.quantities import QUANTITIES
 from stadtwacht.durations import parse_duration
 
-__all__ = ["AnomalyDetector", "level_changes", "level_changes_of_rows", "rounds"]
+__all__ = ["AnomalyDetector", "level_changes_of_rows", "rounds"]
 
 _NQ = len(QUANTITIES)
 _K = 3  # raw detectors: spike, step, level shift
@@ -416,21 +416,9 @@ def _lookup_slots(rows, sensor, quantity, slot_of, slot):
 
 
 @njit(cache=True)
-def level_changes(sensor, quantity, score, threshold, level_of, ev_row):
-    """Anomaly level (score >= threshold) per row in order; rows whose level changed, ``level_of`` updated."""
-    n_ev = 0
-    for j in range(sensor.size):
-        lv = 1 if score[j] >= threshold else 0
-        if lv != level_of[sensor[j], quantity[j]]:
-            level_of[sensor[j], quantity[j]] = lv
-            ev_row[n_ev] = j
-            n_ev += 1
-    return n_ev
-
-
-@njit(cache=True)
 def level_changes_of_rows(rows, sensor, quantity, score, threshold, level_of, ev_row):
-    """``level_changes`` of the rows ``rows`` of the columns (``score[j]`` that of ``rows[j]``)."""
+    """Anomaly level (score >= threshold) of the rows ``rows`` in order (``score[j]`` that of ``rows[j]``);
+    the positions j whose level changed into ``ev_row``, ``level_of`` updated; returns their number."""
     n_ev = 0
     for j in range(rows.size):
         i = sensor[rows[j]]

@@ -6,6 +6,8 @@ exceedance transitions, and this is checked). Quix runs twice: idiomatically
 (its ``sliding_window`` with RocksDB state, keyed by sensor) and as fast as it
 goes (a plain dict of per-sensor deques inside ``.apply``). Throughput counts
 readings from the first message handled to the last one handled, in both.
+stadtwacht reads through its own consumer backends (``bench.polls``), as the
+service does: kafka-python by default, confluent-kafka as the option.
 
 Quix Streams is an optional dependency (``pip install quixstreams``, the
 ``bench`` extra); without it the figures are skipped with a note.
@@ -22,6 +24,7 @@ from collections import deque
 from datetime import datetime
 
 from bench.data import HOUR_NS, batch_messages, pm10_stream, produce, single_messages
+from bench.polls import stadtwacht_polls
 
 __all__ = ["run"]
 
@@ -31,47 +34,6 @@ Transition = tuple[str, int, int]  # sensor id, event time ns, new level (1 exce
 
 
 # -- stadtwacht ------------------------------------------------------------------------------------------
-def _kafka_python_polls(bootstrap: str, topic: str):
-    """Poll batches as RawMessage lists from kafka-python (stadtwacht's consumer library)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from ingest.decode import RawMessage
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek(tp, 0)
-    try:
-        while True:
-            batch = []
-            for part, msgs in consumer.poll(timeout_ms=1000).items():
-                t, p = part.topic, part.partition
-                batch.extend(RawMessage(t, p, m.offset, m.key, m.value, m.timestamp) for m in msgs)
-            yield batch
-    finally:
-        consumer.close()
-
-
-def _confluent_polls(bootstrap: str, topic: str):
-    """The same from confluent-kafka (librdkafka), as an optional consumer backend would deliver them."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from ingest.decode import RawMessage
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time_ns()}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 32 * 1024 * 1024,
-                         "max.partition.fetch.bytes": 8 * 1024 * 1024})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    try:
-        while True:
-            msgs = consumer.consume(num_messages=5000, timeout=1.0)
-            yield [RawMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
-                   for m in msgs if m.error() is None]
-    finally:
-        consumer.close()
-
-
 def stadtwacht_job(bootstrap: str, topic: str, n_messages: int, client: str = "kafka-python") -> tuple[
         float, int, set[Transition]]:
     """Consume the topic, decode, detect; returns (seconds, readings, transitions)."""
@@ -94,7 +56,7 @@ def stadtwacht_job(bootstrap: str, topic: str, n_messages: int, client: str = "k
     decoder = ReadingDecoder(sensors)
     engine = DetectionEngine([rule], config, sensors)
     threshold = KINDS.index("threshold")
-    polls = (_confluent_polls if client == "confluent" else _kafka_python_polls)(bootstrap, topic)
+    polls = stadtwacht_polls(bootstrap, topic, client)
     out: set[Transition] = set()
     seen = readings = 0
     started = None

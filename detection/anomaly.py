@@ -201,7 +201,7 @@ class AnomalyDetector:
         return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _np_max(a: float, b: float) -> float:
     """np.maximum for scalars (NaN wins)."""
     if a != a or b != b:
@@ -209,7 +209,7 @@ def _np_max(a: float, b: float) -> float:
     return a if a >= b else b
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _np_min(a: float, b: float) -> float:
     """np.minimum for scalars (NaN wins)."""
     if a != a or b != b:
@@ -217,12 +217,12 @@ def _np_min(a: float, b: float) -> float:
     return a if a <= b else b
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _clip(x: float, lo: float, hi: float) -> float:
     return _np_min(_np_max(x, lo), hi)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _neg_log10_tail_1(z: float) -> float:
     """Scalar ``_neg_log10_tail``."""
     z = _np_max(z, 0.0)
@@ -230,13 +230,13 @@ def _neg_log10_tail_1(z: float) -> float:
     return -log_q / math.log(10.0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _season_rate(seasonal_half_life: float, per_visit: float) -> float:
     """Learning rate of a seasonal bin with this many readings per visit (before its 1 / visits floor)."""
     return 1.0 - 0.5 ** (1.0 / (seasonal_half_life * per_visit))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up, threshold, hold_off,
                 range_tolerance, surprise_floor, seasonal_half_life, bins, period, a_base, a_fast, a_surp,
                 a_recent, half_score, fast_sd, learn_from, hold_damping, hold_range_tolerance, a_bar,
@@ -394,7 +394,7 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
             flat_state[o + _SDEV] = sdev_old + a * (abs(sclip) - sdev_old) if seasoned else flat_state[o + _DEV]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _max_key(rows, sensor, quantity):
     """The largest series key of the rows."""
     top = -1
@@ -403,7 +403,7 @@ def _max_key(rows, sensor, quantity):
     return top
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lookup_slots(rows, sensor, quantity, slot_of, slot):
     """Each row's series slot into ``slot`` (-1: a new series); returns how many rows have none yet."""
     missing = 0
@@ -415,7 +415,7 @@ def _lookup_slots(rows, sensor, quantity, slot_of, slot):
     return missing
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def level_changes_of_rows(rows, sensor, quantity, score, threshold, level_of, ev_row):
     """Anomaly level (score >= threshold) of the rows ``rows`` in order (``score[j]`` that of ``rows[j]``);
     the positions j whose level changed into ``ev_row``, ``level_of`` updated; returns their number."""

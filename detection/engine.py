@@ -309,7 +309,7 @@ def _by_time(events: DetectionBatch) -> DetectionBatch:
     return events.take(order)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pending_slots(order, start, sensor, quantity, slot_of, rules_of, n_rules_of, n_rules):
     """Per rule: the sensors of rows ``order[start:]`` (by sensor) that have no slot in it yet and will take one."""
     out = np.zeros(n_rules, np.int64)
@@ -326,7 +326,7 @@ def _pending_slots(order, start, sensor, quantity, slot_of, rules_of, n_rules_of
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _late_rows(sensor, time, newest, late_ns, late):
     """Mark rows older than their sensor's newest time minus the tolerance; the others' minimum time."""
     t_min = np.iinfo(np.int64).max
@@ -339,7 +339,7 @@ def _late_rows(sensor, time, newest, late_ns, late):
     return t_min
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _time_order(sensor, time, order):
     """Within each sensor's run of ``order``, put rows in event-time order (stable); usually already so."""
     m = order.size
@@ -360,7 +360,7 @@ def _time_order(sensor, time, order):
         lo = hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _order_rows(sensor, time, newest, late_ns, counts, late, order):
     """Late rows marked; the others into ``order`` by (sensor, time), stable. Returns (count, min time)."""
     t_min = _late_rows(sensor, time, newest, late_ns, late)
@@ -384,7 +384,7 @@ def _order_rows(sensor, time, newest, late_ns, counts, late, order):
     return m, t_min
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _emit(ev, evf, n, sensor, quantity, rule, kind, hazard, level, prev, value, threshold, time):
     ev[n, 0] = sensor
     ev[n, 1] = quantity
@@ -399,7 +399,7 @@ def _emit(ev, evf, n, sensor, quantity, rule, kind, hazard, level, prev, value, 
     return n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _boundary(levels, clear, r, K, prev, new):
     """The boundary crossed by rule r: level new's bound rising, the clear bound of level prev falling."""
     if new > prev:
@@ -407,7 +407,7 @@ def _boundary(levels, clear, r, K, prev, new):
     return clear[r, min(max(prev - 1, 0), K - 1)]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
     """Sensor i is faulty: every hazard level it holds drops to 0."""
     for r in range(table.shape[0]):
@@ -422,7 +422,7 @@ def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
     return n_ev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _process_rows(order, start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
                   rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev,
                   evf, n_ev, ok, n_ok):
@@ -548,7 +548,7 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
     return order.size, n_ev, n_ok, -1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_min, stale_factor, stale_due, slot_of,
           table, levels, clear, for_ns, arena, ev, evf, n_ev):
     """Sensors turning stale (and their levels dropping), then `for`/keep_firing_for of timed rules.

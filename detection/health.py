@@ -113,7 +113,7 @@ class HealthTracker:
                 float(cfg.stuck_min_readings), self.stuck_for, self.stale_min, float(cfg.stale_factor))
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def stale_limit(interval, stale_min, stale_factor):
     """How long a sensor with this learned interval may be silent (ns, float)."""
     if interval != interval:
@@ -121,7 +121,7 @@ def stale_limit(interval, stale_min, stale_factor):
     return max(stale_factor * interval, np.float64(stale_min))
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def stale_after(lim):
     """Whole ns of silence that surely do not reach ``stale_limit`` ``lim`` (a margin for float rounding).
 
@@ -135,7 +135,7 @@ def stale_after(lim):
     return np.int64(lim) - np.int64(2**20)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def health_row(i, q, t, v, bad, tn, newest, interval, flags, primary, hd, a, f, rel_tol, params):
     """Health after one row of sensor ``i`` (``tn`` its clock including the row).
 

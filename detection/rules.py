@@ -169,7 +169,7 @@ def _plain_selection(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[s
     return frozenset(ids), tuple(prefixes)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_ns, r, t, v, tn, bad, faulty):
     """One reading of the rule's quantity for the record at word ``rec``: aggregate, hysteresis, `for`, keep.
 
@@ -208,7 +208,7 @@ def rule_row(a, f, rec, mode, code, B, BW, w, base, K, keep, levels, clear, for_
     return lv, prev, agg
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def firing_level(a, rec, K, keep, for_ns, r, now):
     """The level the record is at by time ``now`` (records firing), for time-driven checks (`for`: ``for_ns[r]``)."""
     since = rec + _HEAD
@@ -224,7 +224,7 @@ def firing_level(a, rec, K, keep, for_ns, r, now):
     return lv
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def any_on(a, rec, K):
     """Whether any level's condition is on (its hysteresis state)."""
     since = rec + _HEAD

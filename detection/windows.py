@@ -61,7 +61,7 @@ def bucket_fill(aggregate: str) -> np.ndarray:
     return out
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _max(a: float, b: float) -> float:
     """np.maximum for scalars (NaN wins)."""
     if a != a or b != b:
@@ -69,7 +69,7 @@ def _max(a: float, b: float) -> float:
     return a if a >= b else b
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _min(a: float, b: float) -> float:
     """np.minimum for scalars (NaN wins)."""
     if a != a or b != b:
@@ -77,7 +77,7 @@ def _min(a: float, b: float) -> float:
     return a if a <= b else b
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _advance(a, f, w0, B, BW, base, p_cur, p_cnt, p_sum, be):
     """Move the running totals (count, sum) to eval bucket ``be``, subtracting the buckets that left."""
     cur = a[p_cur]
@@ -96,7 +96,7 @@ def _advance(a, f, w0, B, BW, base, p_cur, p_cnt, p_sum, be):
         a[p_cur] = be
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def window_add(a, f, w0, code, B, BW, w, base, p_cur, p_cnt, p_sum, t, v, add, eval_time):
     """Add reading (t, v) to the window at word ``w0`` where ``add`` (unless its ring position is newer).
 
@@ -155,7 +155,7 @@ def window_add(a, f, w0, code, B, BW, w, base, p_cur, p_cnt, p_sum, t, v, add, e
     return np.nan
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def window_eval(a, f, w0, code, B, BW, w, base, eval_time):
     """The window's aggregate at ``eval_time`` (a scan of its buckets): (aggregate, count, mean).
 

@@ -150,11 +150,26 @@ class ReadingConsumer:
         if timeout_ms is None:
             timeout_ms = self.cfg.poll_timeout_ms
         records = self._consumer.poll(timeout_ms=timeout_ms)
+        if records:
+            self._fetch_ahead()
         out: list[RawMessage] = []
         for tp, msgs in records.items():
             t, p = tp.topic, tp.partition
             out.extend(RawMessage(t, p, m.offset, m.key, m.value, m.timestamp) for m in msgs)
         return out
+
+    def _fetch_ahead(self) -> None:
+        """Send the next fetch now, so the broker answers while the batch just returned is processed.
+
+        kafka-python 3.0 sends it only when a poll finds nothing buffered: a poll that had to wait for
+        its records returns them without a fetch in flight, and every poll then waits a full fetch round
+        trip (~45 ms per 40 k readings on the embedded broker: a third of end-to-end time). Partitions
+        with buffered records or a fetch in flight are skipped by the fetcher itself.
+        """
+        try:
+            self._consumer._fetcher.send_fetches()
+        except AttributeError:  # a kafka-python without this internal: the next poll fetches as before
+            pass
 
     def commit(self, offsets: dict[TP, int], metadata: dict[TP, str] | None = None) -> None:
         """Commit "next offset to read" per partition, with optional metadata."""

@@ -102,7 +102,7 @@ _u = np.uintp
 
 
 # -- numbers --
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mul128(a, b):
     """Full 64x64 -> 128-bit unsigned product as (high, low)."""
     a_lo, a_hi = a & _M32, a >> _U32
@@ -112,7 +112,7 @@ def _mul128(a, b):
     return p3 + (p1 >> _U32) + (p2 >> _U32) + (mid >> _U32), (p0 & _M32) | (mid << _U32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _eisel_lemire(w, q):
     """The correctly rounded double nearest w * 10**q (w > 0, q in range), and whether it was decided."""
     lz = 0
@@ -144,7 +144,7 @@ def _eisel_lemire(w, q):
     return math.ldexp(float(mantissa), power2 - 1075), True  # 53 bits and a normal exponent: exact
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_number(buf, p, end):
     """A JSON number at ``buf[p:end]``: (value, position after it, taken).
 
@@ -224,12 +224,12 @@ def parse_number(buf, p, end):
 
 
 # -- times --
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two(buf, i):
     return (np.int64(buf[_u(i)]) - 48) * 10 + (np.int64(buf[_u(i + 1)]) - 48)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_time_us(buf, p, end):
     """An RFC 3339 time at ``buf[p:end]`` up to its closing quote: (µs since the epoch, position after the quote).
 
@@ -299,14 +299,14 @@ def parse_time_us(buf, p, end):
 
 
 # -- structure --
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ws(buf, p, end):
     while p < end and (buf[_u(p)] == 32 or buf[_u(p)] == 10 or buf[_u(p)] == 13 or buf[_u(p)] == 9):
         p += 1
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _literal(buf, p, end, lit):
     """Whether ``buf[p:]`` starts with ``lit``."""
     n = lit.shape[0]
@@ -318,7 +318,7 @@ def _literal(buf, p, end, lit):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _quantity(buf, p, end):
     """The code of a quantity key starting after its opening quote, and the position after its closing quote."""
     s = p
@@ -341,7 +341,7 @@ def _quantity(buf, p, end):
     return -1, p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
     """One reading object starting at its "{": (position after it or -1, sensor id span, time, lat, lon, rows)."""
     nan = np.nan
@@ -449,7 +449,7 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
     return p, sid_s, sid_e, tus, lat, lon, nv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v, slots, hashes, off, store):
     n = starts.shape[0]
     taken = np.zeros(n, dtype=np.bool_)
@@ -548,7 +548,7 @@ def scan_messages(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, take: n
 
 
 # -- known sensor ids --
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hash(buf, s, e):
     """FNV-1a of ``buf[s:e]``, high bits folded down (the table masks the low ones)."""
     h = np.uint64(14695981039346656037)
@@ -557,7 +557,7 @@ def _hash(buf, s, e):
     return h ^ (h >> np.uint64(29))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find(buf, s, e, slots, hashes, off, store):
     """The entry whose bytes are exactly ``buf[s:e]``, or -1 (open addressing, linear probing)."""
     h = _hash(buf, s, e)
@@ -580,7 +580,7 @@ def _find(buf, s, e, slots, hashes, off, store):
         slot = (slot + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _place(slots, hashes, first, count):
     """Put entries ``first .. count-1`` (distinct, hashed) into the slots."""
     mask = slots.shape[0] - 1
@@ -591,7 +591,7 @@ def _place(slots, hashes, first, count):
         slots[slot] = g
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _append(data, lengths, first, hashes, off, store):
     """Copy new entries' bytes into the store and hash them (entries ``first ..``)."""
     p = 0
@@ -653,7 +653,7 @@ def _grown(a: np.ndarray, n: int) -> np.ndarray:
 _NO_SENSORS = SensorTable()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _group(buf, spans):
     n = spans.shape[0]
     size = 16
@@ -711,7 +711,7 @@ def group_spans(buf: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 # -- the per-row checks of a decoded poll batch, in one pass --
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_check(rows, time_us, msg, sensor, quantity, value, bad_position, sensor_lat, low, high, limit_ns):
     n = quantity.shape[0]
     time_ns = np.empty(n, dtype=np.int64)

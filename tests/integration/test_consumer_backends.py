@@ -340,3 +340,23 @@ def test_confluent_errors_reach_the_runner_as_kafka_python_errors(what, code, co
     assert isinstance(info.value, KafkaError) and isinstance(info.value, KafkaIOError)
     assert isinstance(info.value, CommitFailedError) is commit_failed
     assert info.value.code == code
+
+
+@pytest.mark.broker
+def test_kafka_python_poll_leaves_the_next_fetch_under_way(kafka_bootstrap, topic_prefix):
+    """A poll that returns records has already asked for the next ones (kafka-python 3.0 alone would wait
+    for the next poll, so every poll waited a whole fetch round trip); records still arrive once, in order."""
+    topic = f"{topic_prefix}.air"
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+    _produce(kafka_bootstrap, topic, [[json.dumps(_reading("f1", NOW - 60 + i, 1.0)).encode() for i in range(40)]])
+    consumer = open_consumer(_kafka_cfg("kafka-python", f"{topic_prefix}-group", fetch_max_wait_ms=2000),
+                             kafka_bootstrap, [topic])
+    try:
+        got = wait_until(lambda: consumer.poll(timeout_ms=300), 30, interval=0, what="a first batch")
+        fetcher = consumer._consumer._fetcher
+        assert fetcher._nodes_with_pending_fetch_requests or fetcher._completed_fetches, \
+            "no fetch under way after a poll that returned records"
+        got += _drain(consumer, 40 - len(got))
+        assert [m.offset for m in got] == list(range(40))
+    finally:
+        consumer.close()

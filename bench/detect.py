@@ -95,10 +95,7 @@ def run(quick: bool = False) -> list[dict]:
     batch_rows = n_sensors // 2  # a poll covers about half of the sensors' newest readings
     names, batch = _stream(n_sensors, n_readings)
     no_anomaly = DetectionConfig(anomaly=AnomalyConfig(enabled=False))
-    # the reference on a subset: 2,000 sensors over the same time span
-    sub_sensors = 2_000
-    sub_names, sub = _stream(sub_sensors, sub_sensors * (n_readings // n_sensors), seed=8)
-    ref_rate = _reference_rate(sub_names, sub, no_anomaly, sub_sensors // 2)
+    ref_rate = _reference_rate(names, batch, no_anomaly, batch_rows)  # the same data (~45 s on 1 M readings)
     full_rate, _ = _engine_rate(names, batch, DetectionConfig(), batch_rows)
     plain_rate, engine = _engine_rate(names, batch, no_anomaly, batch_rows)
     # few sensors, many readings each: 12 sensors (like the sensor.community archive), polls of 5,000 rows
@@ -114,7 +111,7 @@ def run(quick: bool = False) -> list[dict]:
         {"name": "detect", "value": round(full_rate), "unit": "readings/s",
          "baseline_value": round(ref_rate), "ratio": round(full_rate / ref_rate, 1),
          "note": f"{n_readings} readings over {n_sensors} sensors, default rules + health + anomaly; "
-                 "baseline: per-reading Python reference (rules + health, no anomaly) on 2,000 sensors"},
+                 "baseline: per-reading Python reference (rules + health, no anomaly) on the same readings"},
         {"name": "detect_without_anomaly", "value": round(plain_rate), "unit": "readings/s",
          "baseline_value": round(ref_rate), "ratio": round(plain_rate / ref_rate, 1),
          "note": "same work as the reference: default rules + health"},

@@ -1,9 +1,9 @@
 """End to end: Kafka to alert decision with the real Pipeline, against raw consumption of the same topic.
 
 A pre-filled topic of PM10 readings (``bench.data``) is read twice, alternately,
-best of N, each timed from the first batch received: by a bare kafka-python
-consumer (the baseline) and by the service's own kafka-python consumer
-(``bench.polls``, as the runner reads) feeding
+best of N, each timed from its first poll: by a bare kafka-python consumer
+(the baseline) and by the service's own kafka-python consumer (``bench.polls``,
+group joined and positioned before the clock starts) feeding
 ``stadtwacht.pipeline.Pipeline.process_messages`` (decode,
 detection with all default rules, district mapping and roll-up, durable alert
 decisions in SQLite) plus ``Pipeline.tick`` per poll, as the runner does (its
@@ -27,7 +27,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.data import Stream, batch_messages, pm10_stream, produce, single_messages
-from bench.polls import stadtwacht_polls
+from bench.polls import ready_consumer
 
 __all__ = ["run"]
 
@@ -42,14 +42,12 @@ def _consumer(bootstrap: str, topic: str) -> KafkaConsumer:
 
 
 def consume_raw(bootstrap: str, topic: str, n_messages: int) -> float:
-    """Seconds to read every message (from the first batch received to the last message)."""
+    """Seconds to read every message (first poll to last message)."""
     consumer = _consumer(bootstrap, topic)
     seen = 0
-    started = None
+    started = time.perf_counter()
     while seen < n_messages:
         for msgs in consumer.poll(timeout_ms=1000).values():
-            if started is None:
-                started = time.perf_counter()
             seen += len(msgs)
     elapsed = time.perf_counter() - started
     consumer.close()
@@ -59,16 +57,13 @@ def consume_raw(bootstrap: str, topic: str, n_messages: int) -> float:
 def consume_service(bootstrap: str, topic: str, n_messages: int) -> float:
     """Seconds for the service's consumer alone, no processing (timed as ``consume_raw``): the baseline with
     stadtwacht's own consumer, reported beside the e2e figure."""
-    polls = stadtwacht_polls(bootstrap, topic)
+    consumer = ready_consumer(bootstrap, topic)
     seen = 0
-    started = None
+    started = time.perf_counter()
     while seen < n_messages:
-        batch = next(polls)
-        if batch and started is None:
-            started = time.perf_counter()
-        seen += len(batch)
+        seen += len(consumer.poll(timeout_ms=1000))
     elapsed = time.perf_counter() - started
-    polls.close()
+    consumer.close()
     return elapsed
 
 
@@ -85,30 +80,27 @@ def new_pipeline(state_dir: Path):
 
 def consume_pipeline(bootstrap: str, topic: str, n_messages: int, profile: str | None = None) -> tuple[
         float, int, int]:
-    """Seconds to read and fully process every message (from the first batch received, as ``consume_raw``)
+    """Seconds to read and fully process every message (first poll to last message, as ``consume_raw``)
     through the service's consumer; readings accepted; alert records decided."""
     from stadtwacht.runner import freeze_startup_heap
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        polls = stadtwacht_polls(bootstrap, topic)
-        pipe = None
+        consumer = ready_consumer(bootstrap, topic)
+        new_pipeline(Path(tmp) / "warm-up").process_messages(_first_messages(bootstrap, topic))  # kernels, untimed
+        pipe = new_pipeline(Path(tmp) / "state")
+        freeze_startup_heap()  # as Runner.run does once the service is built
         seen = accepted = records = 0
         prof = None
-        started = 0.0
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+        started = time.perf_counter()
         while seen < n_messages:
-            batch = next(polls)
+            batch = consumer.poll(timeout_ms=1000)
             if not batch:
                 continue
-            if pipe is None:
-                new_pipeline(Path(tmp) / "warm-up").process_messages(batch[:20])  # load compiled kernels untimed
-                pipe = new_pipeline(Path(tmp) / "state")
-                freeze_startup_heap()  # as Runner.run does once the service is built
-                if profile:
-                    import cProfile
-
-                    prof = cProfile.Profile()
-                    prof.enable()
-                started = time.perf_counter()
             seen += len(batch)
             offsets: dict[tuple[str, int], int] = {}
             for m in batch:
@@ -120,9 +112,21 @@ def consume_pipeline(bootstrap: str, topic: str, n_messages: int, profile: str |
         if prof is not None:
             prof.disable()
             prof.dump_stats(profile)
-        polls.close()
+        consumer.close()
         pipe.alerts.close()
     return elapsed, accepted, records
+
+
+def _first_messages(bootstrap: str, topic: str, n: int = 20) -> list:
+    """A few messages of the topic, to load the compiled kernels before the clock starts."""
+    from ingest.decode import RawMessage
+
+    consumer = _consumer(bootstrap, topic)
+    try:
+        return [RawMessage(topic, 0, m.offset, m.key, m.value, m.timestamp)
+                for msgs in consumer.poll(timeout_ms=5000, max_records=n).values() for m in msgs]
+    finally:
+        consumer.close()
 
 
 def catch_up(bootstrap: str, n: int, n_sensors: int, chunk: int = 500_000) -> tuple[float, int]:

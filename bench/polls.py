@@ -1,31 +1,46 @@
-"""Poll batches exactly as the service's consumer delivers them (``ingest.kafka_io.open_consumer``).
+"""The service's own consumer (``ingest.kafka_io.open_consumer``) for the benchmarks.
 
 The benchmarks time stadtwacht through its own consumer backends, not a bare
 client: what the consumer does for throughput (kafka-python: sending the next
 fetch before the batch is processed; confluent: librdkafka's prefetch) is part
-of the product. Each call joins a fresh consumer group and reads the topic from
-its start; callers time from the first batch received, which leaves the group
-join out.
+of the product. The consumer joins a fresh group and is positioned at the start
+of the topic before it is handed over, so timing can start at the first poll,
+as it does for a bare consumer after ``assign`` and ``seek``.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 from ingest.config import KafkaConfig
 from ingest.decode import RawMessage
-from ingest.kafka_io import open_consumer
+from ingest.kafka_io import GroupConsumer, open_consumer
 
-__all__ = ["stadtwacht_polls"]
+__all__ = ["ready_consumer", "stadtwacht_polls"]
+
+
+def ready_consumer(bootstrap: str, topic: str, client: str = "kafka-python") -> GroupConsumer:
+    """The service's consumer of ``topic``, group joined, every partition positioned at its first offset."""
+    cfg = KafkaConfig(client=client, group_id=f"bench-{uuid.uuid4().hex[:8]}", topics=[topic], community_topics=[],
+                      session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    consumer = open_consumer(cfg, bootstrap, [topic])
+    deadline = time.monotonic() + 60
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise RuntimeError(f"no partition of {topic} assigned within 60 s")
+        consumer.poll(timeout_ms=200)  # records read while joining are read again after the seek
+    for tp in consumer.assignment():
+        consumer.seek(tp, consumer.beginning_offset(tp))
+    return consumer
 
 
 def stadtwacht_polls(bootstrap: str, topic: str, client: str = "kafka-python",
                      timeout_ms: int = 1000) -> Iterator[list[RawMessage]]:
-    """Endless poll batches (possibly empty) of ``topic`` from its first offset; close() to leave the group."""
-    cfg = KafkaConfig(client=client, group_id=f"bench-{uuid.uuid4().hex[:8]}", topics=[topic], community_topics=[],
-                      session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    consumer = open_consumer(cfg, bootstrap, [topic])
+    """Endless poll batches (possibly empty) of ``topic`` from its start; close() to leave the group."""
+    consumer = ready_consumer(bootstrap, topic, client)
     try:
         while True:
             yield consumer.poll(timeout_ms=timeout_ms)

@@ -1,6 +1,7 @@
 """Security: channel secrets from environment or files, redacted everywhere; the ack/silence API needs the
-token; request-size limit; Kafka over TLS and over SASL_SSL (SCRAM-SHA-512, password from the environment)
-against Apache Kafka, and a wrong Kafka password: a clear error, not ready, no crash loop.
+token; request-size limit; Kafka over TLS, over SASL_SSL (SCRAM-SHA-512) and over SASL_PLAINTEXT (PLAIN), the
+password from the environment, against Apache Kafka, and a wrong Kafka password: a clear error, not ready, no crash
+loop.
 """
 
 from __future__ import annotations
@@ -130,20 +131,24 @@ def sasl_kafka(tmp_path_factory, broker_kind):
         yield kafka
 
 
-def _sasl_setup(kafka, workdir, prefix: str):
-    """A flood setup whose [kafka] section speaks SASL_SSL; the password only by the name of its env var."""
+def _sasl_ssl_toml(kafka) -> str:
+    return (f'security_protocol = "SASL_SSL"\nssl_cafile = "{kafka.ssl_cafile}"\nssl_check_hostname = false\n'
+            f'sasl_mechanism = "{SASL_MECHANISM}"')
+
+
+def _sasl_setup(kafka, workdir, prefix: str, security: str):
+    """A flood setup whose [kafka] section speaks SASL (``security``: protocol and mechanism lines); the password
+    only by the name of its env var."""
     return write_flood_setup(workdir, prefix, 1, extra_kafka=(
-        f'security_protocol = "SASL_SSL"\nssl_cafile = "{kafka.ssl_cafile}"\nssl_check_hostname = false\n'
-        f'sasl_mechanism = "{SASL_MECHANISM}"\nsasl_plain_username = "{kafka.sasl_username}"\n'
-        'sasl_plain_password_env = "KAFKA_PASSWORD"'))
+        f'{security}\nsasl_plain_username = "{kafka.sasl_username}"\nsasl_plain_password_env = "KAFKA_PASSWORD"'))
 
 
-def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surface(sasl_kafka, tmp_path,
-                                                                                   topic_prefix):
-    kafka = sasl_kafka
-    client = {**kafka.client_config(SASL_MECHANISM), "ssl_check_hostname": False}
+def _sasl_run_fires_and_keeps_the_password_out(kafka, tmp_path, topic_prefix, mechanism: str,
+                                               security: str) -> set[str]:
+    """`stadtwacht run` over the broker's SASL listener: a reading fires an alert record; the surfaces checked."""
+    client = {**kafka.client_config(mechanism), **({"ssl_check_hostname": False} if kafka.tls else {})}
     client.pop("bootstrap_servers")
-    setup = _sasl_setup(kafka, tmp_path / "run", topic_prefix)
+    setup = _sasl_setup(kafka, tmp_path / "run", topic_prefix, security)
     assert KAFKA_SECRET not in setup.config.read_text()
     create_topics(kafka.bootstrap, [setup.topic, setup.alerts_topic], partitions=2, **client)
     proc = RunProcess(setup, kafka.bootstrap, tmp_path / "state", env={"KAFKA_PASSWORD": KAFKA_SECRET}).start()
@@ -155,7 +160,7 @@ def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surfa
         prod.close(timeout=5)
         wait_until(lambda: proc.total("stadtwacht_readings_accepted_total") == 1, 60, what="the SASL reading")
         recs = wait_until(lambda: alert_records(kafka.bootstrap, setup.alerts_topic, **client), 60,
-                          what="the alert record over SASL_SSL")
+                          what=f"the alert record over {kafka.security_protocol}")
         assert [r["event"] for r in recs] == ["firing"]
         surfaces = {"metrics": proc.get("/metrics")[1].decode(), "readyz": proc.get("/readyz")[1].decode(),
                     "api_state": proc.get("/api/state")[1].decode()}
@@ -165,7 +170,31 @@ def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surfa
         proc.kill()
     for where, text in surfaces.items():
         assert KAFKA_SECRET not in text, f"the Kafka password leaked into {where}"
+    return set(surfaces)
+
+
+def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surface(sasl_kafka, tmp_path,
+                                                                                   topic_prefix):
+    surfaces = _sasl_run_fires_and_keeps_the_password_out(sasl_kafka, tmp_path, topic_prefix, SASL_MECHANISM,
+                                                          _sasl_ssl_toml(sasl_kafka))
     report("kafka_sasl", security_protocol="SASL_SSL", mechanism=SASL_MECHANISM, accepted=1, surfaces=sorted(surfaces))
+
+
+def test_pipeline_over_sasl_plaintext_with_plain(tmp_path, topic_prefix, broker_kind):
+    """SASL_PLAINTEXT with PLAIN (a broker inside a trusted network without TLS): same flow, same redaction."""
+    from tests.support.apache_kafka import ApacheKafka
+
+    if broker_kind != "apache":
+        pytest.skip("starts its own Apache Kafka with SASL_PLAINTEXT: runs in the --broker=apache pass")
+    ok, why = ApacheKafka.available()
+    if not ok:
+        pytest.skip(f"Apache Kafka unavailable: {why}")
+    with ApacheKafka(tmp_path / "kafka", sasl=True, sasl_password=KAFKA_SECRET) as kafka:
+        assert kafka.security_protocol == "SASL_PLAINTEXT"
+        surfaces = _sasl_run_fires_and_keeps_the_password_out(
+            kafka, tmp_path, topic_prefix, "PLAIN", 'security_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"')
+    report("kafka_sasl_plaintext", security_protocol="SASL_PLAINTEXT", mechanism="PLAIN", accepted=1,
+           surfaces=sorted(surfaces))
 
 
 WRONG_SECRET = "WrongS3cret-90e1"
@@ -176,7 +205,7 @@ def wrong_password_run(sasl_kafka, tmp_path_factory):
     """`stadtwacht run` against the SASL_SSL broker with a wrong password, watched for 60 s (or until it exits)."""
     kafka = sasl_kafka
     tmp = tmp_path_factory.mktemp("wrong-password")
-    setup = _sasl_setup(kafka, tmp / "run", f"t{uuid.uuid4().hex[:10]}")
+    setup = _sasl_setup(kafka, tmp / "run", f"t{uuid.uuid4().hex[:10]}", _sasl_ssl_toml(kafka))
     proc = RunProcess(setup, kafka.bootstrap, tmp / "state", env={"KAFKA_PASSWORD": WRONG_SECRET}).start()
     readyz: list[tuple[int, dict]] = []
     try:

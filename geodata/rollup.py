@@ -102,12 +102,15 @@ class Rollup:
         rank[order] = np.arange(len(flat)) - np.repeat(starts, np.diff(np.r_[starts, len(flat)]))
         if rank.max() == 0:
             return self._apply_round(events)
+        by_round = events.take(np.argsort(rank, kind="stable"))  # round r: the rows of rank r, in time order
+        bounds = np.cumsum(np.bincount(rank)).tolist()
         changed: list[DistrictLevel] = []
-        for r in range(int(rank.max()) + 1):
-            changed.extend(self._apply_round(events.take(rank == r)))
+        for a, b in zip([0, *bounds[:-1]], bounds, strict=True):
+            changed.extend(self._apply_round(by_round.take(slice(a, b))))
         return changed
 
     def _apply_round(self, events: DetectionBatch) -> list[DistrictLevel]:
+        """Apply one round: at most one transition per (sensor, rule), as :meth:`apply` hands them over."""
         self.districts.update()
         self._grow(len(self.districts.sensors))
         keys: set[tuple[int, int]] = set()
@@ -117,18 +120,13 @@ class Rollup:
                 raise GeodataError(f"event rule index outside the {len(self.rules)} rules given to Rollup")
             sensor = events.sensor.astype(np.int64)
             self._grow(int(sensor.max()) + 1)
-            # the last transition of each (sensor, rule) in the batch wins
-            flat = sensor * len(self.rules) + rule
-            _, last_rev = np.unique(flat[::-1], return_index=True)
-            last = len(flat) - 1 - last_rev
-            s, r = sensor[last], rule[last]
-            self._level[s, r] = events.level[last]
-            self._value[s, r] = events.value[last]
-            self._threshold[s, r] = events.threshold[last]
-            self._time[s, r] = events.time[last]
-            scale = self._scale_of_rule[r]
-            self._seen[s, scale] = True
-            row, d = self.districts.pairs_of(s)
+            self._level[sensor, rule] = events.level
+            self._value[sensor, rule] = events.value
+            self._threshold[sensor, rule] = events.threshold
+            self._time[sensor, rule] = events.time
+            scale = self._scale_of_rule[rule]
+            self._seen[sensor, scale] = True
+            row, d = self.districts.pairs_of(sensor)
             n_scales = len(self.scales)
             keys.update(divmod(k, n_scales) for k in np.unique(d.astype(np.int64) * n_scales + scale[row]).tolist())
         if self.districts.version != self._version:  # sensors were (re)mapped: recheck every key
@@ -174,8 +172,8 @@ class Rollup:
     def _evaluate(self, ds: np.ndarray, sc: int) -> list[DistrictLevel | None]:
         """The levels of some districts on one scale (None where no sensor of it ever had an event).
 
-        The quorum is decided for all districts at once, one pass per candidate level; only the
-        description of each result (contributing sensors, the reading shown) is built per district.
+        The quorum is decided for all districts at once, one pass per candidate level, and so is the
+        description of each result (contributing sensors, the reading shown).
         """
         rules = self._rules_of_scale[sc]
         pos, sens = self.districts.sensors_of_many(ds)  # each district's sensors, sorted, concatenated
@@ -183,10 +181,16 @@ class Rollup:
         n = ds.size
         counts = np.bincount(pos, minlength=n)
         starts = np.cumsum(counts) - counts
-        lv = self._level[sens[:, None], rules[None, :]]
-        times = self._time[sens[:, None], rules[None, :]]
-        per_sensor = lv.max(axis=1) if sens.size else np.zeros(0, np.int8)
-        has_event = np.bincount(pos, weights=(times > 0).any(axis=1), minlength=n) > 0
+        if rules.size == 1:  # one rule on the scale (the usual case): plain columns
+            lv = self._level[sens, int(rules[0])][:, None]
+            times = self._time[sens, int(rules[0])][:, None]
+            per_sensor = lv[:, 0]
+            has_event = np.bincount(pos, weights=times[:, 0] > 0, minlength=n) > 0
+        else:
+            lv = self._level[sens[:, None], rules[None, :]]
+            times = self._time[sens[:, None], rules[None, :]]
+            per_sensor = lv.max(axis=1) if sens.size else np.zeros(0, np.int8)
+            has_event = np.bincount(pos, weights=(times > 0).any(axis=1), minlength=n) > 0
         level = np.zeros(n, dtype=np.int64)
         top = int(per_sensor.max()) if per_sensor.size else 0
         if top > 0 and not self._gated[sc]:
@@ -203,35 +207,58 @@ class Rollup:
                 alone = np.bincount(pos[at & trusted], minlength=n) > 0
                 ok = (n_at >= 1) & (alone | (n_at >= q.min_sensors) | ((n_at >= 2) & (n_at >= q.min_fraction * total)))
                 level[(level == 0) & ok] = cand
-        out: list[DistrictLevel | None] = []
+        d_list = ds.tolist()
+        levels = level.tolist()
+        out: list[DistrictLevel | None] = [None] * n
         hazard, quantity = self.scales[sc]
-        for k, d in enumerate(ds.tolist()):
-            old = self._state.get((d, sc))
-            if not has_event[k]:  # no sensor left with an event on this scale
-                out.append(None if old is None else replace(old, level=0, sensors=(), level_name=(
-                    self.rules[int(rules[0])].level_names[0])))
-                continue
-            a, b = int(starts[k]), int(starts[k] + counts[k])
-            s_k, lv_k, t_k, ps_k = sens[a:b], lv[a:b], times[a:b], per_sensor[a:b]
-            lvl = int(level[k])
-            if lvl > 0:
-                contrib = np.flatnonzero(ps_k >= lvl)
-                best = contrib[np.lexsort((self._value[s_k[contrib], rules[lv_k[contrib].argmax(axis=1)]],
-                                           ps_k[contrib]))[-1]]
-                ids = tuple(self.districts.sensors.ids(s_k[contrib]))
-                rk = int(rules[int(lv_k[best].argmax())])
-            else:
-                best = int(np.argmax(t_k)) // rules.size  # the latest event decides what "back to normal" shows
-                ids = ()
-                rk = int(rules[int(np.argmax(t_k[best]))])
-            info = self.rules[rk]
-            s = int(s_k[best])
-            out.append(DistrictLevel(
-                district=self.layer.ids[d], district_name=self.layer.names[d], hazard=hazard, quantity=quantity,
+        for k in np.flatnonzero(~has_event).tolist():  # no sensor left with an event on this scale
+            old = self._state.get((d_list[k], sc))
+            if old is not None:
+                out[k] = replace(old, level=0, sensors=(), level_name=self.rules[int(rules[0])].level_names[0])
+        if not has_event.any():
+            return out
+        # -- descriptions of the districts with an event, vectorised over their concatenated sensors --
+        row_tmax = times.max(axis=1)
+        nonempty = np.flatnonzero(counts > 0)
+        seg_tmax = np.zeros(n, dtype=np.int64)
+        seg_tmax[nonempty] = np.maximum.reduceat(row_tmax, starts[nonempty])
+        # level > 0: the contributing sensors (at or above it); the reading shown is the one with the highest
+        # level, then value, then the last such sensor (as a stable lexsort's last row)
+        contrib = np.flatnonzero((has_event & (level > 0))[pos] & (per_sensor >= level[pos]))
+        rk_row = rules[lv[contrib].argmax(axis=1)]
+        o = np.lexsort((self._value[sens[contrib], rk_row], per_sensor[contrib], pos[contrib]))
+        n_contrib = np.bincount(pos[contrib], minlength=n)
+        id_end = np.cumsum(n_contrib)  # o holds each district's contributors in turn: its best one is the last
+        best = np.zeros(n, dtype=np.int64)  # per district: the row (in sens) of the reading shown, and its rule
+        best_rule = np.zeros(n, dtype=np.int64)
+        up = np.flatnonzero(n_contrib)
+        best[up] = contrib[o[id_end[up] - 1]]
+        best_rule[up] = rk_row[o[id_end[up] - 1]]
+        # level 0: the latest event decides what "back to normal" shows (the first row, then rule, at the max)
+        latest = np.flatnonzero((has_event & (level == 0))[pos] & (row_tmax == seg_tmax[pos]))
+        down, first = np.unique(pos[latest], return_index=True)
+        best[down] = latest[first]
+        best_rule[down] = rules[(times[latest[first]] == seg_tmax[down][:, None]).argmax(axis=1)]
+        ids = self.districts.sensors.ids(sens[contrib])
+        id_start = (id_end - n_contrib).tolist()
+        n_contrib = n_contrib.tolist()
+        best_s = sens[best[has_event]]
+        rk_sel = best_rule[has_event]
+        values = self._value[best_s, rk_sel].tolist()
+        thresholds = self._threshold[best_s, rk_sel].tolist()
+        t_max = seg_tmax.tolist()
+        layer_ids, names, approx, infos = self.layer.ids, self.layer.names, self.layer.approximate, self.rules
+        for k, rk, v, th in zip(np.flatnonzero(has_event).tolist(), rk_sel.tolist(), values, thresholds, strict=True):
+            info = infos[rk]
+            lvl = levels[k]
+            d = d_list[k]
+            out[k] = DistrictLevel(
+                district=layer_ids[d], district_name=names[d], hazard=hazard, quantity=quantity,
                 rule=info.name, level=lvl,
                 level_name=info.level_names[lvl] if lvl < len(info.level_names) else str(lvl),
-                value=float(self._value[s, rk]), threshold=float(self._threshold[s, rk]),
-                sensors=ids, time_ns=int(t_k.max()), approximate=self.layer.approximate))
+                value=v, threshold=th,
+                sensors=tuple(ids[id_start[k]:id_start[k] + n_contrib[k]]),
+                time_ns=t_max[k], approximate=approx)
         return out
 
 

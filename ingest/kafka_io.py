@@ -8,6 +8,7 @@ warm-up re-read (see README, "Restarts and rebalances").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -166,10 +167,8 @@ class ReadingConsumer:
         trip (~45 ms per 40 k readings on the embedded broker: a third of end-to-end time). Partitions
         with buffered records or a fetch in flight are skipped by the fetcher itself.
         """
-        try:
+        with contextlib.suppress(AttributeError):  # a kafka-python without this internal: fetch as before
             self._consumer._fetcher.send_fetches()
-        except AttributeError:  # a kafka-python without this internal: the next poll fetches as before
-            pass
 
     def commit(self, offsets: dict[TP, int], metadata: dict[TP, str] | None = None) -> None:
         """Commit "next offset to read" per partition, with optional metadata."""

@@ -21,15 +21,27 @@ comparison), so steady-state polls need no Python work per id. Buffer positions
 are cast to unsigned where they index, which spares numba's negative-index
 handling in the byte loops. :func:`expand_check` is the decoder's per-value
 checks over the whole poll batch in one compiled pass.
+
+Speed on the common shape comes from reading words, not bytes, wherever the
+bytes are known to be there: digits eight at a time (SWAR), the time's fixed
+shape in three overlapping words, each key with its closing quote in one or
+two words, sensor ids hashed and compared a word at a time; near the end of a
+message the byte-wise code decides. Inside the scan the buffers are passed to
+the helpers as raw pointers: an array argument costs an atomic incref and
+decref per call, which was a good part of the time per reading. The small
+helpers are inlined; the large ones are not (numba's inlining of those
+tripled the first compile for little gain).
 """
 
 from __future__ import annotations
 
-import math
+import sys
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from ingest.quantities import QUANTITIES
 
@@ -42,11 +54,23 @@ _U3 = np.uint64(3)
 _U32 = np.uint64(32)
 _U52 = np.uint64(52)
 _U63 = np.uint64(63)
-_M32 = np.uint64(0xFFFFFFFF)
-_TOP = np.uint64(1 << 63)
+_U29 = np.uint64(29)
+_H_SEED = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers of the sensor id hash
+_H_MUL = np.uint64(0xFF51AFD7ED558CCD)
+_H_MIX = np.uint64(0xC4CEB9FE1A85EC53)
 _MASK9 = np.uint64(0x1FF)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _TWO53 = np.uint64(1 << 53)
+_FRACTION = np.uint64((1 << 52) - 1)
+_POW10U = np.array([10 ** i for i in range(9)], dtype=np.uint64)
+_U8 = np.uint64(8)
+_U16 = np.uint64(16)
+_ZEROS8 = np.uint64(0x3030303030303030)  # "0" in every byte
+_HIGH8 = np.uint64(0x8080808080808080)
+_DIGIT_ADD = np.uint64(0x7676767676767676)  # x + 0x76 reaches 0x80 when x >= 10
+_PAIR_MASK = np.uint64(0x000000FF000000FF)
+_PAIR_MUL1 = np.uint64(0x000F424000000064)  # 100 + (1000000 << 32)
+_PAIR_MUL2 = np.uint64(0x0000271000000001)  # 1 + (10000 << 32)
 _POW10 = np.array([10.0 ** i for i in range(23)], dtype=np.float64)  # exact doubles
 _Q_MIN, _Q_MAX = -64, 64  # powers of ten taken (values 1e-64 .. 1e83: never subnormal, never infinite)
 
@@ -82,6 +106,14 @@ _QLEN = np.array([len(q) for q in QUANTITIES], dtype=np.int64)
 _QNAME = np.zeros((len(QUANTITIES), int(_QLEN.max())), dtype=np.uint8)
 for _i, _q in enumerate(QUANTITIES):
     _QNAME[_i, : len(_q)] = np.frombuffer(_q.encode(), dtype=np.uint8)
+# the keys with their closing quote as little-endian words, and masks of their lengths
+_W_SENSOR = np.uint64(int.from_bytes(b"sensor_i", "little"))
+_W_SENSOR_END = np.uint64(int.from_bytes(b'nsor_id"', "little"))  # bytes 2-9
+_W_TIME = np.uint64(int.from_bytes(b'time"', "little"))
+_W_VALUES = np.uint64(int.from_bytes(b'values"', "little"))
+_W_LAT = np.uint64(int.from_bytes(b'lat"', "little"))
+_W_LON = np.uint64(int.from_bytes(b'lon"', "little"))
+_M4, _M5, _M7 = np.uint64(2 ** 32 - 1), np.uint64(2 ** 40 - 1), np.uint64(2 ** 56 - 1)
 _KEY_SENSOR = np.frombuffer(b'ensor_id"', dtype=np.uint8)  # after the leading "s"
 _KEY_TIME = np.frombuffer(b'ime"', dtype=np.uint8)  # after "t"
 _KEY_VALUES = np.frombuffer(b'alues"', dtype=np.uint8)  # after "v"
@@ -94,31 +126,103 @@ for _c in b"._:-":
 _CUM_DAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _FRAC_SCALE = np.array([0, 100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
-_TIME_SHAPE = np.frombuffer(b"0000-00-00T00:00:00", dtype=np.uint8)  # "0" = a digit, else that byte
+_TIME_SHAPE = b"0000-00-00T00:00:00"  # "0" = a digit, else that byte
+
+
+def _shape_words(shape: bytes) -> tuple[np.uint64, np.uint64]:
+    """For 8 bytes of a shape: what to XOR a word with (a digit then becomes 0..9, a matching separator 0) and
+    what to add so that a byte's high bit is set exactly when the byte is out of place (>= 10, resp. >= 1)."""
+    xor = int.from_bytes(shape, "little")
+    add = int.from_bytes(bytes(0x76 if c == 48 else 0x7F for c in shape), "little")
+    return np.uint64(xor), np.uint64(add)
+
+
+_SHAPE_A_XOR, _SHAPE_A_ADD = _shape_words(_TIME_SHAPE[0:8])
+_SHAPE_B_XOR, _SHAPE_B_ADD = _shape_words(_TIME_SHAPE[8:16])
+_SHAPE_C_XOR, _SHAPE_C_ADD = _shape_words(_TIME_SHAPE[11:19])
 
 _SENSOR, _TIME, _VALUES, _LAT, _LON = 1, 2, 4, 8, 16
 # buffer positions are cast to unsigned where they index: numba then skips its negative-index wraparound
 _u = np.uintp
 
 
-# -- numbers --
-@njit(cache=True, nogil=True)
-def _mul128(a, b):
+# -- machine words (LLVM intrinsics: one instruction each where numba's own would loop or split) --
+def _contiguous(buf) -> bool:
+    """A C pointer, or a 1-D array whose bytes are contiguous (what the word loads and pointers below assume)."""
+    return isinstance(buf, types.CPointer) or (isinstance(buf, types.Array) and buf.layout == "C" and buf.ndim == 1)
+
+
+@intrinsic
+def _ptr(typingctx, ary):
+    """The data pointer of a contiguous 1-D array: indexing it costs no reference counting in the callees
+    (an array handed to a helper is increfed and decrefed, atomically, per call). The array must outlive it."""
+    if not (isinstance(ary, types.Array) and _contiguous(ary)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(signature.args[0])(context, builder, value=args[0]).data
+    return types.CPointer(ary.dtype)(ary), codegen
+
+
+@intrinsic
+def _load8(typingctx, buf, i):
+    """The 8 bytes ``buf[i:i + 8]`` as one little-endian uint64 (unaligned load; the caller bounds ``i``)."""
+    if not _contiguous(buf) or buf.dtype != types.uint8:
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = args[0]
+        if isinstance(signature.args[0], types.Array):
+            data = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+        ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(64).as_pointer())
+        value = builder.load(ptr, align=1)
+        return builder.bswap(value) if sys.byteorder == "big" else value
+    return types.uint64(buf, i), codegen
+
+
+@intrinsic
+def _mul128(typingctx, a, b):
     """Full 64x64 -> 128-bit unsigned product as (high, low)."""
-    a_lo, a_hi = a & _M32, a >> _U32
-    b_lo, b_hi = b & _M32, b >> _U32
-    p0, p1, p2, p3 = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
-    mid = (p0 >> _U32) + (p1 & _M32) + (p2 & _M32)
-    return p3 + (p1 >> _U32) + (p2 >> _U32) + (mid >> _U32), (p0 & _M32) | (mid << _U32)
+    sig = types.UniTuple(types.uint64, 2)(types.uint64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64, i128 = ir.IntType(64), ir.IntType(128)
+        prod = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        high = builder.trunc(builder.lshr(prod, ir.Constant(i128, 64)), i64)
+        return context.make_tuple(builder, signature.return_type, [high, builder.trunc(prod, i64)])
+    return sig, codegen
 
 
+@intrinsic
+def _as_double(typingctx, bits):
+    """The double whose IEEE 754 bits are the uint64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.uint64), codegen
+
+
+@intrinsic
+def _clz(typingctx, a):
+    """Leading zero bits of a uint64 (64 for 0)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def _ctz(typingctx, a):
+    """Trailing zero bits of a uint64 (64 for 0)."""
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+    return types.uint64(types.uint64), codegen
+
+
+# -- numbers --
 @njit(cache=True, nogil=True)
 def _eisel_lemire(w, q):
     """The correctly rounded double nearest w * 10**q (w > 0, q in range), and whether it was decided."""
-    lz = 0
-    while (w & _TOP) == np.uint64(0):
-        w = w << _U1
-        lz += 1
+    lz = np.int64(_clz(w))
+    w = w << np.uint64(lz)
     i = q - _Q_MIN
     hi, lo = _mul128(w, _P5_HI[i])
     if (hi & _MASK9) == _MASK9:  # the truncated table might matter: add the low word's contribution
@@ -141,7 +245,40 @@ def _eisel_lemire(w, q):
     if mantissa >= (_U2 << _U52):
         mantissa = _U1 << _U52
         power2 += 1
-    return math.ldexp(float(mantissa), power2 - 1075), True  # 53 bits and a normal exponent: exact
+    # 53 bits (the top one implicit) and a normal biased exponent: the double's own bits
+    return _as_double((mantissa & _FRACTION) | (np.uint64(power2) << _U52)), True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _digits(buf, p, end, w, digits):
+    """The decimal digits at ``buf[p:end]`` appended to ``w`` (holding ``digits`` significant digits):
+    (w, digits, position after them); digits -1 (and the position of the 20th) past 19 significant digits.
+
+    Eight bytes at a time (SWAR): the digits among them found and converted in a few word operations.
+    """
+    while p + 8 <= end:
+        x = _load8(buf, p) - _ZEROS8  # digits become 0..9; a borrow only ever reaches bytes after a non-digit
+        stop = (x | (x + _DIGIT_ADD)) & _HIGH8  # the high bit of every byte that is not a digit (and after it)
+        n = 8 if stop == np.uint64(0) else np.int64(_ctz(stop) >> np.uint64(3))
+        if n == 0:
+            return w, digits, p
+        if digits + n > 19:
+            return w, -1, p + (19 - digits)
+        x = x << np.uint64(64 - 8 * n)  # the n digits to the top, zeros (leading zero digits) below
+        x = x * np.uint64(10) + (x >> _U8)  # pairs
+        x = (((x & _PAIR_MASK) * _PAIR_MUL1) + (((x >> _U16) & _PAIR_MASK) * _PAIR_MUL2)) >> _U32
+        w = w * _POW10U[n] + x
+        digits += n
+        p += n
+        if n < 8:
+            return w, digits, p
+    while p < end and 48 <= buf[_u(p)] <= 57:
+        if digits >= 19:
+            return w, -1, p
+        w = w * np.uint64(10) + np.uint64(buf[_u(p)] - 48)
+        digits += 1
+        p += 1
+    return w, digits, p
 
 
 @njit(cache=True, nogil=True)
@@ -167,12 +304,9 @@ def parse_number(buf, p, end):
         if p < end and 48 <= buf[_u(p)] <= 57:
             return 0.0, p, False
     elif 49 <= c <= 57:
-        while p < end and 48 <= buf[_u(p)] <= 57:
-            if digits >= 19:
-                return 0.0, p, False
-            w = w * np.uint64(10) + np.uint64(buf[_u(p)] - 48)
-            digits += 1
-            p += 1
+        w, digits, p = _digits(buf, p, end, w, digits)
+        if digits < 0:
+            return 0.0, p, False
     else:
         return 0.0, p, False
     integer = True
@@ -180,17 +314,13 @@ def parse_number(buf, p, end):
         integer = False
         p += 1
         start = p
-        while p < end and 48 <= buf[_u(p)] <= 57:
-            d = buf[_u(p)] - 48
-            if digits == 0 and d == 0:
-                exp10 -= 1  # leading zeros of a fraction
-            else:
-                if digits >= 19:
-                    return 0.0, p, False
-                w = w * np.uint64(10) + np.uint64(d)
-                digits += 1
-                exp10 -= 1
-            p += 1
+        if digits == 0:
+            while p < end and buf[_u(p)] == 48:  # leading zeros of a fraction: not significant
+                p += 1
+        w, digits, p = _digits(buf, p, end, w, digits)
+        if digits < 0:
+            return 0.0, p, False
+        exp10 -= p - start
         if p == start:
             return 0.0, p, False
     if p < end and (buf[_u(p)] == 101 or buf[_u(p)] == 69):  # "e" / "E"
@@ -224,7 +354,15 @@ def parse_number(buf, p, end):
 
 
 # -- times --
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def _off_shape(word, xor, add):
+    """Nonzero when a byte of ``word`` is out of its shape (see _shape_words). A byte >= 0x80 after the XOR is
+    out of place itself (its own high bit); the carry its addition may pass on only ever reaches a later byte."""
+    x = word ^ xor
+    return (x | (x + add)) & _HIGH8
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _two(buf, i):
     return (np.int64(buf[_u(i)]) - 48) * 10 + (np.int64(buf[_u(i + 1)]) - 48)
 
@@ -239,13 +377,12 @@ def parse_time_us(buf, p, end):
     """
     if p + 20 > end:
         return 0, -1
-    for i in range(19):
-        c = buf[_u(p + i)]
-        if _TIME_SHAPE[i] == 48:
-            if c < 48 or c > 57:
-                return 0, -1
-        elif c != _TIME_SHAPE[i]:
-            return 0, -1
+    # the shape in three overlapping words: bytes 0-7, 8-15, 11-18
+    bad = _off_shape(_load8(buf, p), _SHAPE_A_XOR, _SHAPE_A_ADD)
+    bad |= _off_shape(_load8(buf, p + 8), _SHAPE_B_XOR, _SHAPE_B_ADD)
+    bad |= _off_shape(_load8(buf, p + 11), _SHAPE_C_XOR, _SHAPE_C_ADD)
+    if bad != np.uint64(0):
+        return 0, -1
     year = _two(buf, p) * 100 + _two(buf, p + 2)
     month, day = _two(buf, p + 5), _two(buf, p + 8)
     hour, minute, second = _two(buf, p + 11), _two(buf, p + 14), _two(buf, p + 17)
@@ -299,14 +436,14 @@ def parse_time_us(buf, p, end):
 
 
 # -- structure --
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _ws(buf, p, end):
     while p < end and (buf[_u(p)] == 32 or buf[_u(p)] == 10 or buf[_u(p)] == 13 or buf[_u(p)] == 9):
         p += 1
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _literal(buf, p, end, lit):
     """Whether ``buf[p:]`` starts with ``lit``."""
     n = lit.shape[0]
@@ -357,19 +494,32 @@ def _reading(buf, p, end, rows_q, rows_v, nv, cap_v):
         p += 1
         if p >= end:
             return -1, 0, 0, 0, nan, nan, nv
-        c = buf[_u(p)]
         key = 0
-        if c == 115 and _literal(buf, p + 1, end, _KEY_SENSOR):
-            key, p = _SENSOR, p + 10
-        elif c == 116 and _literal(buf, p + 1, end, _KEY_TIME):
-            key, p = _TIME, p + 5
-        elif c == 118 and _literal(buf, p + 1, end, _KEY_VALUES):
-            key, p = _VALUES, p + 7
-        elif c == 108 and p + 3 < end and buf[_u(p + 3)] == 34:  # "lat" / "lon"
-            if buf[_u(p + 1)] == 97 and buf[_u(p + 2)] == 116:
+        if p + 10 <= end:  # the key and its closing quote in one or two words (a reading goes on after its keys)
+            word = _load8(buf, p)
+            if word == _W_SENSOR and _load8(buf, p + 2) == _W_SENSOR_END:
+                key, p = _SENSOR, p + 10
+            elif (word & _M5) == _W_TIME:
+                key, p = _TIME, p + 5
+            elif (word & _M7) == _W_VALUES:
+                key, p = _VALUES, p + 7
+            elif (word & _M4) == _W_LAT:
                 key, p = _LAT, p + 4
-            elif buf[_u(p + 1)] == 111 and buf[_u(p + 2)] == 110:
+            elif (word & _M4) == _W_LON:
                 key, p = _LON, p + 4
+        else:
+            c = buf[_u(p)]
+            if c == 115 and _literal(buf, p + 1, end, _KEY_SENSOR):
+                key, p = _SENSOR, p + 10
+            elif c == 116 and _literal(buf, p + 1, end, _KEY_TIME):
+                key, p = _TIME, p + 5
+            elif c == 118 and _literal(buf, p + 1, end, _KEY_VALUES):
+                key, p = _VALUES, p + 7
+            elif c == 108 and p + 3 < end and buf[_u(p + 3)] == 34:  # "lat" / "lon"
+                if buf[_u(p + 1)] == 97 and buf[_u(p + 2)] == 116:
+                    key, p = _LAT, p + 4
+                elif buf[_u(p + 1)] == 111 and buf[_u(p + 2)] == 110:
+                    key, p = _LON, p + 4
         if key == 0 or (seen & key) != 0:  # unknown or duplicate key
             return -1, 0, 0, 0, nan, nan, nv
         seen |= key
@@ -464,25 +614,28 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v, slots, hashes, of
     v_q = np.empty(cap_v, dtype=np.uint8)
     v_val = np.empty(cap_v, dtype=np.float64)
     nr = nv = 0
+    bp, q_out, v_out = _ptr(buf), _ptr(v_q), _ptr(v_val)  # buf, v_q and v_val stay alive: all are used below
+    s_slots, s_hashes, s_off, s_store = _ptr(slots), _ptr(hashes), _ptr(off), _ptr(store)
+    mask = slots.shape[0] - 1
     for m in range(n):
         if not take[m]:
             continue
         end = ends[m]
-        p = _ws(buf, starts[m], end)
+        p = _ws(bp, starts[m], end)
         if p >= end:
             continue
         r0, v0 = nr, nv
-        array = buf[_u(p)] == 91  # "["
+        array = bp[_u(p)] == 91  # "["
         if array:
-            p = _ws(buf, p + 1, end)
+            p = _ws(bp, p + 1, end)
         e = 0
         ok = True
         while True:
-            if p >= end or buf[_u(p)] != 123 or nr >= cap_r or e >= max_elements:
+            if p >= end or bp[_u(p)] != 123 or nr >= cap_r or e >= max_elements:
                 ok = False
                 break
             v_start = nv
-            p, s0, s1, tus, lat, lon, nv = _reading(buf, p, end, v_q, v_val, nv, cap_v)
+            p, s0, s1, tus, lat, lon, nv = _reading(bp, p, end, q_out, v_out, nv, cap_v)
             if p < 0:
                 ok = False
                 break
@@ -491,20 +644,20 @@ def _scan(buf, starts, ends, take, max_elements, cap_r, cap_v, slots, hashes, of
             r_time[nr] = tus
             r_sid[nr, 0] = s0
             r_sid[nr, 1] = s1
-            r_sensor[nr] = _find(buf, s0, s1, slots, hashes, off, store)
+            r_sensor[nr] = _find(bp, s0, s1, s_slots, mask, s_hashes, s_off, s_store)
             r_lat[nr] = lat
             r_lon[nr] = lon
             r_rows[nr] = nv - v_start
             nr += 1
             e += 1
-            p = _ws(buf, p, end)
+            p = _ws(bp, p, end)
             if not array:
                 break
-            if p < end and buf[_u(p)] == 44:
-                p = _ws(buf, p + 1, end)
+            if p < end and bp[_u(p)] == 44:
+                p = _ws(bp, p + 1, end)
                 continue
-            if p < end and buf[_u(p)] == 93:  # "]"
-                p = _ws(buf, p + 1, end)
+            if p < end and bp[_u(p)] == 93:  # "]"
+                p = _ws(bp, p + 1, end)
                 break
             ok = False
             break
@@ -538,6 +691,7 @@ def scan_messages(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, take: n
     Sensor ids found in ``known`` come back resolved (``sensor``); the others are -1 (their spans say which).
     """
     known = known or _NO_SENSORS
+    buf = np.ascontiguousarray(buf)  # the scan reads words through a pointer (no copy when already contiguous)
     size = int(buf.shape[0])
     cap_r = size // 40 + 1  # a reading takes more than 60 bytes
     cap_v = size // 6 + 1  # a value at least 6 ('"o3":1')
@@ -548,35 +702,57 @@ def scan_messages(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, take: n
 
 
 # -- known sensor ids --
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def _tail(buf, i, e, n):
+    """The last ``e - i`` (1..7) bytes of ``buf[e - n:e]`` as a little-endian word: one load when n >= 8."""
+    if n >= 8:
+        return _load8(buf, e - 8) >> np.uint64(8 * (8 - (e - i)))
+    t = np.uint64(0)
+    for j in range(e - i):
+        t |= np.uint64(buf[_u(i + j)]) << np.uint64(8 * j)
+    return t
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _hash(buf, s, e):
-    """FNV-1a of ``buf[s:e]``, high bits folded down (the table masks the low ones)."""
-    h = np.uint64(14695981039346656037)
-    for i in range(s, e):
-        h = (h ^ np.uint64(buf[_u(i)])) * np.uint64(1099511628211)
-    return h ^ (h >> np.uint64(29))
+    """A hash of ``buf[s:e]`` taken a word at a time, mixed down (the table masks the low bits)."""
+    h = np.uint64(e - s) * _H_SEED
+    i = s
+    while i + 8 <= e:
+        h = (h ^ _load8(buf, i)) * _H_MUL
+        h ^= h >> _U29
+        i += 8
+    if i < e:
+        h = (h ^ _tail(buf, i, e, e - s)) * _H_MUL
+    h ^= h >> _U32
+    h *= _H_MIX
+    return h ^ (h >> _U29)
 
 
-@njit(cache=True, nogil=True)
-def _find(buf, s, e, slots, hashes, off, store):
-    """The entry whose bytes are exactly ``buf[s:e]``, or -1 (open addressing, linear probing)."""
+@njit(cache=True, nogil=True, inline="always")
+def _same(a, ao, b, bo, n):
+    """Whether ``a[ao:ao + n]`` and ``b[bo:bo + n]`` hold the same bytes (a word at a time)."""
+    i = 0
+    while i + 8 <= n:
+        if _load8(a, ao + i) != _load8(b, bo + i):
+            return False
+        i += 8
+    return i == n or _tail(a, ao + i, ao + n, n) == _tail(b, bo + i, bo + n, n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(buf, s, e, slots, mask, hashes, off, store):
+    """The entry whose bytes are exactly ``buf[s:e]``, or -1 (open addressing, linear probing; ``mask`` is
+    the number of slots less one)."""
     h = _hash(buf, s, e)
-    mask = slots.shape[0] - 1
     slot = np.int64(h & np.uint64(mask))
     n = e - s
     while True:
         g = slots[_u(slot)]
         if g < 0:
             return np.int32(-1)
-        if hashes[_u(g)] == h and off[_u(g + 1)] - off[_u(g)] == n:
-            o = off[_u(g)]
-            same = True
-            for i in range(n):
-                if store[_u(o + i)] != buf[_u(s + i)]:
-                    same = False
-                    break
-            if same:
-                return g
+        if hashes[_u(g)] == h and off[_u(g + 1)] - off[_u(g)] == n and _same(store, off[_u(g)], buf, s, n):
+            return g
         slot = (slot + 1) & mask
 
 

@@ -3,11 +3,11 @@
 Both read the same topic on the same embedded broker, alternately, best of
 three, each timed from its first poll; the baseline is a bare kafka-python
 consumer, the decoded side reads through the service's own consumer
-(``bench.polls``: group joined and positioned before the clock starts). The ratio is
-decode+batching throughput over raw throughput (goal: decode adds <= 20 % to
-raw consume time, i.e. ratio >= 0.83). ``*_decode``
-figures time the decoder alone (no Kafka): the compiled columnar scanner
-against the msgspec struct path it falls back to (``columnar = False``).
+(``bench.polls``: group joined and positioned before the clock starts). The
+ratio is decode+batching throughput over raw throughput (goal: decode adds
+<= 20 % to raw consume time, i.e. ratio >= 0.83). ``*_decode`` figures time the
+decoder alone (no Kafka): the compiled columnar scanner against the msgspec
+struct path it falls back to (``columnar = False``).
 """
 
 from __future__ import annotations
@@ -145,8 +145,7 @@ def run(quick: bool = False) -> list[dict]:
             figures.append({"name": name, "value": dec_rate, "unit": "readings/s", "baseline_value": raw_rate,
                             "ratio": dec_rate / raw_rate, "messages": messages, "readings_per_message": per,
                             "note": "value: consume through the service's consumer + decode + batch; baseline: raw "
-                                    "kafka-python consume; "
-                                    "each reading carries pm10 and pm2_5"})
+                                    "kafka-python consume; each reading carries pm10 and pm2_5"})
             with_ext = raw_rate_in_subprocess(broker.bootstrap, topic, messages, n, crc32c=True)
             without = raw_rate_in_subprocess(broker.bootstrap, topic, messages, n, crc32c=False)
             figures.append({"name": f"{name}_raw_crc32c", "value": with_ext, "unit": "readings/s",

@@ -24,38 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from bench.data import Stream, batch_messages, pm10_stream, produce, single_messages
-from bench.polls import ready_consumer
+from bench.polls import bare_consumer, raw_seconds, ready_consumer
 
 __all__ = ["run"]
 
 
-def _consumer(bootstrap: str, topic: str) -> KafkaConsumer:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek(tp, 0)
-    return consumer
-
-
-def consume_raw(bootstrap: str, topic: str, n_messages: int) -> float:
-    """Seconds to read every message (first poll to last message)."""
-    consumer = _consumer(bootstrap, topic)
-    seen = 0
-    started = time.perf_counter()
-    while seen < n_messages:
-        for msgs in consumer.poll(timeout_ms=1000).values():
-            seen += len(msgs)
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    return elapsed
-
-
 def consume_service(bootstrap: str, topic: str, n_messages: int) -> float:
-    """Seconds for the service's consumer alone, no processing (timed as ``consume_raw``): the baseline with
+    """Seconds for the service's consumer alone, no processing (timed as ``raw_seconds``): the baseline with
     stadtwacht's own consumer, reported beside the e2e figure."""
     consumer = ready_consumer(bootstrap, topic)
     seen = 0
@@ -80,7 +56,7 @@ def new_pipeline(state_dir: Path):
 
 def consume_pipeline(bootstrap: str, topic: str, n_messages: int, profile: str | None = None) -> tuple[
         float, int, int]:
-    """Seconds to read and fully process every message (first poll to last message, as ``consume_raw``)
+    """Seconds to read and fully process every message (first poll to last message, as ``raw_seconds``)
     through the service's consumer; readings accepted; alert records decided."""
     from stadtwacht.runner import freeze_startup_heap
 
@@ -121,9 +97,9 @@ def _first_messages(bootstrap: str, topic: str, n: int = 20) -> list:
     """A few messages of the topic, to load the compiled kernels before the clock starts."""
     from ingest.decode import RawMessage
 
-    consumer = _consumer(bootstrap, topic)
+    consumer = bare_consumer(bootstrap, topic)
     try:
-        return [RawMessage(topic, 0, m.offset, m.key, m.value, m.timestamp)
+        return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 for msgs in consumer.poll(timeout_ms=5000, max_records=n).values() for m in msgs]
     finally:
         consumer.close()
@@ -170,7 +146,7 @@ def run(quick: bool = False) -> list[dict]:
             raw, full, service = [], [], []
             accepted = records = 0
             for _ in range(rounds):
-                raw.append(consume_raw(broker.bootstrap, topic, len(msgs)))
+                raw.append(raw_seconds(broker.bootstrap, topic, len(msgs)))
                 s, accepted, records = consume_pipeline(broker.bootstrap, topic, len(msgs))
                 full.append(s)
                 service.append(consume_service(broker.bootstrap, topic, len(msgs)))

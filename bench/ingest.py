@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from bench.polls import ready_consumer
+from bench.polls import raw_seconds, ready_consumer
 from ingest.decode import RawMessage, ReadingDecoder
 from ingest.sensor_index import SensorIndex
 from stadtwacht.broker import EmbeddedBroker
@@ -52,28 +52,9 @@ def produce(bootstrap: str, topic: str, messages: int, per_message: int, reading
     return n
 
 
-def consume(bootstrap: str, topic: str, total_messages: int, decode: bool) -> tuple[float, int]:
-    """Seconds to read every message of the topic (first poll to last message) and the readings decoded: raw
-    with a bare kafka-python consumer, or decoded through the service's own consumer."""
-    if decode:
-        return _consume_decode(bootstrap, topic, total_messages)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
-    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-    consumer.assign(parts)
-    for tp in parts:
-        consumer.seek(tp, 0)
-    seen = 0
-    started = time.perf_counter()
-    while seen < total_messages:
-        for msgs in consumer.poll(timeout_ms=1000).values():
-            seen += len(msgs)
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    return elapsed, 0
-
-
-def _consume_decode(bootstrap: str, topic: str, total_messages: int) -> tuple[float, int]:
+def consume_decoded(bootstrap: str, topic: str, total_messages: int) -> tuple[float, int]:
+    """Seconds to read and decode every message through the service's own consumer (first poll to last
+    message), and the readings decoded."""
     consumer = ready_consumer(bootstrap, topic)
     decoder = ReadingDecoder(SensorIndex())
     seen = readings = 0
@@ -95,8 +76,8 @@ def raw_rate_in_subprocess(bootstrap: str, topic: str, messages: int, readings: 
     it falls back to its pure-Python implementation.
     """
     block = "" if crc32c else "sys.modules['crc32c'] = None; "
-    code = (f"import sys; {block}from bench.ingest import consume; "
-            f"print(min(consume({bootstrap!r}, {topic!r}, {messages}, decode=False)[0] for _ in range(2)))")
+    code = (f"import sys; {block}from bench.polls import raw_seconds; "
+            f"print(min(raw_seconds({bootstrap!r}, {topic!r}, {messages}) for _ in range(2)))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=1800,
                          check=True)
@@ -137,8 +118,8 @@ def run(quick: bool = False) -> list[dict]:
             rows = 2 * n  # two quantities per reading
             raw, dec = [], []
             for _ in range(2 if quick else 3):
-                raw.append(consume(broker.bootstrap, topic, messages, decode=False)[0])
-                t, got = consume(broker.bootstrap, topic, messages, decode=True)
+                raw.append(raw_seconds(broker.bootstrap, topic, messages))
+                t, got = consume_decoded(broker.bootstrap, topic, messages)
                 assert got == rows, (got, rows)
                 dec.append(t)
             raw_rate, dec_rate = n / min(raw), n / min(dec)

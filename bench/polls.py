@@ -1,4 +1,5 @@
-"""The service's own consumer (``ingest.kafka_io.open_consumer``) for the benchmarks.
+"""The two consumers the benchmarks compare: a bare kafka-python consumer (the raw baseline) and the service's
+own consumer (``ingest.kafka_io.open_consumer``).
 
 The benchmarks time stadtwacht through its own consumer backends, not a bare
 client: what the consumer does for throughput (kafka-python: sending the next
@@ -14,11 +15,37 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from kafka import KafkaConsumer, TopicPartition
+
 from ingest.config import KafkaConfig
 from ingest.decode import RawMessage
 from ingest.kafka_io import GroupConsumer, open_consumer
 
-__all__ = ["ready_consumer", "stadtwacht_polls"]
+__all__ = ["bare_consumer", "raw_seconds", "ready_consumer", "stadtwacht_polls"]
+
+
+def bare_consumer(bootstrap: str, topic: str) -> KafkaConsumer:
+    """A plain kafka-python consumer assigned every partition of ``topic`` at offset 0 (no group)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
+                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    consumer.assign(parts)
+    for tp in parts:
+        consumer.seek(tp, 0)
+    return consumer
+
+
+def raw_seconds(bootstrap: str, topic: str, n_messages: int) -> float:
+    """The raw baseline: seconds for the bare consumer to read ``n_messages`` (first poll to last message)."""
+    consumer = bare_consumer(bootstrap, topic)
+    seen = 0
+    started = time.perf_counter()
+    while seen < n_messages:
+        for msgs in consumer.poll(timeout_ms=1000).values():
+            seen += len(msgs)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
 
 
 def ready_consumer(bootstrap: str, topic: str, client: str = "kafka-python") -> GroupConsumer:

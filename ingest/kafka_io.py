@@ -17,6 +17,7 @@ from typing import Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from ingest.config import KafkaConfig
@@ -117,6 +118,43 @@ class _Listener(ConsumerRebalanceListener):
             self.owner.on_assign(tps)
 
 
+class _FinishedJoin(Future):
+    """A join that finished between polls, dressed as pending: the first awaiter gets its assignment."""
+
+    def __init__(self, assignment: bytes) -> None:
+        super().__init__()
+        self._assignment = assignment
+
+    def add_callback(self, f, *args, **kwargs):
+        super().add_callback(f, *args, **kwargs)
+        if not self.is_done:
+            self.success(self._assignment)
+        return self
+
+
+def _keep_joins_finished_between_polls(coordinator) -> None:
+    """Work around kafka-python 3.0.12 throwing away a rebalance that completed between two polls.
+
+    Its ``join_group_async`` starts a new JoinGroup whenever the cached join task ``is_done``, success
+    included, so a JoinGroup/SyncGroup answered while the application processes a batch (or, in a test,
+    polls another member) is discarded and the whole group rebalances again: on Tansu each round waits
+    half the session timeout, and a mixed group took up to a minute to settle. Here such a finished join
+    is handed back as pending, so the next poll completes it (assignment, listener) as if it had waited.
+    Failed joins are left alone: kafka-python retries those itself.
+    """
+    if not hasattr(coordinator, "_join_task"):  # another kafka-python: nothing to mend
+        return
+    join_group = coordinator.join_group_async
+
+    async def join_group_async(timeout_ms=None):
+        task = coordinator._join_task
+        if task is not None and task.succeeded():
+            coordinator._join_task = _FinishedJoin(task.value)
+        return await join_group(timeout_ms=timeout_ms)
+
+    coordinator.join_group_async = join_group_async
+
+
 class ReadingConsumer:
     """One member of the consumer group reading the sensor topics.
 
@@ -145,6 +183,7 @@ class ReadingConsumer:
             fetch_max_bytes=32 * 1_048_576,
         )
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
+        _keep_joins_finished_between_polls(self._consumer._coordinator)
 
     def poll(self, timeout_ms: int | None = None) -> list[RawMessage]:
         """The next batch of records, at most ``max_poll_records``."""

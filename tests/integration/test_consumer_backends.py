@@ -9,6 +9,7 @@ and a whole Runner firing an alert. Runs on the session broker: Tansu by default
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -358,5 +359,35 @@ def test_kafka_python_poll_leaves_the_next_fetch_under_way(kafka_bootstrap, topi
             "no fetch under way after a poll that returned records"
         got += _drain(consumer, 40 - len(got))
         assert [m.offset for m in got] == list(range(40))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
+def test_kafka_python_keeps_a_join_answered_between_polls(kafka_bootstrap, topic_prefix, caplog):
+    """A JoinGroup/SyncGroup answered while the application was not polling is kept (kafka-python 3.0.12
+    alone throws it away and joins again: another half session timeout on Tansu, and on a real group a
+    rebalance of every member); the member joins once."""
+    topic = f"{topic_prefix}.air"
+    create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    caplog.set_level(logging.INFO, logger="kafka.coordinator")
+    consumer = open_consumer(_kafka_cfg("kafka-python", f"{topic_prefix}-group"), kafka_bootstrap, [topic])
+    coordinator = consumer._consumer._coordinator
+    try:  # the leader must see the new topic's partitions, or it rightly joins again once it does
+        wait_until(lambda: consumer._consumer.partitions_for_topic(topic) == {0, 1}, 30, what="the topic's metadata")
+
+        def answered_between_polls() -> bool:
+            task = coordinator._join_task
+            if task is None or task.failed():
+                consumer.poll(timeout_ms=0)  # (re)sends the JoinGroup and returns before the answer
+                return False
+            return task.succeeded()
+        wait_until(answered_between_polls, 30, interval=0.01, what="a join answered between two polls")
+        assert consumer.assignment() == []
+        wait_until(lambda: (consumer.poll(timeout_ms=100), consumer.assignment())[1], 30, interval=0,
+                   what="the assignment")
+        joins = [r for r in caplog.records if r.getMessage().startswith("Successfully joined group")]
+        assert len(joins) == 1, "\n".join(r.getMessage() for r in caplog.records)
+        assert sorted(consumer.assignment()) == [(topic, 0), (topic, 1)]
     finally:
         consumer.close()

@@ -67,13 +67,6 @@ def _alpha(half_life: float) -> float:
     return 1.0 - 0.5 ** (1.0 / half_life)
 
 
-def _neg_log10_tail(z: np.ndarray) -> np.ndarray:
-    """-log10 of the upper normal tail Q(z) for z >= 0 (Borjesson-Sundberg, relative error < 0.3 %)."""
-    z = np.maximum(z, 0.0)
-    log_q = -0.5 * z * z - _LOG_SQRT_2PI - np.log((1.0 - _BS_A) * z + _BS_A * np.sqrt(z * z + _BS_B))
-    return -log_q / math.log(10.0)
-
-
 def rounds(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row order and round boundaries so that each round holds at most one row per key, rows in order.
 
@@ -112,8 +105,8 @@ class AnomalyDetector:
         self._period = parse_duration(config.seasonal_period)
         self._bins = config.seasonal_bins
         self._state = np.zeros((0, _NCOL))
-        self._season = np.zeros((0, max(self._bins, 1)))
-        self._visits = np.zeros((0, max(self._bins, 1)))
+        # per series and seasonal bin: the bin's level offset and its visits, side by side (one cache line)
+        self._seasonal = np.zeros((0, max(self._bins, 1), 2))
         # dense series slots: series (sensor * 7 + quantity) -> row of the state arrays, -1 until first seen
         self._slot_of = np.full(capacity * _NQ, -1, np.int32)
         self._n_series = 0
@@ -126,11 +119,9 @@ class AnomalyDetector:
         new = max(slots, 2 * old)
         state = np.zeros((new, _NCOL))
         state[:old] = self._state
-        season = np.zeros((new, self._season.shape[1]))
-        season[:old] = self._season
-        visits = np.zeros((new, self._visits.shape[1]))
-        visits[:old] = self._visits
-        self._state, self._season, self._visits = state, season, visits
+        seasonal = np.zeros((new, *self._seasonal.shape[1:]))
+        seasonal[:old] = self._seasonal
+        self._state, self._seasonal = state, seasonal
 
     def reserve(self, sensors: int) -> None:
         """Room for ``sensors`` sensors with a series each (no copying as they appear; zero pages cost nothing)."""
@@ -142,7 +133,7 @@ class AnomalyDetector:
 
     def nbytes(self) -> int:
         """Bytes held by the series map and the per-series state arrays."""
-        return self._slot_of.nbytes + self._state.nbytes + self._season.nbytes + self._visits.nbytes
+        return self._slot_of.nbytes + self._state.nbytes + self._seasonal.nbytes
 
     def reset(self, sensor_mask: np.ndarray) -> None:
         """Forget everything learnt about the sensors where ``sensor_mask`` is True (all quantities)."""
@@ -151,8 +142,7 @@ class AnomalyDetector:
         slots = self._slot_of[keys[keys < self._slot_of.size]]
         slots = slots[slots >= 0]
         self._state[slots] = 0.0
-        self._season[slots] = 0.0
-        self._visits[slots] = 0.0
+        self._seasonal[slots] = 0.0
 
     def _slots(self, rows: np.ndarray, sensor: np.ndarray, quantity: np.ndarray) -> np.ndarray:
         """The state row of each row's series, giving new series the next free rows (in key order)."""
@@ -192,7 +182,7 @@ class AnomalyDetector:
             return out
         slot = self._slots(rows, sensor, quantity)
         cfg = self.config
-        _score_rows(rows, slot, time, value, self._state, self._season, self._visits, out,
+        _score_rows(rows, slot, time, value, self._state, self._seasonal, out,
                     float(cfg.warm_up), float(cfg.threshold), float(cfg.hold_off), float(cfg.range_tolerance),
                     float(cfg.surprise_floor), float(cfg.seasonal_half_life), self._bins, self._period,
                     self._a_base, self._a_fast, self._a_surp, self._a_recent, self._half_score, self._fast_sd,
@@ -223,21 +213,13 @@ def _clip(x: float, lo: float, hi: float) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _neg_log10_tail_1(z: float) -> float:
-    """Scalar ``_neg_log10_tail``."""
-    z = _np_max(z, 0.0)
-    log_q = -0.5 * z * z - _LOG_SQRT_2PI - np.log((1.0 - _BS_A) * z + _BS_A * np.sqrt(z * z + _BS_B))
-    return -log_q / math.log(10.0)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def _season_rate(seasonal_half_life: float, per_visit: float) -> float:
     """Learning rate of a seasonal bin with this many readings per visit (before its 1 / visits floor)."""
     return 1.0 - 0.5 ** (1.0 / (seasonal_half_life * per_visit))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up, threshold, hold_off,
+def _score_rows(rows, slot, time, value, state, seasonal, out, warm_up, threshold, hold_off,
                 range_tolerance, surprise_floor, seasonal_half_life, bins, period, a_base, a_fast, a_surp,
                 a_recent, half_score, fast_sd, learn_from, hold_damping, hold_range_tolerance, a_bar,
                 repeat_penalty, instant_weight):
@@ -254,9 +236,8 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
         season_rate[n] = _season_rate(seasonal_half_life, np.float64(n))
     flat_state = state.reshape(state.size)
     ncol = state.shape[1]
-    flat_season = season.reshape(season.size)
-    flat_visits = visits_of.reshape(visits_of.size)
-    nb = season.shape[1]
+    flat_seasonal = seasonal.reshape(seasonal.size)
+    nb = seasonal.shape[1]
     n_rows = slot.size
     phase_bin = np.zeros(n_rows, np.int64)  # each row's seasonal bin, computed once (two divisions)
     if bins > 0:
@@ -269,9 +250,7 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
             for w in range(0, ncol, 7):  # 56 bytes apart: every cache line of the record
                 prefetch(flat_state, o1 + w)
             prefetch(flat_state, o1 + ncol - 1)
-            c1 = s1 * nb + phase_bin[j + _AHEAD]
-            prefetch(flat_season, c1)
-            prefetch(flat_visits, c1)
+            prefetch(flat_seasonal, 2 * (s1 * nb + phase_bin[j + _AHEAD]))
         s = slot[j]
         row = rows[j]
         t = time[row]
@@ -302,9 +281,9 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
             t0 = np.float64(t) if first else flat_state[o + _T0]
             cycles = (t - t0) / period
             per_visit = _np_max(cnt / _np_max(cycles * bins, 1.0), 1.0)
-            visits = visits_of[s, b]
+            visits = seasonal[s, b, 1]
             seasoned = (cycles >= _SEASON_MIN_VISITS) and (visits / per_visit >= _SEASON_MIN_VISITS - 1.0)
-            off = season[s, b]
+            off = seasonal[s, b, 0]
             sscale = _np_max(flat_state[o + _SDEV] * _SIGMA_PER_MAD, floor)
             if seasoned and flat_state[o + _SDEV] < flat_state[o + _DEV]:
                 resid = dev_plain - off
@@ -318,9 +297,10 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
             for k in range(_K):
                 raw[k] = 0.0
         else:
-            raw[0] = np.log1p(_np_min(z0, _RAW_CAP))
-            raw[1] = np.log1p(_np_min(z1, _RAW_CAP))
-            raw[2] = np.log1p(_np_min(z2, _RAW_CAP))
+            # log(1 + z), not log1p: z >= 0 needs no log1p precision, and numba's log1p costs three logs
+            raw[0] = np.log(1.0 + _np_min(z0, _RAW_CAP))
+            raw[1] = np.log(1.0 + _np_min(z1, _RAW_CAP))
+            raw[2] = np.log(1.0 + _np_min(z2, _RAW_CAP))
 
         # Surprise relative to the series' usual surprise ("anomaly likelihood"), per raw detector; the
         # detectors' -log10 tail probabilities add up (evidence of independent detectors multiplies).
@@ -330,13 +310,19 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
         hold = flat_state[o + _HOLD]
         score = 0.0  # during the warm-up the score is 0 whatever the evidence: its maths is skipped
         if cnt >= warm_up:
-            l_sum = 0.0
+            # the detectors' -log10 normal tails (Borjesson-Sundberg, relative error < 0.3 %), summed with one
+            # logarithm of the product
+            quad = 0.0
+            prod = 1.0
             for k in range(_K):
                 spread = np.sqrt(flat_state[o + _RV + k] + surprise_floor ** 2)
                 zk = (ra[k] - flat_state[o + _RM + k]) / spread
                 if k == 0 and instant_weight > 0:  # a single gross spike counts on its own, discounted
                     zk = _np_max(zk, instant_weight * (raw[k] - flat_state[o + _RM + k]) / spread)
-                l_sum += _neg_log10_tail_1(zk)
+                zk = _np_max(zk, 0.0)
+                quad += 0.5 * zk * zk + _LOG_SQRT_2PI
+                prod *= (1.0 - _BS_A) * zk + _BS_A * np.sqrt(zk * zk + _BS_B)
+            l_sum = (quad + np.log(prod)) / math.log(10.0)
             surprise = _np_max(l_sum - _NO_SURPRISE - bar, 0.0)
             score = surprise / (surprise + half_score)
             if hold > 0:
@@ -388,8 +374,8 @@ def _score_rows(rows, slot, time, value, state, season, visits_of, out, warm_up,
             else:
                 rate = _season_rate(seasonal_half_life, per_visit)
             a_b = _np_max(rate, 1.0 / (visits + 1.0))
-            season[s, b] = off + a_b * _clip(dev_plain - off, -limit, limit)
-            visits_of[s, b] = visits + 1.0
+            seasonal[s, b, 0] = off + a_b * _clip(dev_plain - off, -limit, limit)
+            seasonal[s, b, 1] = visits + 1.0
             flat_state[o + _T0] = t0
             flat_state[o + _SDEV] = sdev_old + a * (abs(sclip) - sdev_old) if seasoned else flat_state[o + _DEV]
 

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from detection.anomaly import AnomalyDetector, level_changes_of_rows
-from detection.arrays import grown, prefetch
+from detection.arrays import borrowed, grown, prefetch
 from detection.config import DetectionConfig, RuleConfig
 from detection.events import DetectionBatch, RuleInfo, hazard_code, kind_code
 from detection.health import (
@@ -223,21 +223,25 @@ class DetectionEngine:
             _time_order(sensor, time, order)
         if order.size == 0:
             return DetectionResult(DetectionBatch.empty(), late)
+        # the columns in (sensor, time) order: the kernels then read them sequentially (a gather through
+        # ``order`` row by row stalls on cache misses once a batch outgrows the L2 cache)
+        sensor, quantity, time, value = sensor[order], quantity[order], time[order], value[order]
         self.health.ensure_base(t_min)
         self._ensure_bases(t_min)
-        ok = np.empty(order.size if self.anomaly is not None else 0, np.int64)
+        m = order.size
+        ok = np.empty(m if self.anomaly is not None else 0, np.int64)
         start, n_ev, n_ok = 0, 0, 0
         while True:
             start, n_ev, n_ok, full = _process_rows(
-                order, start, sensor, quantity, time, value, self._limits, self.health.newest,
+                start, sensor, quantity, time, value, self._limits, self.health.newest,
                 self.health.interval, self.health.flags, self.health.primary, self.health.head, self.health.records,
                 self.health.rel_tol, self.health.params(), self.health.stale_due, self.slot_of, self.table,
                 self.rules_of, self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self._ev_int,
                 self._ev_float, n_ev, ok, n_ok)
-            if start >= order.size:
+            if start >= m:
                 break
             if full >= 0:
-                self._grow_rule(full, _pending_slots(order, start, sensor, quantity, self.slot_of, self.rules_of,
+                self._grow_rule(full, _pending_slots(start, sensor, quantity, self.slot_of, self.rules_of,
                                                      self.n_rules_of, len(self.rules)))
             else:
                 self._grow_events()
@@ -310,12 +314,11 @@ def _by_time(events: DetectionBatch) -> DetectionBatch:
 
 
 @njit(cache=True, nogil=True)
-def _pending_slots(order, start, sensor, quantity, slot_of, rules_of, n_rules_of, n_rules):
-    """Per rule: the sensors of rows ``order[start:]`` (by sensor) that have no slot in it yet and will take one."""
+def _pending_slots(start, sensor, quantity, slot_of, rules_of, n_rules_of, n_rules):
+    """Per rule: the sensors of rows ``start:`` (by sensor) that have no slot in it yet and will take one."""
     out = np.zeros(n_rules, np.int64)
     last = np.full(n_rules, -1, np.int64)
-    for jj in range(start, order.size):
-        j = order[jj]
+    for j in range(start, sensor.size):
         i = sensor[j]
         q = quantity[j]
         for m in range(n_rules_of[q]):
@@ -423,35 +426,41 @@ def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _process_rows(order, start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
+def _process_rows(start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
                   rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev,
                   evf, n_ev, ok, n_ok):
-    """Health, then suppression and every rule of the row's quantity, row by row in ``order``.
+    """Health, then suppression and every rule of the row's quantity, row by row (rows in (sensor, time) order).
 
     Stops early, before a row, when the event buffers might overflow or a rule needs a slot and
     has none free. Returns (next position, events written, in-range rows listed in ``ok``, the rule
     that needs room or -1).
     """
     R = table.shape[0]
-    f = arena.view(np.float64)
-    hf = hrec.view(np.float64)
+    # the arrays the inlined helpers take, borrowed: no reference counting per row
+    newest, interval, flags, primary, hhead = borrowed(newest), borrowed(interval), borrowed(flags), \
+        borrowed(primary), borrowed(hhead)
+    hrec, rel_tol, slot_of, table, arena = borrowed(hrec), borrowed(rel_tol), borrowed(slot_of), borrowed(table), \
+        borrowed(arena)
+    levels, clear, for_ns, ev, evf = borrowed(levels), borrowed(clear), borrowed(for_ns), borrowed(ev), borrowed(evf)
+    f = borrowed(arena.view(np.float64))
+    hf = borrowed(hrec.view(np.float64))
     n_rules = R
     stale_min, stale_factor = hparams[10], hparams[11]
     h_stride, h_w, h_B, h_BW = hparams[0], hparams[3], hparams[1], hparams[2]
-    m_rows = order.size
+    m_rows = sensor.size
     # flat views for prefetching (a row view per prefetch would cost reference counting each time)
     slot_flat = slot_of.reshape(slot_of.size)
     hhead_flat = hhead.reshape(hhead.size)
     h_cols = hhead.shape[1]
     for jj in range(start, m_rows):
         if jj + 2 * _AHEAD < m_rows:  # the slot table and health arrays two steps ahead
-            i2 = sensor[order[jj + 2 * _AHEAD]]
+            i2 = sensor[jj + 2 * _AHEAD]
             prefetch(slot_flat, i2 * R)
             prefetch(newest, i2)
             prefetch(interval, i2)
             prefetch(hhead_flat, i2 * h_cols)
         if jj + _AHEAD < m_rows:  # the records one step ahead: heads and the buckets the row will touch
-            j1 = order[jj + _AHEAD]
+            j1 = jj + _AHEAD
             i1 = sensor[j1]
             t1 = time[j1]
             h1 = i1 * h_stride
@@ -463,7 +472,9 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
                 prefetch(hrec, h1 + h_stride - 1)
             else:
                 b1 = be1 if tn1 == t1 else t1 // h_w
-                prefetch(hrec, h1 + HEALTH_HEAD + (b1 % h_B) * h_BW)
+                o1 = h1 + HEALTH_HEAD + (b1 % h_B) * h_BW
+                prefetch(hrec, o1)
+                prefetch(hrec, o1 + h_BW - 1)  # a bucket may straddle two cache lines
             q1 = quantity[j1]
             for m in range(n_rules_of[q1]):
                 r = rules_of[q1, m]
@@ -484,7 +495,7 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
                             prefetch(arena, w0 + ((t1 // table[r, T.WIDTH]) % B) * table[r, T.BUCKET_WORDS])
         if n_ev + 3 + R > ev.shape[0]:
             return jj, n_ev, n_ok, -1
-        j = order[jj]
+        j = jj
         i = sensor[j]
         q = quantity[j]
         for m in range(n_rules_of[q]):
@@ -545,7 +556,7 @@ def _process_rows(order, start, sensor, quantity, time, value, limits, newest, i
             if lv != prev:
                 n_ev = _emit(ev, evf, n_ev, i, q, r, table[r, T.KIND], table[r, T.HAZARD], lv, prev, agg,
                              _boundary(levels, clear, r, K, prev, lv), tn)
-    return order.size, n_ev, n_ok, -1
+    return m_rows, n_ev, n_ok, -1
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -558,7 +569,11 @@ def _tick(now, n_sensors, phase, start, newest, interval, flags, primary, stale_
     continue from when the buffers fill, phase -1 when done.
     """
     R = table.shape[0]
-    f = arena.view(np.float64)
+    # the arrays the inlined helpers take, borrowed: no reference counting per sensor or slot
+    slot_of, table, levels, clear, for_ns = borrowed(slot_of), borrowed(table), borrowed(levels), borrowed(clear), \
+        borrowed(for_ns)
+    arena, ev, evf = borrowed(arena), borrowed(ev), borrowed(evf)
+    f = borrowed(arena.view(np.float64))
     if phase == 0 and (start > 0 or now >= stale_due[0]):
         if start == 0:
             stale_due[1] = _FAR

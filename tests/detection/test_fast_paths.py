@@ -42,10 +42,14 @@ def _nmin(a: float, b: float) -> float:
     return math.nan if a != a or b != b else (a if a <= b else b)
 
 
-def _tail(z: float) -> float:
-    z = _nmax(z, 0.0)
-    log_q = -0.5 * z * z - _LOG_SQRT_2PI - math.log((1.0 - _BS_A) * z + _BS_A * math.sqrt(z * z + _BS_B))
-    return -log_q / math.log(10.0)
+def _tails(zs: list[float]) -> float:
+    """Summed -log10 normal tails (Borjesson-Sundberg) of the z-scores, with one logarithm of the product."""
+    quad, prod = 0.0, 1.0
+    for z in zs:
+        z = _nmax(z, 0.0)
+        quad += 0.5 * z * z + _LOG_SQRT_2PI
+        prod *= (1.0 - _BS_A) * z + _BS_A * math.sqrt(z * z + _BS_B)
+    return (quad + math.log(prod)) / math.log(10.0)
 
 
 def plain_scores(cfg: AnomalyConfig, time: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -85,16 +89,15 @@ def plain_scores(cfg: AnomalyConfig, time: np.ndarray, value: np.ndarray) -> np.
         step = x - prev
         fast = fast_s + a_fast * (resid - fast_s)
         zs = (abs(resid) / rscale, abs(step) / dscale, abs(fast) / (rscale * fast_sd))
-        raw = [0.0 if first else math.log1p(_nmin(z, 1e3)) for z in zs]
-        l_sum = 0.0
-        ra = [0.0] * 3
+        raw = [0.0 if first else math.log(1.0 + _nmin(z, 1e3)) for z in zs]
+        ra, zk = [0.0] * 3, [0.0] * 3
         for k in range(3):
             ra[k] = ra_s[k] + a_recent * (raw[k] - ra_s[k])
             spread = math.sqrt(rv[k] + cfg.surprise_floor ** 2)
-            zk = (ra[k] - rm[k]) / spread
+            zk[k] = (ra[k] - rm[k]) / spread
             if k == 0 and cfg.instant_spike_weight > 0:
-                zk = _nmax(zk, cfg.instant_spike_weight * (raw[k] - rm[k]) / spread)
-            l_sum += _tail(zk)
+                zk[k] = _nmax(zk[k], cfg.instant_spike_weight * (raw[k] - rm[k]) / spread)
+        l_sum = _tails(zk)
         surprise = _nmax(l_sum - 3 * math.log10(2.0) - bar_s, 0.0)
         score = surprise / (surprise + 5.0)
         hold = hold_s

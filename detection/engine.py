@@ -1,8 +1,9 @@
 """The detection engine: readings in, level transitions out (threshold/rate rules, sensor health, anomalies).
 
 Each batch is handled in event-time order per sensor: one compiled pass finds the late rows
-and orders the others by (sensor, time) (a counting sort by the dense sensor index), then one
-fused compiled pass runs sensor health and every rule of each row's quantity, row by row,
+and orders the others by (sensor, time) (a counting sort by the dense sensor index), the
+batch's columns are gathered into that order, then one fused compiled pass runs sensor
+health and every rule of each row's quantity, row by row (prefetching rows ahead),
 writing level transitions into reused buffers. This is exactly the per-reading semantics
 whatever the batch's shape (many sensors with one reading each, or one sensor with
 thousands). All per-sensor state is packed: health in per-sensor records, rules in per-slot
@@ -452,15 +453,15 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
     slot_flat = slot_of.reshape(slot_of.size)
     hhead_flat = hhead.reshape(hhead.size)
     h_cols = hhead.shape[1]
-    for jj in range(start, m_rows):
-        if jj + 2 * _AHEAD < m_rows:  # the slot table and health arrays two steps ahead
-            i2 = sensor[jj + 2 * _AHEAD]
+    for j in range(start, m_rows):
+        if j + 2 * _AHEAD < m_rows:  # the slot table and health arrays two steps ahead
+            i2 = sensor[j + 2 * _AHEAD]
             prefetch(slot_flat, i2 * R)
             prefetch(newest, i2)
             prefetch(interval, i2)
             prefetch(hhead_flat, i2 * h_cols)
-        if jj + _AHEAD < m_rows:  # the records one step ahead: heads and the buckets the row will touch
-            j1 = jj + _AHEAD
+        if j + _AHEAD < m_rows:  # the records one step ahead: heads and the buckets the row will touch
+            j1 = j + _AHEAD
             i1 = sensor[j1]
             t1 = time[j1]
             h1 = i1 * h_stride
@@ -494,14 +495,13 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
                         else:
                             prefetch(arena, w0 + ((t1 // table[r, T.WIDTH]) % B) * table[r, T.BUCKET_WORDS])
         if n_ev + 3 + R > ev.shape[0]:
-            return jj, n_ev, n_ok, -1
-        j = jj
+            return j, n_ev, n_ok, -1
         i = sensor[j]
         q = quantity[j]
         for m in range(n_rules_of[q]):
             r = rules_of[q, m]
             if slot_of[i, r] == _NO_SLOT and table[r, T.SLOTS] == table[r, T.CAPACITY]:
-                return jj, n_ev, n_ok, r
+                return j, n_ev, n_ok, r
         t = time[j]
         v = value[j]
         bad = v < limits[0, q] or v > limits[1, q] or v >= limits[2, q]

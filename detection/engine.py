@@ -88,6 +88,10 @@ class DetectionEngine:
             self.rules_of[r.quantity, self.n_rules_of[r.quantity]] = i
             self.n_rules_of[r.quantity] += 1
         self.arena = np.zeros(0, np.int64)  # the rules' slot records, rule by rule
+        # each rule's empty record (row r, first stride words): a slot is written with it when a sensor takes it
+        self.templates = np.zeros((n, max([r.stride for r in self.rules], default=1)), np.int64)
+        for i, r in enumerate(self.rules):
+            self.templates[i, : r.stride] = r.template
         self.health = HealthTracker(config.health)
         self._limits = np.stack([PHYSICAL_MIN, PHYSICAL_MAX, self.health.saturation]).astype(np.float64)
         self.anomaly = None
@@ -154,14 +158,17 @@ class DetectionEngine:
         self._rebuild_arena(caps)
 
     def _rebuild_arena(self, caps: np.ndarray) -> None:
-        """Lay the rules' regions out again with the given capacities (existing records kept)."""
+        """Lay the rules' regions out again with the given capacities (the records of taken slots kept).
+
+        Free slots stay zero, not empty records: the kernel writes a rule's empty record into a slot
+        when a sensor takes it, so the pages of room never taken are never touched (``np.zeros`` maps
+        them lazily) and a rebuild copies only the records in use.
+        """
         offsets = np.concatenate([[0], np.cumsum(caps * self.table[:, T.STRIDE])])
-        arena = np.empty(int(offsets[-1]), np.int64)
+        arena = np.zeros(int(offsets[-1]), np.int64)
         for i, r in enumerate(self.rules):
-            old_cap, stride, off = int(r.row[T.CAPACITY]), r.stride, int(r.row[T.OFFSET])
-            region = arena[offsets[i]: offsets[i + 1]].reshape(-1, stride)
-            region[:old_cap] = self.arena[off: off + old_cap * stride].reshape(-1, stride)
-            region[old_cap:] = r.template
+            used, off = r.n_slots * r.stride, int(r.row[T.OFFSET])
+            arena[offsets[i]: offsets[i] + used] = self.arena[off: off + used]
             r.row[T.OFFSET] = offsets[i]
             r.row[T.CAPACITY] = caps[i]
         self.arena = arena
@@ -237,8 +244,8 @@ class DetectionEngine:
                 start, sensor, quantity, time, value, self._limits, self.health.newest,
                 self.health.interval, self.health.flags, self.health.primary, self.health.head, self.health.records,
                 self.health.rel_tol, self.health.params(), self.health.stale_due, self.slot_of, self.table,
-                self.rules_of, self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self._ev_int,
-                self._ev_float, n_ev, ok, n_ok)
+                self.rules_of, self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self.templates,
+                self._ev_int, self._ev_float, n_ev, ok, n_ok)
             if start >= m:
                 break
             if full >= 0:
@@ -428,8 +435,8 @@ def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _process_rows(start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
-                  rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena, ev,
-                  evf, n_ev, ok, n_ok):
+                  rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena,
+                  templates, ev, evf, n_ev, ok, n_ok):
     """Health, then suppression and every rule of the row's quantity, row by row (rows in (sensor, time) order).
 
     Stops early, before a row, when the event buffers might overflow or a rule needs a slot and
@@ -443,6 +450,7 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
     hrec, rel_tol, slot_of, table, arena = borrowed(hrec), borrowed(rel_tol), borrowed(slot_of), borrowed(table), \
         borrowed(arena)
     levels, clear, for_ns, ev, evf = borrowed(levels), borrowed(clear), borrowed(for_ns), borrowed(ev), borrowed(evf)
+    templates = borrowed(templates)
     f = borrowed(arena.view(np.float64))
     hf = borrowed(hrec.view(np.float64))
     n_rules = R
@@ -547,7 +555,10 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
                 sl = table[r, T.SLOTS]
                 table[r, T.SLOTS] = sl + 1
                 slot_of[i, r] = sl
-                arena[table[r, T.OFFSET] + sl * stride + R_SENSOR] = i
+                rec = table[r, T.OFFSET] + sl * stride
+                for w in range(stride):
+                    arena[rec + w] = templates[r, w]
+                arena[rec + R_SENSOR] = i
             rec = table[r, T.OFFSET] + sl * stride
             K = table[r, T.LEVELS]
             lv, prev, agg = rule_row(arena, f, rec, table[r, T.MODE], table[r, T.CODE], table[r, T.BUCKETS],

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from detection.anomaly_config import AnomalyConfig
 from detection.config import DetectionConfig, HealthConfig, RuleConfig
 from detection.engine import DetectionEngine
+from detection.rules import T
 from ingest.batch import ReadingBatch
 from ingest.quantities import quantity_code
 from ingest.sensor_index import SensorIndex
@@ -104,15 +105,19 @@ def _run(steps, idle_sensors: int = 0, event_rows: int = 256) -> None:
 
 
 def test_many_sensors_grow_rule_state_mid_batch():
-    """Hundreds of sensors appearing over a few batches: rule regions grow (and move) between rows of a batch,
-    and every sensor's state survives the moves; out-of-order rows within the tolerance are merged."""
+    """Thousands of sensors appearing over a few batches: rule regions grow (and move) between rows of a batch,
+    every sensor's state survives the moves, and a slot taken after a move starts from the empty record (free
+    slots are zero until taken); out-of-order rows within the tolerance are merged."""
     rng = np.random.default_rng(11)
-    n_sensors, per = 300, 16
+    n_sensors, per = 3_300, 5
     names = [("pegel-" if k % 3 else "luft-") + str(k) for k in range(n_sensors)]
     index = SensorIndex()
     for name in names:
         index.add(name)
     eng = DetectionEngine(RULES, CONFIG, index)
+    rebuilds = []
+    rebuild = eng._rebuild_arena
+    eng._rebuild_arena = lambda caps: (rebuilds.append(int(eng.table[:, T.SLOTS].sum())), rebuild(caps))
     ref = ReferenceDetector(RULES, CONFIG, index.names)
     rows = []
     for step in range(per):
@@ -130,6 +135,7 @@ def test_many_sensors_grow_rule_state_mid_batch():
         clock = max(r[2] for r in part) + 5 * MIN
         assert _engine_events(eng, eng.tick(clock)) == ref.tick(clock)
     assert {r.name: r.n_slots for r in eng.rules}["pm-mean"] == n_sensors // 3
+    assert max(rebuilds) > 1024  # a region moved while it held records
 
 
 def test_reset_forgets_sensor_state():

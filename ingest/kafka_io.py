@@ -23,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 from ingest.config import KafkaConfig
 from ingest.deadletter import DeadLetter, dead_letter_headers
 from ingest.decode import RawMessage
+from ingest.kafka_python_reads import read_in_large_pieces
 from stadtwacht.errors import StadtwachtError
 
 __all__ = ["DeadLetterSink", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer",
@@ -31,6 +32,8 @@ __all__ = ["DeadLetterSink", "GroupConsumer", "KafkaIOError", "ReadingConsumer",
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+read_in_large_pieces()  # kafka-python's IO thread reads fetch answers with less work under the GIL
 
 
 class KafkaIOError(StadtwachtError):

@@ -105,8 +105,10 @@ class AnomalyDetector:
         self._period = parse_duration(config.seasonal_period)
         self._bins = config.seasonal_bins
         self._state = np.zeros((0, _NCOL))
-        # per series and seasonal bin: the bin's level offset and its visits, side by side (one cache line)
-        self._seasonal = np.zeros((0, max(self._bins, 1), 2))
+        # per seasonal bin and series: the bin's level offset and its visits, side by side (one cache line).
+        # Bin-major: readings of one hour of the day touch one bin's block (16 bytes per series), not a
+        # line in every series' row of all bins; new series fault in that block only.
+        self._seasonal = np.zeros((max(self._bins, 1), 0, 2))
         # dense series slots: series (sensor * 7 + quantity) -> row of the state arrays, -1 until first seen
         self._slot_of = np.full(capacity * _NQ, -1, np.int32)
         self._n_series = 0
@@ -119,8 +121,8 @@ class AnomalyDetector:
         new = max(slots, 2 * old)
         state = np.zeros((new, _NCOL))
         state[:old] = self._state
-        seasonal = np.zeros((new, *self._seasonal.shape[1:]))
-        seasonal[:old] = self._seasonal
+        seasonal = np.zeros((self._seasonal.shape[0], new, 2))
+        seasonal[:, :old] = self._seasonal
         self._state, self._seasonal = state, seasonal
 
     def reserve(self, sensors: int) -> None:
@@ -142,7 +144,7 @@ class AnomalyDetector:
         slots = self._slot_of[keys[keys < self._slot_of.size]]
         slots = slots[slots >= 0]
         self._state[slots] = 0.0
-        self._seasonal[slots] = 0.0
+        self._seasonal[:, slots] = 0.0
 
     def _slots(self, rows: np.ndarray, sensor: np.ndarray, quantity: np.ndarray) -> np.ndarray:
         """The state row of each row's series, giving new series the next free rows (in key order)."""
@@ -237,7 +239,7 @@ def _score_rows(rows, slot, time, value, state, seasonal, out, warm_up, threshol
     flat_state = state.reshape(state.size)
     ncol = state.shape[1]
     flat_seasonal = seasonal.reshape(seasonal.size)
-    nb = seasonal.shape[1]
+    n_series = seasonal.shape[1]
     n_rows = slot.size
     phase_bin = np.zeros(n_rows, np.int64)  # each row's seasonal bin, computed once (two divisions)
     if bins > 0:
@@ -250,7 +252,7 @@ def _score_rows(rows, slot, time, value, state, seasonal, out, warm_up, threshol
             for w in range(0, ncol, 7):  # 56 bytes apart: every cache line of the record
                 prefetch(flat_state, o1 + w)
             prefetch(flat_state, o1 + ncol - 1)
-            prefetch(flat_seasonal, 2 * (s1 * nb + phase_bin[j + _AHEAD]))
+            prefetch(flat_seasonal, 2 * (phase_bin[j + _AHEAD] * n_series + s1))
         s = slot[j]
         row = rows[j]
         t = time[row]
@@ -281,9 +283,9 @@ def _score_rows(rows, slot, time, value, state, seasonal, out, warm_up, threshol
             t0 = np.float64(t) if first else flat_state[o + _T0]
             cycles = (t - t0) / period
             per_visit = _np_max(cnt / _np_max(cycles * bins, 1.0), 1.0)
-            visits = seasonal[s, b, 1]
+            visits = seasonal[b, s, 1]
             seasoned = (cycles >= _SEASON_MIN_VISITS) and (visits / per_visit >= _SEASON_MIN_VISITS - 1.0)
-            off = seasonal[s, b, 0]
+            off = seasonal[b, s, 0]
             sscale = _np_max(flat_state[o + _SDEV] * _SIGMA_PER_MAD, floor)
             if seasoned and flat_state[o + _SDEV] < flat_state[o + _DEV]:
                 resid = dev_plain - off
@@ -374,8 +376,8 @@ def _score_rows(rows, slot, time, value, state, seasonal, out, warm_up, threshol
             else:
                 rate = _season_rate(seasonal_half_life, per_visit)
             a_b = _np_max(rate, 1.0 / (visits + 1.0))
-            seasonal[s, b, 0] = off + a_b * _clip(dev_plain - off, -limit, limit)
-            seasonal[s, b, 1] = visits + 1.0
+            seasonal[b, s, 0] = off + a_b * _clip(dev_plain - off, -limit, limit)
+            seasonal[b, s, 1] = visits + 1.0
             flat_state[o + _T0] = t0
             flat_state[o + _SDEV] = sdev_old + a * (abs(sclip) - sdev_old) if seasoned else flat_state[o + _DEV]
 

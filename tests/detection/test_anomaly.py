@@ -105,6 +105,45 @@ def test_state_grows_with_new_sensor_indices():
     assert det.nbytes() > before
 
 
+def _hourly_pattern(sensor: int, n: int, start_step: int = 0) -> tuple[np.ndarray, ...]:
+    """A reading every 5 min of one series whose level follows SMALL's 1 h season (4 bins, all learnt)."""
+    step = np.arange(start_step, start_step + n)
+    t = step * 5 * MIN
+    level = np.array([10.0, 40.0, 20.0, 70.0])[(t % (60 * MIN)) // (15 * MIN)]
+    v = level + np.random.default_rng(sensor + start_step).normal(0.0, 1.0, n)
+    return np.full(n, sensor, np.int32), np.zeros(n, np.uint8), t.astype(np.int64), v
+
+
+def _newcomers(count: int, at: int) -> tuple[np.ndarray, ...]:
+    return (np.arange(1, count + 1, dtype=np.int32), np.zeros(count, np.uint8), np.full(count, at, np.int64),
+            np.ones(count))
+
+
+def test_learnt_state_survives_growth_and_reset_forgets_it():
+    """A series' learnt baseline and seasonal bins move with the state arrays when new series make them grow,
+    and a reset forgets them: the scores are those of a detector that never grew / a new detector."""
+    grows, roomy = AnomalyDetector(SMALL, capacity=1), AnomalyDetector(SMALL, capacity=4096)
+    first = _hourly_pattern(0, 300)
+    later = _hourly_pattern(0, 200, start_step=300)
+    later[3][[50, 120]] = 70.0  # the level of another bin: out of season
+    for det in (grows, roomy):
+        det.update(*first)
+        det.update(*_newcomers(500, int(first[2][-1])))
+    assert grows._state.shape[0] < roomy._state.shape[0]  # it grew (copying), the other did not
+    g, r = grows._slot_of[0], roomy._slot_of[0]  # series (sensor 0, quantity 0)
+    assert np.array_equal(grows._state[g], roomy._state[r])
+    assert np.array_equal(grows._seasonal[:, g], roomy._seasonal[:, r])
+    assert np.all(grows._seasonal[:, g, 1] > 0)  # every bin learnt
+    scores = grows.update(*later)
+    assert np.array_equal(scores, roomy.update(*later))
+    assert scores.max() > 0
+
+    grows.reset(np.arange(501) == 0)
+    assert not grows._state[g].any() and not grows._seasonal[:, g].any()
+    after = _hourly_pattern(0, 200, start_step=600)
+    assert np.array_equal(grows.update(*after), AnomalyDetector(SMALL).update(*after))
+
+
 def test_score_csv_writes_scores_next_to_input(tmp_path: Path):
     src = tmp_path / "series.csv"
     t, v = _noisy(500)

@@ -120,9 +120,14 @@ class AlertService:
         return {n: c.label for n, c in self._channels.items()}
 
     # ------------------------------------------------------------------ episode changes
-    def apply(self, changes: list[DistrictLevel],
-              offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
-        """Apply district-level changes; episodes, events, outbox and offsets commit in one transaction."""
+    def apply(self, changes: list[DistrictLevel], offsets: dict[tuple[str, int], int] | None = None, *,
+              partial: bool = False) -> list[AlertRecord]:
+        """Apply district-level changes; episodes, events, outbox and offsets commit in one transaction.
+
+        ``partial``: the levels were computed without some of the sensors (a process that owns only some
+        partitions and rolls up in memory). They may open or raise an episode, never lower or end one:
+        the sensors it cannot see may still hold the level, and a false all-clear is the worse error.
+        """
         records: list[AlertRecord] = []
         with self._lock:
             now = self._clock()
@@ -130,7 +135,10 @@ class AlertService:
                 self._silences = self._store.silences()  # the CLI may have changed them
                 for ch in changes:
                     key = (ch.district, ch.hazard, ch.quantity)
-                    ep, rec = step(self._store.episode_by_key(key), ch)
+                    current = self._store.episode_by_key(key)
+                    if partial and current is not None and ch.level < current.level:
+                        continue
+                    ep, rec = step(current, ch)
                     if rec is None or ep is None:
                         continue
                     if not ep.district_name:
@@ -156,9 +164,10 @@ class AlertService:
         self._call_listeners(records)  # outside the lock: a listener may take the caller's locks
         return records
 
-    def reconcile(self, current: list[DistrictLevel],
-                  offsets: dict[tuple[str, int], int] | None = None) -> list[AlertRecord]:
-        """Bring episodes in line with the full current picture (after a restart or warm-up)."""
+    def reconcile(self, current: list[DistrictLevel], offsets: dict[tuple[str, int], int] | None = None, *,
+                  partial: bool = False) -> list[AlertRecord]:
+        """Bring episodes in line with the current picture (after a restart or warm-up): an active episode
+        the picture lacks is resolved, unless the picture is ``partial`` (see :meth:`apply`)."""
         with self._lock:
             seen = {(c.district, c.hazard, c.quantity) for c in current}
             now = self._clock()
@@ -166,7 +175,7 @@ class AlertService:
                                   quantity=ep.quantity, rule=ep.rule, level=0, level_name="normal",
                                   value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
                     for ep in self._store.active_episodes() if ep.key not in seen]
-            return self.apply([*gone, *current], offsets)
+            return self.apply([*gone, *current], offsets, partial=partial)
 
     def publish_mark(self) -> int:
         """Id of the newest committed event; after its records are published, pass it to ``mark_published``."""

@@ -272,6 +272,16 @@ class ConfluentReadingConsumer:
     def assignment(self) -> list[TP]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
+    def partition_count(self, topic: str) -> int | None:
+        """From a metadata request for the topic (0 when it does not exist, None when the request fails)."""
+        try:
+            meta = self._consumer.list_topics(topic, timeout=10.0).topics.get(topic)
+        except ck.KafkaException:
+            return None
+        if meta is None or (meta.error is not None and meta.error.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return 0
+        return None if meta.error is not None else len(meta.partitions)
+
     def lag(self) -> dict[TP, int]:
         """Messages behind the high watermark per assigned partition (from fetch responses, no round trip)."""
         out: dict[TP, int] = {}

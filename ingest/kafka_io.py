@@ -90,6 +90,10 @@ class GroupConsumer(Protocol):
         ...
 
     def assignment(self) -> list[TP]: ...
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions the topic has (cluster metadata; 0 when it does not exist), None when unknown."""
+        ...
+
     def lag(self) -> dict[TP, int]: ...
     def connected(self) -> bool: ...
     def close(self) -> None: ...
@@ -262,6 +266,13 @@ class ReadingConsumer:
 
     def assignment(self) -> list[TP]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    def partition_count(self, topic: str) -> int | None:
+        """From the metadata cache the group assignment also used (a metadata request when not cached)."""
+        try:
+            return len(self._consumer.partitions_for_topic(topic))
+        except KafkaError:
+            return None
 
     def lag(self) -> dict[TP, int]:
         """Messages behind the high watermark per assigned partition (from fetch responses)."""

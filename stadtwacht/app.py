@@ -82,7 +82,7 @@ class Service:
             "broker": {"ok": broker_ok, "last_poll_ok_age_s": round(now - h.last_poll_ok, 1) if h.last_poll_ok
                        else None, "last_error": h.last_poll_error or None},
             "partitions": {"ok": bool(h.assigned), "assigned": [f"{t}/{p}" for t, p in h.assigned],
-                           "warming_up": [f"{t}/{p}" for t, p in h.warming]},
+                           "warming_up": [f"{t}/{p}" for t, p in h.warming], "partial_view": h.partial_view},
             "state_store": {"ok": store_ok, "detail": store_detail},
             "outbox": outbox,
         }

@@ -46,6 +46,7 @@ class PipelineMetrics:
     broker_up: Gauge
     last_reading: Gauge
     warming_up: Gauge
+    partial_view: Gauge
     outbox_oldest: Gauge
 
     @classmethod
@@ -80,6 +81,9 @@ class PipelineMetrics:
             warming_up=Gauge("stadtwacht_warming_up",
                              "1 while partitions are re-read to rebuild detection state (alerts held back)",
                              registry=registry),
+            partial_view=Gauge("stadtwacht_partial_view",
+                               "1 while this process owns only some readings partitions and rolls up districts "
+                               "in memory (no district topic): all-clears are held back", registry=registry),
             # the value is read at scrape time: the service sets a function (see app.Service)
             outbox_oldest=Gauge("stadtwacht_outbox_oldest_seconds",
                                 "Age of the oldest notification still waiting in the outbox (0 when empty)",

@@ -99,6 +99,9 @@ class Pipeline:
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
         self._partition_time: dict[int, int] = {}  # newest event time per partition code
         self.behind: set[int] = set()  # partition codes with unread messages (set by the Kafka loop)
+        # Set by the Kafka loop while this process rolls up districts without owning every readings
+        # partition: its levels then miss sensors, and may raise alerts but not end them (AlertService.apply).
+        self.partial_view = False
         #: Scale-out ([kafka] district_topic): a stadtwacht.district_stage.DistrictPublisher that takes the
         #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
         self.district_out = None
@@ -175,7 +178,7 @@ class Pipeline:
         changes = self.rollup.apply(events) if len(events) else []
         self._set_district_levels(changes)
         if deliver:
-            result.records = self.alerts.apply(changes, offsets=offsets)
+            result.records = self.alerts.apply(changes, offsets=offsets, partial=self.partial_view)
         return result
 
     def now_ns(self) -> int:
@@ -215,7 +218,7 @@ class Pipeline:
             else:
                 changes = self.rollup.apply(events)
                 self._set_district_levels(changes)
-                records = self.alerts.apply(changes)
+                records = self.alerts.apply(changes, partial=self.partial_view)
         self.alerts.tick()
         return records
 
@@ -224,7 +227,7 @@ class Pipeline:
         if self.district_out is not None:  # the district side reconciles per district partition
             self.district_out.snapshot()
             return []
-        return self.alerts.reconcile(self.rollup.current(), offsets=offsets)
+        return self.alerts.reconcile(self.rollup.current(), offsets=offsets, partial=self.partial_view)
 
     def drop_partitions(self, partitions: list[tuple[str, int]]) -> None:
         """Forget per-sensor state of sensors whose readings came from revoked partitions."""

@@ -77,6 +77,7 @@ class Health:
     last_poll_error: str = ""
     assigned: list[TP] = field(default_factory=list)
     warming: list[TP] = field(default_factory=list)
+    partial_view: bool = False  # owns only some readings partitions and rolls up in memory (Runner._check_view)
     stopping: bool = False
 
 
@@ -131,6 +132,7 @@ class Runner:
         self._revoked: list[TP] = []
         self._checkpoints = _Checkpoints(warmup_horizon_ns(pipeline))
         self._backlog = True  # look for committed but unpublished alert events once
+        self._reconcile_due = False  # the view became whole: judge what a partial view held back
         self._bootstrap = bootstrap
         self.producer = self.consumer = self.district = None
         if connect:
@@ -224,9 +226,33 @@ class Runner:
             log.debug("assigned %s/%d: committed %s, applied %s, warm-up from %s", tp[0], tp[1], committed,
                       applied.get(tp), warm)
         self.health.assigned = self.consumer.assignment()
+        self._check_view()
         if not rewound:
             return messages
         return [m for m in messages if (m.topic, m.partition) not in rewound]
+
+    def _check_view(self) -> None:
+        """Note whether this process sees every readings partition; without a district topic it rolls up
+        districts in memory, and a partial view may raise alerts but not end them (Pipeline.partial_view).
+
+        A partial view is brief in a one-process deployment (a killed member holds partitions until its
+        session expires); when the view is whole again, the next round reconciles what it held back.
+        """
+        owned = self.consumer.assignment()
+        if self.district is not None or not owned:
+            return  # the district stage owns whole districts; with nothing assigned nothing is judged
+        have = {t: sum(1 for tp in owned if tp[0] == t) for t in self.topics}
+        total = {t: self.consumer.partition_count(t) for t in self.topics}
+        partial = any(total[t] is None or have[t] < total[t] for t in self.topics)
+        if partial and not self.pipeline.partial_view:
+            log.warning("this process reads %d of %s readings partitions and rolls up districts in memory (no "
+                        "kafka.district_topic): alerts may fire or rise, all-clears wait until it owns them all",
+                        len(owned), sum(n or 0 for n in total.values()) or "?")
+        elif self.pipeline.partial_view and not partial:
+            log.info("this process now reads every readings partition; reconciling held-back all-clears")
+            self._reconcile_due = True
+        self.pipeline.partial_view = self.health.partial_view = partial
+        self.pipeline.metrics.partial_view.set(1 if partial else 0)
 
     # -- the loop --
     def run(self, stop: threading.Event) -> None:
@@ -324,9 +350,10 @@ class Runner:
                 if held:
                     result = self.pipeline.process_messages(held, deliver=False)
                     self._hand_on(self._not_yet_handed_on(result.dead), [])
-                if held or was_warming:
+                if held or was_warming or self._reconcile_due:
                     log.info("re-read %d already applied message(s); reconciling alert state", len(held))
                     records = self.pipeline.reconcile()
+                    self._reconcile_due = False
                 if live:
                     live_offsets = {}
                     for m in live:

@@ -130,6 +130,8 @@ def test_kafka_init_creates_every_configured_topic(compose):
     assert sorted(loop) == sorted(inputs)
     assert f'--topic "$$t{kafka["dlq_suffix"]}"' in script, "dead-letter topics"
     assert f"--topic {kafka['alerts_topic']}" in script
+    district = re.search(rf"--topic {re.escape(kafka['district_topic'])} --partitions (\d+) .*", script)
+    assert district and "cleanup.policy=compact" in district.group(0), "the district topic, compacted"
     assert "--if-not-exists" in script
     assert compose["services"]["stadtwacht"]["depends_on"]["kafka-init"]["condition"] == (
         "service_completed_successfully"

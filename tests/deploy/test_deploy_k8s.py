@@ -178,6 +178,12 @@ def test_configmap_differs_from_the_compose_config_only_in_the_bootstrap_address
     assert compose_doc == k8s_doc
 
 
+def test_several_replicas_share_districts_through_the_district_topic(deployment):
+    # without it each replica rolls up part of the sensors: never more than one episode owner per district
+    kafka = tomllib.loads(_configs()["ConfigMap stadtwacht.toml"])["kafka"]
+    assert deployment["spec"]["replicas"] == 1 or kafka.get("district_topic")
+
+
 @pytest.mark.parametrize("where", ["deploy/config/stadtwacht.toml", "ConfigMap stadtwacht.toml"])
 def test_every_secret_reference_is_provided(where):
     code = "\n".join(line.split("#")[0] for line in _configs()[where].splitlines())

@@ -36,6 +36,8 @@ GAUGES = {
     "stadtwacht_outbox_oldest_seconds",
     "stadtwacht_broker_up",
     "stadtwacht_last_reading_timestamp_seconds",
+    "stadtwacht_warming_up",
+    "stadtwacht_partial_view",
     "stadtwacht_build_info",
 }
 HISTOGRAMS = {"stadtwacht_batch_seconds", "stadtwacht_notification_latency_seconds"}

@@ -101,6 +101,8 @@ def test_consume_dead_letter_commit_restart_lag(client, kafka_bootstrap, topic_p
         first = wait_until(lambda: consumer.poll(timeout_ms=300), 30, interval=0, what="a first batch")
         assert len(first) <= 4
         assert sorted(assigned) == sorted(ends) == consumer.assignment()
+        assert consumer.partition_count(topic) == PARTITIONS  # the runner's "do I see every partition"
+        assert consumer.partition_count(f"{topic_prefix}.missing") == 0
         lag = consumer.lag()
         assert lag, "no high watermark known after a fetch"
         for tp, behind in lag.items():

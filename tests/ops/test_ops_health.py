@@ -47,7 +47,8 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             # HTTP starts before the consumer joins its group: alive, but not ready (no partition assigned)
             status, doc = wait_for(lambda: _readyz(service), 30, "HTTP up", service.check_alive)
             assert status == 503 and doc["ready"] is False
-            assert doc["checks"]["partitions"] == {"ok": False, "assigned": [], "warming_up": []}
+            assert doc["checks"]["partitions"] == {"ok": False, "assigned": [], "warming_up": [],
+                                                   "partial_view": False}
             assert doc["checks"]["state_store"]["ok"] is True and doc["checks"]["outbox"]["ok"] is True
             assert _healthz_ok(service)
 
@@ -55,6 +56,7 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             ready = service.wait_ready(timeout=60)
             assert ready["checks"]["broker"]["ok"] is True
             assert {a.rsplit("/", 1)[0] for a in ready["checks"]["partitions"]["assigned"]} == set(topics)
+            assert ready["checks"]["partitions"]["partial_view"] is False  # the only member owns every partition
 
             broker.stop()
             lost = wait_for(lambda: (r := _readyz(service)) and r[0] == 503 and r[1], 45,

@@ -226,6 +226,52 @@ class AlertService:
                         self._store.save_episode(ep, active=True)
             self._after_commit([])
 
+    # ------------------------------------------------------------------ hand-over between instances
+    def episodes(self, districts: set[str]) -> list[Episode]:
+        """The full state of the active episodes of some districts (what a new owner needs to carry on)."""
+        with self._lock:
+            return [ep for ep in self._store.active_episodes() if ep.district in districts]
+
+    def episode(self, alert_id: str) -> Episode | None:
+        """One episode's full state, active or not."""
+        with self._lock:
+            return self._store.episode(alert_id)
+
+    def adopt(self, states: list[tuple[Episode, bool]]) -> int:
+        """Take over episodes (state, active) from the districts' previous owner, without events.
+
+        The newer state of a key wins: this process's own (it owned the district last and stopped before
+        handing its latest state on) or the one handed over. Returns how many states were taken.
+        """
+        taken = 0
+        with self._lock, self._store.transaction():
+            for ep, active in states:
+                known = self._store.episode(ep.alert_id)
+                if known is not None and known.seq > ep.seq:
+                    continue  # this process got further with that episode
+                local = self._store.episode_by_key(ep.key)
+                if active and local is not None and local.alert_id != ep.alert_id:
+                    if local.started_ns > ep.started_ns:
+                        continue  # a later episode of the key was opened here
+                    self._store.save_episode(local, active=False)  # superseded: one active episode per key
+                elif not active and (local is None or local.alert_id != ep.alert_id):
+                    continue  # an ended episode this process does not have open
+                self._store.save_episode(ep, active=active)
+                taken += 1
+            self._update_gauges()
+        return taken
+
+    def retire(self, districts: set[str]) -> list[str]:
+        """Make the active episodes of districts another instance now owns inactive, without an event
+        (the owner carries them on); their alert ids."""
+        with self._lock, self._store.transaction():
+            eps = [ep for ep in self._store.active_episodes() if ep.district in districts]
+            for ep in eps:
+                self._store.save_episode(ep, active=False)
+            if eps:
+                self._update_gauges()
+        return [ep.alert_id for ep in eps]
+
     # ------------------------------------------------------------------ operator actions
     def ack(self, alert_id: str, operator: str) -> dict[str, Any]:
         """Record an acknowledgement: stops reminders and escalation of the episode."""

@@ -14,20 +14,21 @@ With ``[kafka] district_topic`` set, each process runs two stages on one consume
 
 Assignment of a district partition rebuilds its roll-up by reading the partition from the
 beginning with alerts held back, then reconciles the alert state of that partition's districts.
-Revocation forgets those districts' roll-up and retires their active episodes in this process's
-state *without* an event: the new owner continues from the rebuilt levels (see README,
-"Restarts, crashes and scale-out", for what a move means for episode ids).
+Revocation forgets those districts' roll-up; the episodes stay until the assignment has been stable
+for ``retire_grace_s`` (an eager rebalance mostly hands the same partitions back), then they are
+retired in this process's state *without* an event.
 
 Records older (in event time) than the stored transition of their (sensor, rule) are ignored, so
 re-publishing after a crash or a warm-up is harmless.
 
-Alert state stays per process (SQLite). A district whose partition moves to another process (scale
-up/down, crash) is picked up there from the rebuilt levels: if it is still above normal, the new owner
-opens a **new episode** (new ``alert_id``, ``firing`` notified again, no acknowledgement carried over),
-and the old owner retires its episode silently (no ``resolved`` for the old ``alert_id``) once its
-assignment has been stable for ``retire_grace_s``. A restart that gets the same partitions back, or an
-eager rebalance handing them back, keeps the episode. Carrying episodes over (a changelog of episode
-state on this topic) is not built.
+Episodes move with their district (a changelog, as Kafka Streams keeps one per state store): the owner
+publishes every committed change of an episode's state (events, acknowledgements, escalations, the final
+state when it ends) to the district's partition with key ``"<district>|~episode|<hazard>|<quantity>"``.
+A new owner reads them with the rest of the partition and carries the episodes on before the reconcile:
+same ``alert_id``, sequence numbers continuing, acknowledgement kept, nothing announced again. What the
+old owner committed but had not published yet (it was killed in between) is judged from the levels:
+an ended episode gets its ``resolved`` again under the same ``alert_id``/``seq`` (a duplicate a consumer
+drops), and an episode it had just opened is opened by the new owner again (``firing`` once more).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
+from alerting.episodes import Episode
 from alerting.record import AlertRecord
 from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
@@ -75,8 +77,22 @@ class DistrictRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     lon: float | None = None
 
 
+class EpisodeState(msgspec.Struct, kw_only=True):
+    """An episode's full state as its owner last committed it (the district changelog, msgpack)."""
+
+    episode: Episode
+    active: bool
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(DistrictRecord).decode
+_decode_episode = msgspec.msgpack.Decoder(EpisodeState).decode
+#: Middle part of an episode record's key ("<district>|~episode|<hazard>|<quantity>"); no sensor id starts with ~.
+EPISODE_KEY = b"|~episode|"
+
+
+def episode_key(ep: Episode) -> bytes:
+    return f"{ep.district}|~episode|{ep.hazard}|{ep.quantity}".encode()
 
 
 def district_partition(district: str, partitions: int) -> int:
@@ -202,6 +218,11 @@ class DistrictStage:
         self._unknown_rules: set[str] = set()
         self._retire_check_at: float | None = None  # monotonic time to retire episodes of districts not owned
         self.retire_grace_s = retire_grace_s
+        self._districts_of: dict[int, set[str]] = {}
+        for d, p in zip(pipeline.layer.ids, self._part_of.tolist(), strict=True):
+            self._districts_of.setdefault(p, set()).add(d)
+        self._handed: dict[int, dict[bytes, EpisodeState]] = {}  # rebuilding partition -> episode key -> state
+        self._published: dict[bytes, tuple[int, str, bytes]] = {}  # key -> (partition, alert id, value) sent
         pipeline.district_out = self.publisher
 
     # -- runner hooks --
@@ -226,6 +247,7 @@ class DistrictStage:
             self.owned.add(tp[1])
             self.consumer.seek(tp, begin[tp])
             self.rebuilding[tp[1]] = -1  # even when empty: reconcile drops stale episodes
+            self._handed[tp[1]] = {}
             log.info("district partition %d: rebuilding roll-up from offset %d with alerts held back",
                      tp[1], begin[tp])
         rest = [tp for tp in tps if tp[0] != self.topic]
@@ -241,6 +263,8 @@ class DistrictStage:
             self.owned -= mine
             for p in mine:
                 self.rebuilding.pop(p, None)
+                self._handed.pop(p, None)
+            self._published = {k: v for k, v in self._published.items() if v[0] not in mine}
             self._forget(np.flatnonzero(np.isin(self._part_of, list(mine))))
             self._retire_check_at = time.monotonic() + self.retire_grace_s
         return rest
@@ -265,13 +289,58 @@ class DistrictStage:
                 pos = self.consumer.position((self.topic, p))
             if pos is not None and pos >= end:
                 del self.rebuilding[p]
+                self._take_over(p)
                 log.info("district partition %d rebuilt; reconciling its districts' alert state", p)
                 records += self._reconcile({d for d in range(len(self._part_of)) if self._part_of[d] == p})
         if self._retire_check_at is not None and time.monotonic() >= self._retire_check_at:
             self._retire_check_at = None
-            foreign = {d for i, d in enumerate(self.pipeline.layer.ids) if int(self._part_of[i]) not in self.owned}
-            _retire_episodes(self.pipeline.alerts, foreign)
+            foreign = {d for p, ds in self._districts_of.items() if p not in self.owned for d in ds}
+            retired = self.pipeline.alerts.retire(foreign)
+            if retired:
+                log.info("retired %d active episode(s) of districts now owned by another instance: %s",
+                         len(retired), ", ".join(sorted(retired)))
+        self._hand_on_episodes()
         return records
+
+    # -- the episode changelog --
+    def _take_over(self, partition: int) -> None:
+        """A district partition is rebuilt: carry on the episodes its previous owner handed on (same alert
+        ids, sequence numbers and acknowledgements), before the reconcile compares them with the levels."""
+        handed = self._handed.pop(partition, {})
+        if not handed:
+            return
+        taken = self.pipeline.alerts.adopt([(st.episode, st.active) for st in handed.values()])
+        for key, st in handed.items():
+            if st.active:
+                self._published[key] = (partition, st.episode.alert_id, _encode(st))
+        log.info("district partition %d: carried on %d of %d handed-on episode state(s)", partition, taken,
+                 len(handed))
+
+    def _hand_on_episodes(self) -> None:
+        """Publish the state of every episode of this process's live districts that changed since it was
+        last published (events, acknowledgements, escalations), and the final state of ended ones."""
+        live = [p for p in self.owned if p not in self.rebuilding]
+        if not live:
+            return
+        alerts = self.pipeline.alerts
+        current = {episode_key(ep): ep for ep in alerts.episodes({d for p in live for d in self._districts_of[p]})}
+        sends = []
+        for key, ep in current.items():
+            value = _encode(EpisodeState(episode=ep, active=True))
+            if key not in self._published or self._published[key][2] != value:
+                p = int(self._part_of[self._district_index[ep.district]])
+                self._published[key] = (p, ep.alert_id, value)
+                sends.append((key, value, p))
+        for key, (p, alert_id, _) in list(self._published.items()):
+            if key not in current and p in live:
+                del self._published[key]
+                ended = alerts.episode(alert_id)
+                if ended is not None:
+                    sends.append((key, _encode(EpisodeState(episode=ended, active=False)), p))
+        if sends:
+            for key, value, p in sends:
+                self.publisher.producer.send(self.topic, key=key, value=value, partition=p)
+            self.publisher.producer.flush(timeout=60)
 
     # -- helpers --
     def _owner_live(self, district: str) -> bool:
@@ -284,6 +353,9 @@ class DistrictStage:
         seen_s, seen_q = [], []
         cols: dict[str, list] = {k: [] for k in ("sensor", "rule", "level", "value", "threshold", "time")}
         for m in messages:
+            if m.key is not None and EPISODE_KEY in m.key:
+                self._note_handed(m)
+                continue
             try:
                 rec = _decode(m.value)
             except (msgspec.DecodeError, TypeError):
@@ -320,6 +392,17 @@ class DistrictStage:
         mine = [c for c in changes if self._owns(c.district)]
         self.pipeline._set_district_levels(mine)
         return mine
+
+    def _note_handed(self, m: RawMessage) -> None:
+        """Keep the newest episode state per key of a partition being rebuilt (read back live: ignored,
+        this process's own store is the newer truth)."""
+        handed = self._handed.get(m.partition)
+        if handed is None:
+            return
+        try:
+            handed[m.key] = _decode_episode(m.value)
+        except (msgspec.DecodeError, TypeError):
+            log.warning("undecodable episode record at %s/%d@%d skipped", m.topic, m.partition, m.offset)
 
     def _owns(self, district: str) -> bool:
         return int(self._part_of[self._district_index[district]]) in self.owned
@@ -384,25 +467,3 @@ def _topic_exists(cfg, bootstrap: str, topic: str) -> bool:
         return False
     finally:
         admin.close()
-
-
-def _retire_episodes(alerts, districts: set[str]) -> None:
-    """Mark this process's active episodes of districts it does not own inactive, without an event.
-
-    Called once the assignment has been stable for a grace period (so an eager rebalance that hands
-    the same partitions back, or a restart, keeps its episodes). The districts' owner carries on from
-    the rebuilt levels; keeping the episodes here would send reminders for districts this process no
-    longer watches. Uses AlertService internals (there is no public "retire" yet).
-    """
-    if not districts:
-        return
-    with alerts._lock:
-        eps = [ep for ep in alerts._store.active_episodes() if ep.district in districts]
-        if not eps:
-            return
-        with alerts._store.transaction():
-            for ep in eps:
-                alerts._store.save_episode(ep, active=False)
-        alerts._update_gauges()
-    log.info("retired %d active episode(s) of districts now owned by another instance: %s", len(eps),
-             ", ".join(sorted({ep.alert_id for ep in eps})))

@@ -39,7 +39,9 @@ def outbox(db_path: Path) -> list[tuple[str, str, str]]:
 
 @pytest.mark.slow
 def test_sigkill_loses_nothing_and_duplicates_only_in_the_send_record_window(tmp_path):
-    smtp, http = SmtpReceiver(), HttpReceiver(delay_s=0.01)
+    # 60 webhook answers at >= 50 ms each take >= 3 s of sending, a process lives <= 0.25 s: at least 12 kills
+    # whatever the machine's speed (at 10 ms a fast machine drained everything within 9)
+    smtp, http = SmtpReceiver(), HttpReceiver(delay_s=0.05)
     state = tmp_path / "state"
     cfg = crash_config(smtp.url, http.url)
     svc = AlertService(cfg, state, {}, CollectorRegistry())

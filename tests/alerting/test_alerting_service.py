@@ -136,6 +136,33 @@ def test_a_partial_picture_raises_and_fires_but_never_lowers_or_resolves(tmp_pat
     svc.close()
 
 
+def test_a_new_owner_carries_on_handed_episodes_without_events(tmp_path):
+    old, new = make(tmp_path / "old"), make(tmp_path / "new")
+    fired = old.apply([level("mitte", 2), level("west", 1), level("ost", 1)])
+    old.ack(fired[0].alert_id, "Schmidt")
+    old.apply([level("ost", 0, t=T0 + S)])
+    new.apply([level("west", 3, t=T0 - S)])  # a stale episode of an earlier ownership, superseded
+    handed = [(ep, True) for ep in old.episodes({"mitte", "west"})]
+    handed.append((old.episode(fired[2].alert_id), False))  # ost ended: nothing to carry on
+    assert new.adopt(handed) == 2
+    view = {a["district"]: a for a in new.active()}
+    assert {d: (v["alert_id"], v["level"]) for d, v in view.items()} == {
+        "mitte": (fired[0].alert_id, 2), "west": (fired[1].alert_id, 1)}
+    assert view["mitte"]["acked_by"] == "Schmidt"
+    # the reconcile against the rebuilt levels announces nothing new; later changes continue the sequence
+    assert new.reconcile([level("mitte", 2, t=T0 + S), level("west", 1, t=T0 + S)]) == []
+    (rec,) = new.apply([level("mitte", 0, t=T0 + 2 * S)])
+    assert (rec.alert_id, rec.seq, rec.event) == (fired[0].alert_id, 2, "resolved")
+    # handing back an older state changes nothing; the final state of an episode ends the local copy
+    assert new.adopt(handed[:1]) == 0
+    assert new.adopt([(new.episode(rec.alert_id), False)]) == 0  # already ended here
+    assert old.adopt([(new.episode(rec.alert_id), False)]) == 1
+    assert sorted(a["district"] for a in old.active()) == ["west"]
+    assert old.retire({"west"}) == [fired[1].alert_id] and old.active() == []
+    old.close()
+    new.close()
+
+
 def test_reminders_and_escalation_until_ack(tmp_path):
     clock = FakeClock()
     svc = make(tmp_path, clock, group_wait="0s")

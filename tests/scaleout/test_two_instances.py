@@ -127,6 +127,58 @@ def _wait_for(predicate, timeout: float, procs: list[ServiceProcess], what: str)
     return wait_until(predicate, timeout, interval=0.5, what=what, alive=alive)
 
 
+class _Scene:
+    """Topics, a shared webhook receiver and two ``run`` instances in one group, the group settled."""
+
+    def __init__(self, bootstrap: str, prefix: str, tmp_path, client: str = "kafka-python", env=None) -> None:
+        self.bootstrap = bootstrap
+        self.flood, self.alerts, self.districts = f"{prefix}.flood", f"{prefix}.alerts", f"{prefix}.districts"
+        create_topics(bootstrap, [self.flood, self.alerts, self.districts], partitions=3)
+        self.receiver = Receiver()
+        config = _config(tmp_path, prefix, self.receiver.port, client)
+        self.procs = [ServiceProcess(config, bootstrap, tmp_path / f"state-{i}", env=env,
+                                     log=tmp_path / f"run-{i}.log") for i in range(2)]
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.t0 = time.time_ns() - 60_000_000_000
+
+    def start(self) -> list[set[str]]:
+        """Start both instances; what each was assigned once the group settled."""
+        for p in self.procs:
+            p.start()
+        for p in self.procs:
+            p.wait_ready()
+        return _wait_split(self.procs, [self.flood, self.districts])
+
+    def send(self, value: float, after_s: int) -> None:
+        """One reading per sensor (each on its own partition) at t0 + after_s."""
+        for part, s in enumerate(SENSORS):
+            self.producer.send(self.flood, key=s.encode(), value=_reading(s, self.t0 + after_s * 10**9, value),
+                               partition=part)
+        self.producer.flush()
+
+    def fire(self) -> list[dict]:
+        """Normal readings, then over the level: the firing records."""
+        self.send(300.0, 0)
+        # every sensor known on the district side first (its "seen" marker is the quorum's denominator);
+        # otherwise two sensors' records could overtake the third's marker from the other instance
+        self.wait_for(lambda: len(read_topic(self.bootstrap, self.districts, timeout=5)) >= len(SENSORS), 30,
+                      "the sensors' seen markers on the district topic")
+        self.send(450.0, 10)
+        return self.wait_for(lambda: [a for a in self.records() if a["event"] == "firing"], 40, "the firing alert")
+
+    def records(self) -> list[dict]:
+        return _alerts(self.bootstrap, self.alerts)
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        return _wait_for(predicate, timeout, self.procs, what)
+
+    def close(self) -> None:
+        self.producer.close()
+        for p in self.procs:
+            p.stop()
+        self.receiver.stop()
+
+
 #: Both readings consumers (about 20 s each on either broker); the confluent one rebuilds district partitions
 #: from librdkafka's fetch-answer high watermark (see ConfluentReadingConsumer.highwater).
 CLIENTS = [pytest.param("kafka-python", id="kafka-python"), pytest.param("confluent", id="confluent")]
@@ -138,54 +190,75 @@ def test_one_episode_one_notification_across_two_instances(client, kafka_bootstr
         pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed "
                             "(pip install stadtwacht[confluent]); the scale-out test runs on kafka-python only")
     assert district_partition(DISTRICT, 3) in range(3)
-    flood, alerts, districts = f"{topic_prefix}.flood", f"{topic_prefix}.alerts", f"{topic_prefix}.districts"
-    create_topics(kafka_bootstrap, [flood, alerts, districts], partitions=3)
-    receiver = Receiver()
-    config = _config(tmp_path, topic_prefix, receiver.port, client)
-    procs = [ServiceProcess(config, kafka_bootstrap, tmp_path / f"state-{i}", log=tmp_path / f"run-{i}.log")
-             for i in range(2)]
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    scene = _Scene(kafka_bootstrap, topic_prefix, tmp_path, client)
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.wait_ready()
-        split = _wait_split(procs, [flood, districts])
+        split = scene.start()
         # the district's sensors really are spread over both instances
-        owners = {i for i, got in enumerate(split) for part in range(3) if f"{flood}/{part}" in got}
+        owners = {i for i, got in enumerate(split) for part in range(3) if f"{scene.flood}/{part}" in got}
         assert owners == {0, 1}
-
-        t0 = time.time_ns() - 60_000_000_000
-
-        def send(value: float, t_ns: int) -> None:
-            for part, s in enumerate(SENSORS):
-                producer.send(flood, key=s.encode(), value=_reading(s, t_ns, value), partition=part)
-            producer.flush()
-
-        send(300.0, t0)
-        # every sensor known on the district side first (its "seen" marker is the quorum's denominator);
-        # otherwise two sensors' records could overtake the third's marker from the other instance
-        _wait_for(lambda: len(read_topic(kafka_bootstrap, districts, timeout=5)) >= len(SENSORS), 30, procs,
-                  "the sensors' seen markers on the district topic")
-        send(450.0, t0 + 10_000_000_000)
-        firing = _wait_for(lambda: [a for a in _alerts(kafka_bootstrap, alerts) if a["event"] == "firing"],
-                           40, procs, "the firing alert")
-        send(300.0, t0 + 20_000_000_000)
-        _wait_for(lambda: [a for a in _alerts(kafka_bootstrap, alerts) if a["event"] == "resolved"],
-                  40, procs, "the all-clear")
-        _wait_for(lambda: len(receiver.posts) >= 2, 30, procs, "two notifications")
+        firing = scene.fire()
+        scene.send(300.0, 20)
+        scene.wait_for(lambda: [a for a in scene.records() if a["event"] == "resolved"], 40, "the all-clear")
+        scene.wait_for(lambda: len(scene.receiver.posts) >= 2, 30, "two notifications")
         time.sleep(3.0)  # would a second instance (or a duplicate) still say something?
 
-        records = _alerts(kafka_bootstrap, alerts)
+        records = scene.records()
         assert [(r["event"], r["districts"], r["seq"]) for r in records] == [
             ("firing", [DISTRICT], 1), ("resolved", [DISTRICT], 2)], records
         assert len(firing) == 1 and records[1]["alert_id"] == firing[0]["alert_id"]
         assert sorted(firing[0]["sensors"]) == sorted(SENSORS)
         alert_id = firing[0]["alert_id"]
-        assert receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], receiver.posts
-        assert len(receiver.posts) == 2
+        assert scene.receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], scene.receiver.posts
+        assert len(scene.receiver.posts) == 2
     finally:
-        producer.close()
-        for p in procs:
-            p.stop()
-        receiver.stop()
+        scene.close()
+
+
+def test_an_episode_moves_with_its_district_acknowledgement_included(kafka_bootstrap, topic_prefix, tmp_path):
+    """The instance owning the district stops while the alert is up (acknowledged): the other one carries the
+    same episode on (no second firing, the acknowledgement kept) and sends its all-clear as seq 2."""
+    import msgspec
+
+    from stadtwacht.district_stage import EPISODE_KEY, EpisodeState
+
+    auth = {"Authorization": "Bearer handover-token"}
+    scene = _Scene(kafka_bootstrap, topic_prefix, tmp_path, env={"STADTWACHT_API_TOKEN": "handover-token"})
+    try:
+        split = scene.start()
+        owner = next(i for i, got in enumerate(split)
+                     if f"{scene.districts}/{district_partition(DISTRICT, 3)}" in got)
+        survivor = scene.procs[1 - owner]
+        (firing,) = scene.fire()
+        alert_id = firing["alert_id"]
+        status, body = scene.procs[owner].get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt"}',
+                                              headers=auth, method="POST")
+        assert status == 200, body
+
+        def handed_acked():
+            states = [msgspec.msgpack.decode(r.value, type=EpisodeState)
+                      for r in read_topic(kafka_bootstrap, scene.districts, timeout=5) if EPISODE_KEY in r.key]
+            return [s for s in states if s.episode.acked_by == "Schmidt"]
+
+        scene.wait_for(handed_acked, 30, "the acknowledged episode's state on the district topic")
+        scene.procs[owner].stop()
+        scene.procs = [survivor]
+        want = {f"{t}/{p}" for t in (scene.flood, scene.districts) for p in range(3)}
+        scene.wait_for(lambda: _assigned(survivor) == want, 60, "the survivor owning every partition")
+
+        def carried_on():
+            status, body = survivor.get("/api/alerts", headers=auth)
+            return status == 200 and json.loads(body)["alerts"]
+
+        (alert,) = scene.wait_for(carried_on, 60, "the episode carried on by the survivor")
+        assert (alert["alert_id"], alert["acked_by"]) == (alert_id, "Schmidt")
+        time.sleep(3.0)  # would the survivor announce it again?
+        assert [r["event"] for r in scene.records()] == ["firing"]
+
+        scene.send(300.0, 20)
+        scene.wait_for(lambda: len(scene.records()) >= 2, 40, "the all-clear")
+        assert [(r["alert_id"], r["event"], r["seq"]) for r in scene.records()] == [
+            (alert_id, "firing", 1), (alert_id, "resolved", 2)]
+        scene.wait_for(lambda: len(scene.receiver.posts) >= 2, 30, "two notifications")
+        assert scene.receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], scene.receiver.posts
+    finally:
+        scene.close()

@@ -35,6 +35,8 @@ __all__ = ["AlertService"]
 log = logging.getLogger("stadtwacht.alerting")
 
 Listener = Callable[[AlertRecord], None]
+#: (district, sensors holding its episode up) -> whether a partial view sees everything that can hold it up.
+Sees = Callable[[str, tuple[str, ...]], bool]
 
 #: Tag of channels given with --notify: they receive every event (and therefore every all-clear).
 EVERYTHING_TAG = "__everything__"
@@ -121,12 +123,13 @@ class AlertService:
 
     # ------------------------------------------------------------------ episode changes
     def apply(self, changes: list[DistrictLevel], offsets: dict[tuple[str, int], int] | None = None, *,
-              partial: bool = False) -> list[AlertRecord]:
+              sees: Sees | None = None) -> list[AlertRecord]:
         """Apply district-level changes; episodes, events, outbox and offsets commit in one transaction.
 
-        ``partial``: the levels were computed without some of the sensors (a process that owns only some
-        partitions and rolls up in memory). They may open or raise an episode, never lower or end one:
-        the sensors it cannot see may still hold the level, and a false all-clear is the worse error.
+        ``sees``: given when the levels come from part of the sensors (a process that owns only some
+        partitions and rolls up in memory). A change may open or raise any episode, but lower or end one
+        only where ``sees(district, episode sensors)``: elsewhere a sensor this process cannot read may
+        still hold the level, and a false all-clear is the worse error.
         """
         records: list[AlertRecord] = []
         with self._lock:
@@ -136,7 +139,8 @@ class AlertService:
                 for ch in changes:
                     key = (ch.district, ch.hazard, ch.quantity)
                     current = self._store.episode_by_key(key)
-                    if partial and current is not None and ch.level < current.level:
+                    if (sees is not None and current is not None and ch.level < current.level
+                            and not sees(ch.district, current.sensors)):
                         continue
                     ep, rec = step(current, ch)
                     if rec is None or ep is None:
@@ -165,9 +169,9 @@ class AlertService:
         return records
 
     def reconcile(self, current: list[DistrictLevel], offsets: dict[tuple[str, int], int] | None = None, *,
-                  partial: bool = False) -> list[AlertRecord]:
+                  sees: Sees | None = None) -> list[AlertRecord]:
         """Bring episodes in line with the current picture (after a restart or warm-up): an active episode
-        the picture lacks is resolved, unless the picture is ``partial`` (see :meth:`apply`)."""
+        the picture lacks is resolved, except where a partial picture does not see it (see :meth:`apply`)."""
         with self._lock:
             seen = {(c.district, c.hazard, c.quantity) for c in current}
             now = self._clock()
@@ -175,7 +179,7 @@ class AlertService:
                                   quantity=ep.quantity, rule=ep.rule, level=0, level_name="normal",
                                   value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
                     for ep in self._store.active_episodes() if ep.key not in seen]
-            return self.apply([*gone, *current], offsets, partial=partial)
+            return self.apply([*gone, *current], offsets, sees=sees)
 
     def publish_mark(self) -> int:
         """Id of the newest committed event; after its records are published, pass it to ``mark_published``."""

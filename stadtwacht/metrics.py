@@ -83,7 +83,8 @@ class PipelineMetrics:
                              registry=registry),
             partial_view=Gauge("stadtwacht_partial_view",
                                "1 while this process owns only some readings partitions and rolls up districts "
-                               "in memory (no district topic): all-clears are held back", registry=registry),
+                               "in memory (no district topic): all-clears of districts with sensors elsewhere wait",
+                               registry=registry),
             # the value is read at scrape time: the service sets a function (see app.Service)
             outbox_oldest=Gauge("stadtwacht_outbox_oldest_seconds",
                                 "Age of the oldest notification still waiting in the outbox (0 when empty)",

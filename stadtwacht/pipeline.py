@@ -99,9 +99,7 @@ class Pipeline:
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
         self._partition_time: dict[int, int] = {}  # newest event time per partition code
         self.behind: set[int] = set()  # partition codes with unread messages (set by the Kafka loop)
-        # Set by the Kafka loop while this process rolls up districts without owning every readings
-        # partition: its levels then miss sensors, and may raise alerts but not end them (AlertService.apply).
-        self.partial_view = False
+        self._owned: set[int] | None = None  # partition codes of a partial view (see set_view)
         #: Scale-out ([kafka] district_topic): a stadtwacht.district_stage.DistrictPublisher that takes the
         #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
         self.district_out = None
@@ -178,7 +176,7 @@ class Pipeline:
         changes = self.rollup.apply(events) if len(events) else []
         self._set_district_levels(changes)
         if deliver:
-            result.records = self.alerts.apply(changes, offsets=offsets, partial=self.partial_view)
+            result.records = self.alerts.apply(changes, offsets=offsets, sees=self._sees())
         return result
 
     def now_ns(self) -> int:
@@ -218,7 +216,7 @@ class Pipeline:
             else:
                 changes = self.rollup.apply(events)
                 self._set_district_levels(changes)
-                records = self.alerts.apply(changes, partial=self.partial_view)
+                records = self.alerts.apply(changes, sees=self._sees())
         self.alerts.tick()
         return records
 
@@ -227,7 +225,45 @@ class Pipeline:
         if self.district_out is not None:  # the district side reconciles per district partition
             self.district_out.snapshot()
             return []
-        return self.alerts.reconcile(self.rollup.current(), offsets=offsets, partial=self.partial_view)
+        return self.alerts.reconcile(self.rollup.current(), offsets=offsets, sees=self._sees())
+
+    def set_view(self, owned: list[tuple[str, int]] | None) -> None:
+        """The readings partitions this process owns while it does not own them all (None: it sees every
+        sensor). Set by the Kafka loop; see :meth:`_sees` for what a partial view may decide."""
+        self._owned = None if owned is None else {self.sensors.partition_code(*tp) for tp in owned}
+
+    @property
+    def partial_view(self) -> bool:
+        return self._owned is not None
+
+    def _sees(self) -> Callable[[str, tuple[str, ...]], bool] | None:
+        """Under a partial view: whether it sees everything that can hold a district's alert up.
+
+        Yes when every sensor mapped to the district (the registry's included, read or not) and every
+        sensor of the episode was last read from an owned partition. A sensor it has never read and the
+        registry does not list (a citizen sensor on another partition) cannot be accounted for: at worst a
+        district it would only lower is ended, and fired again once the view is whole.
+        """
+        owned = self._owned
+        if owned is None:
+            return None
+        n = len(self.sensors)
+        part = self.sensors.partition[:n]
+        unseen = ~np.isin(part, np.fromiter(owned, dtype=part.dtype, count=len(owned)))
+        m = self.mapping
+        k = min(m.pair_sensor.size, m.pair_district.size)
+        ps, pd = m.pair_sensor[:k], m.pair_district[:k]
+        inside = ps < n
+        ids = self.layer.ids
+        blind = {ids[d] for d in np.unique(pd[inside][unseen[ps[inside]]]).tolist()}
+        index = self.sensors
+
+        def sees(district: str, sensors: tuple[str, ...]) -> bool:
+            if district in blind:
+                return False
+            return all((i := index.get(s)) is not None and int(part[i]) in owned for s in sensors)
+
+        return sees
 
     def drop_partitions(self, partitions: list[tuple[str, int]]) -> None:
         """Forget per-sensor state of sensors whose readings came from revoked partitions."""

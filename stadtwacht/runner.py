@@ -233,7 +233,8 @@ class Runner:
 
     def _check_view(self) -> None:
         """Note whether this process sees every readings partition; without a district topic it rolls up
-        districts in memory, and a partial view may raise alerts but not end them (Pipeline.partial_view).
+        districts in memory, and a partial view may raise any alert but lower or end only those whose
+        sensors it all reads (Pipeline.set_view).
 
         A partial view is brief in a one-process deployment (a killed member holds partitions until its
         session expires); when the view is whole again, the next round reconciles what it held back.
@@ -246,12 +247,14 @@ class Runner:
         partial = any(total[t] is None or have[t] < total[t] for t in self.topics)
         if partial and not self.pipeline.partial_view:
             log.warning("this process reads %d of %s readings partitions and rolls up districts in memory (no "
-                        "kafka.district_topic): alerts may fire or rise, all-clears wait until it owns them all",
+                        "kafka.district_topic): alerts may fire or rise; all-clears of districts with sensors on "
+                        "the other partitions wait until it owns them all",
                         len(owned), sum(n or 0 for n in total.values()) or "?")
         elif self.pipeline.partial_view and not partial:
             log.info("this process now reads every readings partition; reconciling held-back all-clears")
             self._reconcile_due = True
-        self.pipeline.partial_view = self.health.partial_view = partial
+        self.pipeline.set_view(owned if partial else None)
+        self.health.partial_view = partial
         self.pipeline.metrics.partial_view.set(1 if partial else 0)
 
     # -- the loop --

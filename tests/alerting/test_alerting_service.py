@@ -119,14 +119,22 @@ def test_reconcile_resolves_updates_and_fires(tmp_path):
     svc.close()
 
 
-def test_a_partial_picture_raises_and_fires_but_never_lowers_or_resolves(tmp_path):
+def test_a_partial_picture_lowers_or_resolves_only_what_it_sees_whole(tmp_path):
     # docs/reliability.md finding 10: a restart owning one of two partitions took the other's alerts for gone
     svc = make(tmp_path)
-    svc.apply([level("mitte", 2), level("west", 2), level("ost", 1)])
+    svc.apply([level("mitte", 2), level("west", 2), level("ost", 1), level("nord", 2)])
+    seen = []
+
+    def sees(district, sensors):
+        seen.append((district, sensors))
+        return district == "nord"  # only nord's sensors are all on partitions this process reads
+
     recs = svc.reconcile([level("west", 1, t=T0 + S), level("ost", 2, t=T0 + S), level("sued", 1, t=T0 + S)],
-                         partial=True)
-    assert sorted((r.districts[0], r.event, r.level) for r in recs) == [("ost", "update", 2), ("sued", "firing", 1)]
-    assert svc.apply([level("ost", 0, t=T0 + 2 * S)], partial=True) == []
+                         sees=sees)
+    assert sorted((r.districts[0], r.event, r.level) for r in recs) == [
+        ("nord", "resolved", 0), ("ost", "update", 2), ("sued", "firing", 1)]
+    assert ("west", ("pegel-1",)) in seen  # judged by the sensors holding the episode up
+    assert svc.apply([level("ost", 0, t=T0 + 2 * S)], sees=sees) == []
     assert sorted((a["district"], a["level"]) for a in svc.active()) == [("mitte", 2), ("ost", 2), ("sued", 1),
                                                                       ("west", 2)]
     # the whole picture again: what the partial one held back is judged now

@@ -148,21 +148,8 @@ def events_by_district(records: list[dict]) -> tuple[dict[str, list[str]], int]:
     return {d: [e[3] for e in sorted(v)] for d, v in out.items()}, dups
 
 
-#: What `run` logs when it owns only some readings partitions (its partial view holds all-clears back).
+#: What `run` logs when it owns only some readings partitions (a partial view: docs/reliability.md finding 10).
 PARTIAL_VIEW_LOG = "rolls up districts in memory"
-
-
-def coalesced_pairs(got: list[str], want: list[str]) -> int | None:
-    """How many (resolved, firing) pairs of ``want`` are missing from ``got``, when that is all that differs.
-
-    A process with a partial view (docs/reliability.md finding 10) holds an all-clear back; when the danger
-    comes back before it owns every partition, the episode simply continues. None when ``got`` is not
-    ``want`` with such pairs left out (every alert episode alternates firing/resolved from its start).
-    """
-    alternating = all(e == ("firing" if i % 2 == 0 else "resolved") for i, e in enumerate(got))
-    if not alternating or len(got) > len(want) or (len(want) - len(got)) % 2 or (got and got[-1] != want[-1]):
-        return None
-    return (len(want) - len(got)) // 2
 
 
 def refs(texts: list[str]) -> Counter:

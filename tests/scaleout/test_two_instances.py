@@ -214,9 +214,10 @@ def test_one_episode_one_notification_across_two_instances(client, kafka_bootstr
         scene.close()
 
 
-def test_an_episode_moves_with_its_district_acknowledgement_included(kafka_bootstrap, topic_prefix, tmp_path):
-    """The instance owning the district stops while the alert is up (acknowledged): the other one carries the
-    same episode on (no second firing, the acknowledgement kept) and sends its all-clear as seq 2."""
+@pytest.mark.parametrize("end", ["sigterm", "sigkill"])
+def test_an_episode_moves_with_its_district_acknowledgement_included(end, kafka_bootstrap, topic_prefix, tmp_path):
+    """The instance owning the district stops (or is killed) while the alert is up and acknowledged: the other
+    one carries the same episode on (no second firing, the acknowledgement kept) and sends the all-clear as seq 2."""
     import msgspec
 
     from stadtwacht.district_stage import EPISODE_KEY, EpisodeState
@@ -240,7 +241,7 @@ def test_an_episode_moves_with_its_district_acknowledgement_included(kafka_boots
             return [s for s in states if s.episode.acked_by == "Schmidt"]
 
         scene.wait_for(handed_acked, 30, "the acknowledged episode's state on the district topic")
-        scene.procs[owner].stop()
+        scene.procs[owner].stop() if end == "sigterm" else scene.procs[owner].kill()
         scene.procs = [survivor]
         want = {f"{t}/{p}" for t in (scene.flood, scene.districts) for p in range(3)}
         scene.wait_for(lambda: _assigned(survivor) == want, 60, "the survivor owning every partition")

@@ -222,6 +222,7 @@ class DistrictStage:
         for d, p in zip(pipeline.layer.ids, self._part_of.tolist(), strict=True):
             self._districts_of.setdefault(p, set()).add(d)
         self._handed: dict[int, dict[bytes, EpisodeState]] = {}  # rebuilding partition -> episode key -> state
+        pipeline.watched_districts = set()  # none until the group assigns district partitions
         self._published: dict[bytes, tuple[int, str, bytes]] = {}  # key -> (partition, alert id, value) sent
         pipeline.district_out = self.publisher
 
@@ -250,6 +251,7 @@ class DistrictStage:
             self._handed[tp[1]] = {}
             log.info("district partition %d: rebuilding roll-up from offset %d with alerts held back",
                      tp[1], begin[tp])
+        self._note_watched()
         rest = [tp for tp in tps if tp[0] != self.topic]
         return rest, [m for m in messages if m.topic != self.topic]
 
@@ -265,6 +267,7 @@ class DistrictStage:
                 self.rebuilding.pop(p, None)
                 self._handed.pop(p, None)
             self._published = {k: v for k, v in self._published.items() if v[0] not in mine}
+            self._note_watched()
             self._forget(np.flatnonzero(np.isin(self._part_of, list(mine))))
             self._retire_check_at = time.monotonic() + self.retire_grace_s
         return rest
@@ -301,6 +304,9 @@ class DistrictStage:
                          len(retired), ", ".join(sorted(retired)))
         self._hand_on_episodes()
         return records
+
+    def _note_watched(self) -> None:
+        self.pipeline.watched_districts = {d for p in self.owned for d in self._districts_of.get(p, ())}
 
     # -- the episode changelog --
     def _take_over(self, partition: int) -> None:

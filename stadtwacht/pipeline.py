@@ -103,6 +103,9 @@ class Pipeline:
         #: Scale-out ([kafka] district_topic): a stadtwacht.district_stage.DistrictPublisher that takes the
         #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
         self.district_out = None
+        #: Districts whose alerts this process decides (None: all); the district stage narrows it to the
+        #: districts of its district topic partitions, and the control-room page greys out the rest.
+        self.watched_districts: set[str] | None = None
         self.exercise = exercise
         self.cap_dir: Path | None = Path(cfg.state.cap_dir) if cfg.state.cap_dir else state_dir / "cap"
         self._top_levels: dict[tuple[str, str], int] = {}

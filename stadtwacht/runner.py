@@ -199,6 +199,7 @@ class Runner:
                 self._suppress_until.pop(tp, None)
                 self._committed_at_assign.pop(tp, None)
                 self._checkpoints.drop(tp)
+            self.on_change()  # the page shows what this process watches
         if not self._new_partitions:
             return messages
         new, self._new_partitions = self._new_partitions, []
@@ -227,6 +228,7 @@ class Runner:
                       applied.get(tp), warm)
         self.health.assigned = self.consumer.assignment()
         self._check_view()
+        self.on_change()
         if not rewound:
             return messages
         return [m for m in messages if (m.topic, m.partition) not in rewound]

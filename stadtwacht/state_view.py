@@ -36,6 +36,7 @@ def _page_alert(pipeline: Pipeline, a: dict) -> dict:
 def build_state(pipeline: Pipeline, language: str = "de") -> dict:
     """A JSON-ready snapshot; read under the pipeline lock."""
     levels: dict[str, dict[str, int]] = {d: {"flood": 0, "air": 0, "sensor": 0} for d in pipeline.layer.ids}
+    watched = pipeline.watched_districts
     health = []
     for lv in pipeline.rollup.current():
         cur = levels.setdefault(lv.district, {"flood": 0, "air": 0, "sensor": 0})
@@ -57,7 +58,11 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
         "exercise": pipeline.exercise,
         "approximate": bool(pipeline.layer.approximate),
         "language": language,
-        "districts": pipeline.layer.geojson({d: {"levels": lv} for d, lv in levels.items()}),
+        "districts": pipeline.layer.geojson({d: {"levels": lv, "watched": watched is None or d in watched}
+                                             for d, lv in levels.items()}),
+        # with several instances (district topic): the districts another instance decides, whose alerts and
+        # levels this page cannot show
+        "elsewhere": [] if watched is None else [d for d in pipeline.layer.ids if d not in watched],
         "alerts": alerts,
         "timeline": timeline,
         "sensor_health": sorted(health, key=lambda h: (h["district"], h["sensor_id"])),

@@ -10,6 +10,8 @@
       title: "Lagebild Stuttgart", connecting: "Verbinde …", live: "Live", offline: "Verbindung unterbrochen – neuer Versuch …",
       exercise: "ÜBUNG – EXERCISE – keine echte Gefahrenlage",
       approximate: "Näherungsweise Stadtbezirksgrenzen (eingebaute Demo-Karte) – nicht für echte Alarmierung.",
+      elsewhere: "Diese Instanz überwacht {n} von {total} Stadtbezirken. Die grauen überwacht eine andere stadtwacht-Instanz: deren Stufen und Alarme erscheinen hier nicht.",
+      elsewhere_district: "andere Instanz",
       login_heading: "Anmeldung für Quittieren und Stummschalten", operator: "Bediener/in", token: "API-Token",
       login: "Anmelden", logout: "Abmelden", logged_in_as: "Angemeldet als",
       map: "Stadtbezirke", hazard: "Gefahr", hz_flood: "Hochwasser", hz_air: "Luft", hz_sensor: "Sensoren",
@@ -35,6 +37,8 @@
       title: "Stuttgart situation", connecting: "Connecting …", live: "Live", offline: "Connection lost – retrying …",
       exercise: "EXERCISE – ÜBUNG – not a real emergency",
       approximate: "Approximate district boundaries (built-in demo map) – not for real alerting.",
+      elsewhere: "This instance watches {n} of {total} districts. The grey ones are watched by another stadtwacht instance: their levels and alerts do not appear here.",
+      elsewhere_district: "another instance",
       login_heading: "Log in to acknowledge and silence", operator: "Operator", token: "API token",
       login: "Log in", logout: "Log out", logged_in_as: "Logged in as",
       map: "Districts", hazard: "Hazard", hz_flood: "Flood", hz_air: "Air", hz_sensor: "Sensors",
@@ -70,6 +74,7 @@
   // the darkest stop is the alarm colour and is also hatched, and every district shows its level number.
   const SCALE = ["#ececec", "#fcffa4", "#f9a825", "#dd513a", "#6a176e"];
   const TEXT_ON = ["#222", "#222", "#222", "#fff", "#fff"];
+  const ELSEWHERE = "#9a9a9a"; // a district another instance decides (scale-out): unknown here, not "normal"
   const SVGNS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -210,6 +215,22 @@
     const max = maxLevel(hazard);
     document.querySelectorAll("#districts path").forEach((p) => {
       const props = byId.get(p.dataset.district) || {};
+      const txt = document.querySelector(`#labels text[data-label="${CSS.escape(p.dataset.district)}"]`);
+      p.setAttribute("data-watched", String(props.watched !== false));
+      if (props.watched === false) {
+        p.removeAttribute("data-level");
+        p.setAttribute("fill", ELSEWHERE);
+        p.setAttribute("data-colour", ELSEWHERE);
+        const label = `${props.name || p.dataset.district}: ${t("elsewhere_district")}`;
+        p.querySelector("title").textContent = label;
+        list.appendChild(el("li", {}, label));
+        if (txt) {
+          txt.setAttribute("fill", "#fff");
+          txt.setAttribute("class", "");
+          txt.querySelector(".lvl").textContent = "?";
+        }
+        return;
+      }
       // contract: properties.levels[hazard]; also accepts the hazards as flat properties (properties[hazard])
       const level = Number((props.levels ? props.levels[hazard] : props[hazard]) || 0);
       const idx = scaleIndex(level, hazard);
@@ -219,7 +240,6 @@
       const label = `${props.name || p.dataset.district}: ${t("hz_" + hazard)} ${t("level")} ${level}${level === 0 ? " (" + t("level0") + ")" : ""}`;
       p.querySelector("title").textContent = label;
       list.appendChild(el("li", {}, label));
-      const txt = document.querySelector(`#labels text[data-label="${CSS.escape(p.dataset.district)}"]`);
       if (txt) {
         txt.setAttribute("fill", TEXT_ON[idx]);
         txt.setAttribute("class", level >= max && level > 0 ? "alarm" : "");
@@ -235,6 +255,13 @@
       const sw = el("span", { className: "swatch" + (lv === max && lv > 0 ? " hatch" : ""), "aria-hidden": "true" });
       sw.style.background = SCALE[idx];
       li.append(sw, el("span", {}, lv === 0 ? `0 ${t("level0")}` : `${lv}${lv === max ? " " + t("alarm") : ""}`));
+      legend.appendChild(li);
+    }
+    if ((state.elsewhere || []).length) {
+      const sw = el("span", { className: "swatch", "aria-hidden": "true" });
+      sw.style.background = ELSEWHERE;
+      const li = el("li", {});
+      li.append(sw, el("span", {}, t("elsewhere_district")));
       legend.appendChild(li);
     }
     document.querySelectorAll('#hazard-select input').forEach((i) => { i.checked = i.value === hazard; });
@@ -336,6 +363,10 @@
     if (!lang) lang = state.language === "en" ? "en" : "de";
     $("banner-exercise").hidden = !state.exercise;
     $("banner-approximate").hidden = !state.approximate;
+    const elsewhere = state.elsewhere || [];
+    const total = ((state.districts && state.districts.features) || []).length;
+    $("banner-elsewhere").hidden = elsewhere.length === 0;
+    $("banner-elsewhere").textContent = fmt("elsewhere", { n: total - elsewhere.length, total });
     const asOf = state.now || state.generated_at; // the situation's time (in the demo: the story clock)
     $("generated-at").textContent = asOf ? timeFmt(asOf) : "";
     drawMap(state.districts);

@@ -246,3 +246,30 @@ def test_page_flood_alarm_ack_silence_and_live_update(browser_page) -> None:
         assert page.locator("#conn-text").inner_text() == "Live"
         page.screenshot(path=str(ARTIFACTS / "control-room-en.png"), full_page=True)
     assert [e for e in errors if "401" not in e] == []
+
+
+def test_page_greys_out_districts_another_instance_watches(browser_page) -> None:
+    """Scale-out: a district another instance decides is unknown here, never shown as normal."""
+    page, errors = browser_page
+    state = _state()
+    elsewhere = ["vaihingen", "moehringen"]
+    state["elsewhere"] = elsewhere
+    for f in state["districts"]["features"]:
+        f["properties"]["watched"] = f["properties"]["id"] not in elsewhere
+    with PageServer(state) as srv:
+        page.goto(srv.url + "/")
+        page.wait_for_selector('#districts path[data-district="vaihingen"][data-watched="false"]')
+        vaihingen = page.locator('#districts path[data-district="vaihingen"]')
+        assert vaihingen.get_attribute("data-level") is None
+        assert vaihingen.get_attribute("fill") == "#9a9a9a"
+        assert page.locator('#labels text[data-label="vaihingen"]').text_content().endswith("?")
+        assert page.locator('#districts path[data-district="ost"]').get_attribute("data-watched") == "true"
+        banner = page.locator("#banner-elsewhere")
+        assert banner.is_visible() and "21 von 23" in banner.inner_text()
+        assert "andere Instanz" in page.locator("#legend").inner_text()
+        page.click("#lang-toggle")
+        assert "21 of 23" in banner.inner_text()
+        srv.push(_state())  # the instance took every district over: the banner goes
+        page.wait_for_selector('#districts path[data-district="vaihingen"][data-watched="true"]')
+        assert not banner.is_visible()
+    assert errors == []

@@ -196,6 +196,11 @@ def test_one_episode_one_notification_across_two_instances(client, kafka_bootstr
         # the district's sensors really are spread over both instances
         owners = {i for i, got in enumerate(split) for part in range(3) if f"{scene.flood}/{part}" in got}
         assert owners == {0, 1}
+        # each page says which districts the other instance decides: together they cover the city once
+        states = [json.loads(p.get("/api/state")[1]) for p in scene.procs]
+        everything = {f["properties"]["id"] for f in states[0]["districts"]["features"]}
+        elsewhere = [set(st["elsewhere"]) for st in states]
+        assert all(elsewhere) and elsewhere[0] | elsewhere[1] == everything and not elsewhere[0] & elsewhere[1]
         firing = scene.fire()
         scene.send(300.0, 20)
         scene.wait_for(lambda: [a for a in scene.records() if a["event"] == "resolved"], 40, "the all-clear")
@@ -251,6 +256,7 @@ def test_an_episode_moves_with_its_district_acknowledgement_included(end, kafka_
             return status == 200 and json.loads(body)["alerts"]
 
         (alert,) = scene.wait_for(carried_on, 60, "the episode carried on by the survivor")
+        assert json.loads(survivor.get("/api/state")[1])["elsewhere"] == []  # it now decides every district
         assert (alert["alert_id"], alert["acked_by"]) == (alert_id, "Schmidt")
         time.sleep(3.0)  # would the survivor announce it again?
         assert [r["event"] for r in scene.records()] == ["firing"]

@@ -1,0 +1,28 @@
+"""The page's state document says which districts another instance decides (scale-out), never "normal" for them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from stadtwacht.config import load_config
+from stadtwacht.pipeline import Pipeline
+from stadtwacht.state_view import build_state
+
+
+def test_districts_decided_elsewhere_are_marked_not_watched(tmp_path):
+    cfg, problems = load_config(None)
+    assert not problems
+    pipeline = Pipeline(cfg, CollectorRegistry(), tmp_path)
+    try:
+        whole = build_state(pipeline)
+        assert whole["elsewhere"] == []
+        assert all(f["properties"]["watched"] for f in whole["districts"]["features"])
+
+        pipeline.watched_districts = {"mitte", "nord"}  # what a district stage owning some partitions sets
+        part = build_state(pipeline)
+        ids = pipeline.layer.ids
+        assert part["elsewhere"] == [d for d in ids if d not in ("mitte", "nord")]
+        watched = {f["properties"]["id"]: f["properties"]["watched"] for f in part["districts"]["features"]}
+        assert watched == {d: d in ("mitte", "nord") for d in ids}
+    finally:
+        pipeline.alerts.close()

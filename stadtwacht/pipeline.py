@@ -252,13 +252,9 @@ class Pipeline:
             return None
         n = len(self.sensors)
         part = self.sensors.partition[:n]
-        unseen = ~np.isin(part, np.fromiter(owned, dtype=part.dtype, count=len(owned)))
-        m = self.mapping
-        k = min(m.pair_sensor.size, m.pair_district.size)
-        ps, pd = m.pair_sensor[:k], m.pair_district[:k]
-        inside = ps < n
+        unseen = np.flatnonzero(~np.isin(part, np.fromiter(owned, dtype=part.dtype, count=len(owned))))
         ids = self.layer.ids
-        blind = {ids[d] for d in np.unique(pd[inside][unseen[ps[inside]]]).tolist()}
+        blind = {ids[d] for d in self.mapping.districts_of(unseen).tolist()}
         index = self.sensors
 
         def sees(district: str, sensors: tuple[str, ...]) -> bool:

@@ -159,8 +159,9 @@ def run(quick: bool = False) -> list[dict]:
                             "alert_records": records, "readings_per_message": 100 if batched else 1,
                             "sensors": n_sensors, "service_consumer_rate": service_rate,
                             "ratio_to_service_consumer": rate / service_rate,
-                            "note": "value: the service's kafka-python consumer + Pipeline.process_messages "
-                                    "(decode, all default rules, mapping, roll-up, SQLite alert decisions) + tick; "
+                            "note": "value: the service's kafka-python consumer (records located by its compiled pass) "
+                                    "+ Pipeline.process_messages (decode, all default rules, mapping, roll-up, "
+                                    "SQLite alert decisions) + tick; "
                                     "baseline: raw kafka-python consume of the same topic; goal ratio >= 0.8; "
                                     "service_consumer_rate: the service's consumer alone, no processing"})
         if quick and e2e_batch_rate:

@@ -24,6 +24,7 @@ from ingest.config import KafkaConfig
 from ingest.deadletter import DeadLetter, dead_letter_headers
 from ingest.decode import RawMessage
 from ingest.kafka_python_reads import read_in_large_pieces
+from ingest.kafka_python_records import parse_records_compiled
 from stadtwacht.errors import StadtwachtError
 
 __all__ = ["DeadLetterSink", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer",
@@ -193,6 +194,8 @@ class ReadingConsumer:
             max_partition_fetch_bytes=4 * 1_048_576,
             fetch_max_bytes=32 * 1_048_576,
         )
+        #: Records parsed by the compiled pass (``ingest.kafka_python_records``), handed out as RawMessage.
+        self.compiled_records = parse_records_compiled(self._consumer)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
         _keep_joins_finished_between_polls(self._consumer._coordinator)
 
@@ -204,6 +207,10 @@ class ReadingConsumer:
         if records:
             self._fetch_ahead()
         out: list[RawMessage] = []
+        if self.compiled_records:
+            for msgs in records.values():
+                out.extend(msgs)
+            return out
         for tp, msgs in records.items():
             t, p = tp.topic, tp.partition
             out.extend(RawMessage(t, p, m.offset, m.key, m.value, m.timestamp) for m in msgs)

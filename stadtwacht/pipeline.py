@@ -30,6 +30,7 @@ from geodata.rollup import Rollup
 from ingest.batch import ReadingBatch
 from ingest.deadletter import DeadLetter
 from ingest.decode import DecodeLimits, RawMessage, ReadingDecoder
+from ingest.kafka_python_records import locate_records
 from ingest.quantities import QUANTITIES
 from ingest.sensor_index import SensorIndex
 from stadtwacht.config import Config
@@ -115,7 +116,7 @@ class Pipeline:
 
     # -- the hot path --
     def compile_kernels(self) -> float:
-        """Compile (or load from numba's cache) the decode and detection kernels on throwaway state.
+        """Compile (or load from numba's cache) the record, decode and detection kernels on throwaway state.
 
         A fresh install compiles them on first use, which would stall the first real readings by tens of
         seconds; the runner calls this before its first poll, so the instance is not ready until it is done.
@@ -130,6 +131,7 @@ class Pipeline:
         engine = DetectionEngine(self.cfg.rules, self.cfg.detection, sensors)
         engine.process(decoded.batch)
         engine.tick(self.clock_ns())
+        locate_records(np.zeros(0, np.uint8), 0, 0)  # the consumer's record parsing
         return time.perf_counter() - started
 
     def process_messages(self, messages: list[RawMessage], deliver: bool = True,

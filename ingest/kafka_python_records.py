@@ -43,8 +43,8 @@ _ONE = np.uint64(1)
 @njit(cache=True, nogil=True, inline="always")
 def _varint(buf, pos, end):
     """A zigzag varint at ``pos``: (value, next position), next position -1 when it runs past ``end`` or
-    beyond 64 bits."""
-    if pos >= end:
+    beyond 64 bits, or when ``pos`` is -1 (so that a run of reads needs one check at its end)."""
+    if pos < 0 or pos >= end:
         return 0, -1
     b = np.uint64(buf[pos])
     pos += 1
@@ -77,18 +77,10 @@ def locate_records(buf, pos, count):
     out = np.empty((7, n), np.int64)
     for i in range(n):
         length, p = _varint(buf, pos, end)
-        if p < 0:
-            return MALFORMED, out
         start = p
         _, p = _varint(buf, p, end)  # attributes: unused
-        if p < 0:
-            return MALFORMED, out
         ts_delta, p = _varint(buf, p, end)
-        if p < 0:
-            return MALFORMED, out
         offset_delta, p = _varint(buf, p, end)
-        if p < 0:
-            return MALFORMED, out
         key_len, p = _varint(buf, p, end)
         if p < 0:
             return MALFORMED, out
@@ -96,9 +88,7 @@ def locate_records(buf, pos, count):
         if key_len >= 0:
             key_start = p
             p += key_len
-        value_len, p = _varint(buf, p, end)  # p past the end: -1 here
-        if p < 0:
-            return MALFORMED, out
+        value_len, p = _varint(buf, p, end)  # p past the end or -1: (0, -1), and -1 stays to the check below
         value_start = -1
         if value_len >= 0:
             value_start = p
@@ -169,6 +159,7 @@ class CompiledPartitionRecords(Fetcher.PartitionRecords):
             raise RuntimeError("StopIteration raised unpacking messageset") from None
 
     def _located(self, tp, batch: DefaultRecordBatch):
+        """The records of a v2 batch from one compiled pass: one copy of the batch, one slice per key and value."""
         batch._maybe_uncompress()
         buf = batch._buffer
         status, at = locate_records(np.frombuffer(buf, np.uint8), batch._pos, batch.records_count)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-import time
 
 import pytest
 from kafka.errors import KafkaConnectionError
@@ -20,7 +19,7 @@ from kafka.protocol.frame import KafkaBytes
 import ingest.kafka_io  # noqa: F401  (applies the amendment, as the service does)
 from ingest.config import KafkaConfig
 from ingest.kafka_python_reads import RECV_BYTES, read_in_large_pieces
-from tests.support.kafka_topics import create_topics, producer
+from tests.support.kafka_topics import create_topics, poll_until, producer
 
 
 class _Socket:
@@ -127,12 +126,5 @@ def test_multi_megabyte_fetch_answers_arrive_intact(kafka_bootstrap, topic_prefi
         prod.close()
     cfg = KafkaConfig(group_id=f"{topic_prefix}-g", topics=[topic], session_timeout_ms=6000,
                       heartbeat_interval_ms=1000)
-    consumer = open_consumer(cfg, kafka_bootstrap, [topic])
-    got = []
-    try:
-        deadline = time.monotonic() + 60
-        while len(got) < len(values) and time.monotonic() < deadline:
-            got += consumer.poll(timeout_ms=500)
-    finally:
-        consumer.close()
+    got = poll_until(open_consumer(cfg, kafka_bootstrap, [topic]), len(values))
     assert [hashlib.sha256(m.value).hexdigest() for m in got] == [hashlib.sha256(v).hexdigest() for v in values]

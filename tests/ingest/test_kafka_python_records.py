@@ -9,7 +9,6 @@ the errors on malformed bytes must be the same. The broker test reads through th
 from __future__ import annotations
 
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from kafka.structs import TopicPartition
 from ingest.config import KafkaConfig
 from ingest.decode import RawMessage
 from ingest.kafka_python_records import HEADERS, LOCATED, MALFORMED, CompiledPartitionRecords, _varint, locate_records
-from tests.support.kafka_topics import create_topics, producer, read_topic
+from tests.support.kafka_topics import create_topics, poll_until, producer, read_topic
 
 TP = TopicPartition("readings", 3)
 CODECS = [DefaultRecordBatch.CODEC_NONE, DefaultRecordBatch.CODEC_GZIP, DefaultRecordBatch.CODEC_SNAPPY,
@@ -209,14 +208,8 @@ def test_the_service_consumer_hands_out_what_kafka_python_reads(kafka_bootstrap,
     cfg = KafkaConfig(group_id=f"{topic_prefix}-g", topics=[topic], session_timeout_ms=6000,
                       heartbeat_interval_ms=1000)
     consumer = ReadingConsumer(cfg, kafka_bootstrap, [topic])
-    got: list[RawMessage] = []
-    try:
-        assert consumer.compiled_records
-        deadline = time.monotonic() + 60
-        while len(got) < len(sent) and time.monotonic() < deadline:
-            got += consumer.poll(timeout_ms=500)
-    finally:
-        consumer.close()
+    assert consumer.compiled_records
+    got = poll_until(consumer, len(sent))
     assert all(type(m) is RawMessage for m in got)
     theirs = read_topic(kafka_bootstrap, topic, expect=len(sent))  # a stock kafka-python consumer
     key = lambda m: (m.partition, m.offset)  # noqa: E731

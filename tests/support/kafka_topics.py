@@ -77,6 +77,19 @@ def read_topic(bootstrap: str, topic: str, expect: int | None = None, timeout: f
         consumer.close()
 
 
+def poll_until(consumer, expect: int, timeout: float = 60.0) -> list:
+    """What a stadtwacht group consumer (``ingest.kafka_io.GroupConsumer``) hands out until ``expect`` messages
+    arrived or ``timeout`` passed; closes it."""
+    got: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            got += consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    return got
+
+
 def committed_vs_end(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """(committed offset, end offset) per partition; the end from the high watermark (Tansu-safe)."""
     out = {}

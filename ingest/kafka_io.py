@@ -153,10 +153,20 @@ def _keep_joins_finished_between_polls(coordinator) -> None:
     half the session timeout, and a mixed group took up to a minute to settle. Here such a finished join
     is handed back as pending, so the next poll completes it (assignment, listener) as if it had waited.
     Failed joins are left alone: kafka-python retries those itself.
+
+    A join in flight or finished also counts as "rejoin needed" (the Java client's
+    ``rejoinNeededOrPending``). kafka-python asks only whether the metadata the leader assigned from is
+    out of date, and the leader brings it up to date inside the join: a join that a metadata change
+    started (a topic created or grown after the service subscribed) and that finished between two polls
+    was never collected, heartbeats stayed off, and the member left the group for good without a word.
     """
     if not hasattr(coordinator, "_join_task"):  # another kafka-python: nothing to mend
         return
     join_group = coordinator.join_group_async
+    need_rejoin = coordinator.need_rejoin
+
+    def need_rejoin_or_pending() -> bool:
+        return coordinator._join_task is not None or need_rejoin()
 
     async def join_group_async(timeout_ms=None):
         task = coordinator._join_task
@@ -165,6 +175,7 @@ def _keep_joins_finished_between_polls(coordinator) -> None:
         return await join_group(timeout_ms=timeout_ms)
 
     coordinator.join_group_async = join_group_async
+    coordinator.need_rejoin = need_rejoin_or_pending
 
 
 class ReadingConsumer:

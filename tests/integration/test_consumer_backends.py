@@ -393,3 +393,42 @@ def test_kafka_python_keeps_a_join_answered_between_polls(kafka_bootstrap, topic
         assert sorted(consumer.assignment()) == [(topic, 0), (topic, 1)]
     finally:
         consumer.close()
+
+
+@pytest.mark.broker
+def test_kafka_python_leader_collects_a_join_its_metadata_started(kafka_bootstrap, topic_prefix, broker_kind,
+                                                                  monkeypatch):
+    """The service subscribed before its topic existed: the leader assigned nothing, the topic appears, and
+    the join that its metadata started is answered between two polls. kafka-python 3.0.12 alone never
+    collects that join (the leader's own assignment made its "metadata changed" check false again):
+    heartbeats stay off, the member drops out of the group and reads nothing, without an error."""
+    if broker_kind != "apache":
+        pytest.skip("Tansu creates a topic as soon as a metadata request names it (auto-creation off or not), so "
+                    "the leader never assigns without it: runs on Apache Kafka")
+    topic = f"{topic_prefix}.late"
+    monkeypatch.setitem(KafkaConsumer.DEFAULT_CONFIG, "allow_auto_create_topics", False)  # the test creates it
+    consumer = open_consumer(_kafka_cfg("kafka-python", f"{topic_prefix}-group"), kafka_bootstrap, [topic])
+    coordinator = consumer._consumer._coordinator
+    try:
+        wait_until(lambda: (consumer.poll(timeout_ms=100), coordinator._assignment_snapshot is not None)[1], 30,
+                   interval=0, what="a first assignment (of nothing)")
+        assert consumer.assignment() == []
+        create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+        wait_until(lambda: coordinator._metadata_snapshot.get(topic), 30, interval=0.05,
+                   what="the leader seeing the topic's partitions")
+
+        def answered_between_polls() -> bool:
+            task = coordinator._join_task
+            if task is None or task.failed():
+                consumer.poll(timeout_ms=0)  # (re)sends the JoinGroup and returns before the answer
+                return False
+            return task.succeeded()
+        wait_until(answered_between_polls, 30, interval=0.01, what="a join answered between two polls")
+        parts = sorted((topic, p) for p in coordinator._metadata_snapshot[topic])
+        wait_until(lambda: (consumer.poll(timeout_ms=100), sorted(consumer.assignment()) == parts)[1], 30,
+                   interval=0, what=f"the assignment {parts}")
+        _produce(kafka_bootstrap, topic, [[b"{}"] * 3 for _ in parts])
+        got = _drain(consumer, 3 * len(parts))
+        assert len(got) == 3 * len(parts)
+    finally:
+        consumer.close()

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter as _Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -169,16 +169,18 @@ class AlertService:
         return records
 
     def reconcile(self, current: list[DistrictLevel], offsets: dict[tuple[str, int], int] | None = None, *,
-                  sees: Sees | None = None) -> list[AlertRecord]:
+                  sees: Sees | None = None, districts: Collection[str] | None = None) -> list[AlertRecord]:
         """Bring episodes in line with the current picture (after a restart or warm-up): an active episode
-        the picture lacks is resolved, except where a partial picture does not see it (see :meth:`apply`)."""
+        the picture lacks is resolved, except where a partial picture does not see it (see :meth:`apply`).
+        ``districts``: the picture covers only these (a district stage taking over some districts)."""
         with self._lock:
             seen = {(c.district, c.hazard, c.quantity) for c in current}
             now = self._clock()
             gone = [DistrictLevel(district=ep.district, district_name=ep.district_name, hazard=ep.hazard,
                                   quantity=ep.quantity, rule=ep.rule, level=0, level_name="normal",
                                   value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
-                    for ep in self._store.active_episodes() if ep.key not in seen]
+                    for ep in self._store.active_episodes()
+                    if ep.key not in seen and (districts is None or ep.district in districts)]
             return self.apply([*gone, *current], offsets, sees=sees)
 
     def publish_mark(self) -> int:

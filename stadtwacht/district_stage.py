@@ -436,16 +436,7 @@ class DistrictStage:
         """Bring the alert state of some districts in line with the rebuilt levels (Pipeline.reconcile, scoped)."""
         ids = {self.pipeline.layer.ids[d] for d in districts}
         current = [lv for lv in self.pipeline.rollup.current() if lv.district in ids]
-        seen = {(c.district, c.hazard, c.quantity) for c in current}
-        now = self.pipeline.alerts.now_ns()
-        gone = [DistrictLevel(district=a["district"], district_name=a["district_name"], hazard=a["hazard"],
-                              quantity=a["quantity"], rule=a["rule"], level=0, level_name="normal",
-                              value=a["value"], threshold=a["threshold"], sensors=tuple(a["sensors"]), time_ns=now)
-                for a in self.pipeline.alerts.active()
-                if a["district"] in ids and (a["district"], a["hazard"], a["quantity"]) not in seen]
-        if not gone and not current:
-            return []
-        return self.pipeline.alerts.apply([*gone, *current])
+        return self.pipeline.alerts.reconcile(current, districts=ids)
 
 
 def ensure_district_topic(cfg, bootstrap: str, producer: KafkaProducer) -> int:

@@ -67,6 +67,19 @@ def _drain(consumer: GroupConsumer, want: int, timeout: float = 30.0) -> list[Ra
     return got
 
 
+def _join_answered_between_polls(consumer: GroupConsumer) -> None:
+    """Send a JoinGroup with a poll that returns at once, then wait, not polling, until it is answered."""
+    coordinator = consumer._consumer._coordinator
+
+    def answered_between_polls() -> bool:
+        task = coordinator._join_task
+        if task is None or task.failed():
+            consumer.poll(timeout_ms=0)  # (re)sends the JoinGroup and returns before the answer
+            return False
+        return task.succeeded()
+    wait_until(answered_between_polls, 30, interval=0.01, what="a join answered between two polls")
+
+
 def _kafka_cfg(client: str, group: str, **kw) -> KafkaConfig:
     return KafkaConfig(client=client, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000,
                        poll_timeout_ms=300, **kw)
@@ -374,17 +387,10 @@ def test_kafka_python_keeps_a_join_answered_between_polls(kafka_bootstrap, topic
     create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
     caplog.set_level(logging.INFO, logger="kafka.coordinator")
     consumer = open_consumer(_kafka_cfg("kafka-python", f"{topic_prefix}-group"), kafka_bootstrap, [topic])
-    coordinator = consumer._consumer._coordinator
     try:  # the leader must see the new topic's partitions, or it rightly joins again once it does
         wait_until(lambda: consumer._consumer.partitions_for_topic(topic) == {0, 1}, 30, what="the topic's metadata")
 
-        def answered_between_polls() -> bool:
-            task = coordinator._join_task
-            if task is None or task.failed():
-                consumer.poll(timeout_ms=0)  # (re)sends the JoinGroup and returns before the answer
-                return False
-            return task.succeeded()
-        wait_until(answered_between_polls, 30, interval=0.01, what="a join answered between two polls")
+        _join_answered_between_polls(consumer)
         assert consumer.assignment() == []
         wait_until(lambda: (consumer.poll(timeout_ms=100), consumer.assignment())[1], 30, interval=0,
                    what="the assignment")
@@ -417,13 +423,7 @@ def test_kafka_python_leader_collects_a_join_its_metadata_started(kafka_bootstra
         wait_until(lambda: coordinator._metadata_snapshot.get(topic), 30, interval=0.05,
                    what="the leader seeing the topic's partitions")
 
-        def answered_between_polls() -> bool:
-            task = coordinator._join_task
-            if task is None or task.failed():
-                consumer.poll(timeout_ms=0)  # (re)sends the JoinGroup and returns before the answer
-                return False
-            return task.succeeded()
-        wait_until(answered_between_polls, 30, interval=0.01, what="a join answered between two polls")
+        _join_answered_between_polls(consumer)
         parts = sorted((topic, p) for p in coordinator._metadata_snapshot[topic])
         wait_until(lambda: (consumer.poll(timeout_ms=100), sorted(consumer.assignment()) == parts)[1], 30,
                    interval=0, what=f"the assignment {parts}")

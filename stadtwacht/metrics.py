@@ -40,6 +40,7 @@ class PipelineMetrics:
     dead_letter_messages: Counter
     dead_letter_readings: Counter
     consumer_lag: Gauge
+    assigned_partitions: Gauge
     batch_seconds: Histogram
     detections: Counter
     district_level: Gauge
@@ -66,6 +67,10 @@ class PipelineMetrics:
                                          registry=registry),
             consumer_lag=Gauge("stadtwacht_consumer_lag", "Messages behind the partition's high watermark",
                                ["topic", "partition"], registry=registry),
+            assigned_partitions=Gauge("stadtwacht_assigned_partitions",
+                                      "Partitions of the topic this process reads (0 for every configured topic "
+                                      "it reads nothing of: summed over replicas, 0 means nobody watches it)",
+                                      ["topic"], registry=registry),
             batch_seconds=Histogram("stadtwacht_batch_seconds", "Processing time of one poll batch",
                                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                              1, 2.5, 5),

@@ -135,6 +135,7 @@ class Runner:
         self._reconcile_due = False  # the view became whole: judge what a partial view held back
         self._bootstrap = bootstrap
         self.producer = self.consumer = self.district = None
+        self._note_assignment()
         if connect:
             self.connect()
 
@@ -151,6 +152,7 @@ class Runner:
                                       on_revoke=self._on_revoke)
         self.district = (DistrictStage(self.pipeline, self.producer, self.consumer, self.cfg.district_topic,
                                        district_parts) if district_parts else None)
+        self._note_assignment()  # every topic at 0 until partitions are assigned
 
     def _connect_until(self, stop: threading.Event) -> bool:
         """Connect, retrying with backoff: a broker that is down or refuses our credentials is an outage
@@ -201,6 +203,8 @@ class Runner:
                 self._checkpoints.drop(tp)
             self.on_change()  # the page shows what this process watches
         if not self._new_partitions:
+            if self.consumer.assignment() != self.health.assigned:  # a rebalance that left this process nothing
+                self._note_assignment()  # (the clients call back only with partitions)
             return messages
         new, self._new_partitions = self._new_partitions, []
         if self.district is not None:
@@ -226,12 +230,20 @@ class Runner:
             self._checkpoints.add(tp, 0, warm if warm is not None else (committed or 0))
             log.debug("assigned %s/%d: committed %s, applied %s, warm-up from %s", tp[0], tp[1], committed,
                       applied.get(tp), warm)
-        self.health.assigned = self.consumer.assignment()
+        self._note_assignment()
         self._check_view()
         self.on_change()
         if not rewound:
             return messages
         return [m for m in messages if (m.topic, m.partition) not in rewound]
+
+    def _note_assignment(self) -> None:
+        """What /readyz and /metrics say this process reads; also after a rebalance that left it nothing (no
+        assign callback with partitions follows the revoke then)."""
+        owned = self.consumer.assignment() if self.consumer is not None else []
+        self.health.assigned = owned
+        for topic in self.topics:
+            self.pipeline.metrics.assigned_partitions.labels(topic).set(sum(1 for tp in owned if tp[0] == topic))
 
     def _check_view(self) -> None:
         """Note whether this process sees every readings partition; without a district topic it rolls up

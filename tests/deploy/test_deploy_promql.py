@@ -30,6 +30,7 @@ COUNTERS = {
 }
 GAUGES = {
     "stadtwacht_consumer_lag",
+    "stadtwacht_assigned_partitions",
     "stadtwacht_active_alerts",
     "stadtwacht_district_level",
     "stadtwacht_outbox_depth",

@@ -163,6 +163,9 @@ def test_required_metric_families_have_the_expected_values(running):
     lag = {(lab["topic"], lab["partition"]): v for n, lab, v in s if n == "stadtwacht_consumer_lag"}
     assert {t for t, _ in lag} == {f"{prefix}.flood", f"{prefix}.air", f"{prefix}.community"}
     assert set(lag.values()) == {0.0}
+    # partitions read, per configured topic (the only replica reads them all)
+    assigned = {lab["topic"]: v for n, lab, v in s if n == "stadtwacht_assigned_partitions"}
+    assert assigned == {t: float(sum(1 for tt, _ in lag if tt == t)) for t, _ in lag}
     # histograms: batch processing time and reading-to-notification latency (the readings are minutes old)
     assert _value(s, "stadtwacht_batch_seconds_count") >= 1
     assert _value(s, "stadtwacht_batch_seconds_bucket", le="+Inf") == _value(s, "stadtwacht_batch_seconds_count")

@@ -119,3 +119,31 @@ def test_a_restart_owning_one_partition_keeps_the_other_partitions_alerts(client
         second.close()
     ids = {r["alert_id"] for r in alert_records(kafka_bootstrap, setup.alerts_topic)}
     assert len(ids) == 2, ids  # no episode ended and fired again under a new id
+
+
+def test_a_replica_left_with_no_partition_reports_reading_nothing(kafka_bootstrap, topic_prefix, tmp_path):
+    """A rebalance that leaves a process nothing (a second replica of a one-partition topic took it) revokes
+    its partition and assigns it none: /readyz's partitions and ``stadtwacht_assigned_partitions`` then say it
+    reads nothing (they kept naming the partition it had lost). The client ids order the members, so the
+    range assignor gives the partition to the second replica."""
+    later = write_flood_setup(tmp_path / "b", topic_prefix, 1, extra_kafka='client_id = "stadtwacht-b"')
+    earlier = write_flood_setup(tmp_path / "a", topic_prefix, 1, extra_kafka='client_id = "stadtwacht-a"')
+    tp = (later.topic, 0)
+    create_topics(kafka_bootstrap, [later.topic, later.alerts_topic], partitions=1)
+
+    def reads(service: _Service) -> tuple[list, float | None]:
+        metrics = service.runner.pipeline.metrics
+        return service.runner.health.assigned, metrics.assigned_partitions.labels(later.topic)._value.get()
+
+    first = _Service(later, kafka_bootstrap, tmp_path / "b" / "state")
+    try:
+        assert reads(first) == ([], 0)  # the series exists before any assignment
+        wait_until(lambda: reads(first) == ([tp], 1), 60, what="the first replica reading the partition")
+        second = _Service(earlier, kafka_bootstrap, tmp_path / "a" / "state")
+        try:
+            wait_until(lambda: reads(second) == ([tp], 1), 60, what="the second replica taking the partition")
+            wait_until(lambda: reads(first) == ([], 0), 30, what="the first replica saying it reads nothing")
+        finally:
+            second.close()
+    finally:
+        first.close()

@@ -204,6 +204,9 @@ class ReadingConsumer:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 * 1_048_576,
             fetch_max_bytes=32 * 1_048_576,
+            # never create an input topic (as librdkafka's consumer): a misspelt kafka.topics entry would be
+            # created empty and read without a word; a missing topic shows on /readyz and as StadtwachtTopicUnread
+            allow_auto_create_topics=False,
         )
         #: Records parsed by the compiled pass (``ingest.kafka_python_records``), handed out as RawMessage.
         self.compiled_records = parse_records_compiled(self._consumer)

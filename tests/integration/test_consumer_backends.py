@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ingest.config import IngestConfig, KafkaConfig, validate
 from ingest.decode import RawMessage, ReadingDecoder
@@ -402,8 +402,7 @@ def test_kafka_python_keeps_a_join_answered_between_polls(kafka_bootstrap, topic
 
 
 @pytest.mark.broker
-def test_kafka_python_leader_collects_a_join_its_metadata_started(kafka_bootstrap, topic_prefix, broker_kind,
-                                                                  monkeypatch):
+def test_kafka_python_leader_collects_a_join_its_metadata_started(kafka_bootstrap, topic_prefix, broker_kind):
     """The service subscribed before its topic existed: the leader assigned nothing, the topic appears, and
     the join that its metadata started is answered between two polls. kafka-python 3.0.12 alone never
     collects that join (the leader's own assignment made its "metadata changed" check false again):
@@ -412,13 +411,17 @@ def test_kafka_python_leader_collects_a_join_its_metadata_started(kafka_bootstra
         pytest.skip("Tansu creates a topic as soon as a metadata request names it (auto-creation off or not), so "
                     "the leader never assigns without it: runs on Apache Kafka")
     topic = f"{topic_prefix}.late"
-    monkeypatch.setitem(KafkaConsumer.DEFAULT_CONFIG, "allow_auto_create_topics", False)  # the test creates it
     consumer = open_consumer(_kafka_cfg("kafka-python", f"{topic_prefix}-group"), kafka_bootstrap, [topic])
     coordinator = consumer._consumer._coordinator
     try:
         wait_until(lambda: (consumer.poll(timeout_ms=100), coordinator._assignment_snapshot is not None)[1], 30,
                    interval=0, what="a first assignment (of nothing)")
         assert consumer.assignment() == []
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:  # the service's consumer never creates an input topic (the test broker would)
+            assert topic not in admin.list_topics()
+        finally:
+            admin.close()
         create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
         wait_until(lambda: coordinator._metadata_snapshot.get(topic), 30, interval=0.05,
                    what="the leader seeing the topic's partitions")

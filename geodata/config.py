@@ -36,8 +36,9 @@ class GeodataConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_column: str = "id"
     #: Attribute holding the district name shown to people.
     name_column: str = "name"
-    #: Attribute holding the official district number (optional; empty = none).
-    number_column: str = "districtNumber"
+    #: Attribute holding the official district number, carried in the page's district data (optional;
+    #: empty = none; "districtNumber" in the Stuttgart layer of the shared data).
+    number_column: str = ""
     #: Metric CRS for areas, overlaps and gaps (EPSG:25832 = ETRS89 / UTM 32N for Stuttgart).
     metric_crs: str = "EPSG:25832"
     #: Sensor registry CSV (sensor_id,name,hazard,lat,lon,impact[,trusted,overrides,comment]).

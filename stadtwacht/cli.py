@@ -119,7 +119,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         geo = cfg.geodata
         try:
             path = args.districts or geo.districts
-            layer = (DistrictLayer.from_file(path, geo.id_column, geo.name_column, geo.metric_crs)
+            layer = (DistrictLayer.from_file(path, geo.id_column, geo.name_column, geo.metric_crs, geo.number_column)
                      if path else DistrictLayer.demo())
             messages += [f"district layer: {m}" for m in layer.check(geo.overlap_tolerance_m2,
                                                                       geo.gap_tolerance_m2)]

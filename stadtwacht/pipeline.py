@@ -78,7 +78,8 @@ class Pipeline:
         self.sensors = SensorIndex()
         geo = cfg.geodata
         districts_path = districts_path or geo.districts
-        self.layer = (DistrictLayer.from_file(districts_path, geo.id_column, geo.name_column, geo.metric_crs)
+        self.layer = (DistrictLayer.from_file(districts_path, geo.id_column, geo.name_column, geo.metric_crs,
+                                              geo.number_column)
                       if districts_path else DistrictLayer.demo())
         sensors_path = sensors_path or geo.sensors
         self.registry = SensorRegistry.from_csv(sensors_path) if sensors_path else SensorRegistry.shipped()

@@ -20,9 +20,10 @@ from stadtwacht.app import Service, api_token, install_signal_handlers
 from stadtwacht.broker import EmbeddedBroker
 from stadtwacht.config import Config
 from stadtwacht.demo import DEMO_SENSORS_CSV, Simulator
-from stadtwacht.demo.scenarios import DEFAULT_SPEED, story_wall_seconds
+from stadtwacht.demo.scenarios import DEFAULT_SPEED, OFFICIAL_DISTRICTS_RELATIVE, story_wall_seconds
+from stadtwacht.demo.simulator import shared_dir
 
-__all__ = ["create_topics", "run_demo"]
+__all__ = ["create_topics", "demo_districts", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,22 @@ def demo_config(cfg: Config, state_dir: Path) -> Config:
     return msgspec.structs.replace(cfg, alerting=msgspec.structs.replace(cfg.alerting, channels=channels))
 
 
+def demo_districts(cfg: Config, given: str | None) -> tuple[str | None, str]:
+    """The district layer the demo maps onto (None: the built-in one) and how the banner names it.
+
+    ``--districts`` or ``[geodata] districts`` when set; otherwise the official Stadtbezirke in ``../shared``
+    when it is there (real boundaries on the page and in CAP areas), else the approximate built-in layer.
+    """
+    if given or cfg.geodata.districts:
+        path = given or cfg.geodata.districts
+        return path, path
+    shared = shared_dir()
+    if shared is not None and (shared / OFFICIAL_DISTRICTS_RELATIVE).is_file():
+        path = str(shared / OFFICIAL_DISTRICTS_RELATIVE)
+        return path, f"official Stadtbezirke (Landeshauptstadt Stuttgart, dl-de/by-2.0), {path}"
+    return None, "built-in APPROXIMATE layer (../shared/data/stuttgart/districts.geojson absent)"
+
+
 def run_demo(cfg: Config, args: argparse.Namespace) -> int:
     speed = args.speed or DEFAULT_SPEED
     duration = args.duration if args.duration is not None else story_wall_seconds(speed) + 30
@@ -56,12 +73,13 @@ def run_demo(cfg: Config, args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(cfg, state_dir)
     token = api_token(cfg, generate=True)
+    districts, districts_named = demo_districts(cfg, args.districts)
     stop = threading.Event()
     install_signal_handlers(stop)
     with EmbeddedBroker(log_path=state_dir / "tansu.log") as broker:
         k = cfg.kafka
         create_topics(broker.bootstrap, [*k.topics, *k.community_topics])
-        service = Service(cfg, broker.bootstrap, state_dir, port=args.port, districts=args.districts,
+        service = Service(cfg, broker.bootstrap, state_dir, port=args.port, districts=districts,
                           sensors=args.sensors or str(DEMO_SENSORS_CSV), notify=args.notify, exercise=True,
                           token=token)
         url = service.http.public_url
@@ -72,6 +90,7 @@ stadtwacht demo (EXERCISE) on an embedded Tansu broker at {broker.bootstrap}
   health             {url}/healthz  {url}/readyz
   CAP 1.2 feed       {url}/cap/atom.xml
   notifications      console, and {state_dir / 'notifications.jsonl'}
+  districts          {districts_named}
   state              {state_dir}
 The story (Neckar flood wave, winter inversion, ozone afternoon, a stuck and a silent sensor) runs
 {story_wall_seconds(speed):.0f} s at {speed:.0f}x; the demo stops after {duration:.0f} s or on Ctrl-C.

@@ -31,6 +31,7 @@ __all__ = [
     "ARCHIVE_WINDOW_START",
     "DEFAULT_SPEED",
     "INNER_DISTRICTS",
+    "OFFICIAL_DISTRICTS_RELATIVE",
     "SCENARIOS",
     "STORY_SIM_SECONDS",
     "STORY_WALL_SECONDS",
@@ -64,6 +65,10 @@ INNER_DISTRICTS: tuple[str, ...] = ("mitte", "nord", "ost", "sued", "west", "bad
 
 #: The shared sensor.community archive, relative to the ``shared`` folder beside the repository.
 ARCHIVE_RELATIVE = Path("data/sensor-community/stuttgart-sds011-2020-10-01_2020-11-21.csv.gz")
+#: The official Stadtbezirke layer (Landeshauptstadt Stuttgart, dl-de/by-2.0), relative to the same folder: its
+#: ids, names and numbers are those of the built-in approximate layer, and every demo sensor lies in the same
+#: district of both (tests/demo).
+OFFICIAL_DISTRICTS_RELATIVE = Path("data/stuttgart/districts.geojson")
 #: Start (UTC) of the archive window replayed as the inversion: the worst 30 h of PM10 in the archive
 #: (median of the sensors about 41 µg/m³, a real November high-pressure episode; 5 of the 12 sensors report).
 ARCHIVE_WINDOW_START = _dt.datetime(2020, 11, 10, 15, 0, tzinfo=_dt.UTC)

@@ -138,12 +138,17 @@ def test_demo_flood_alarm_ack_in_browser_and_clean_stop(demo, chromium) -> None:
                    60, proc)
     assert f"control-room page  {url}/" in banner
     assert f"API token: {TOKEN}" in banner and "/metrics" in banner and "notifications.jsonl" in banner
+    # the official Stadtbezirke when ../shared holds them, else the built-in approximate layer (a fresh clone)
+    official = (REPO.parent / "shared" / "data" / "stuttgart" / "districts.geojson").is_file()
+    assert ("districts          official Stadtbezirke (Landeshauptstadt Stuttgart" in banner) is official
+    assert ("districts          built-in APPROXIMATE layer" in banner) is not official
     broker = _wait("the broker pid in the log",
                    lambda: re.search(r"embedded Tansu broker on \S+ \(pid (\d+)\)", demo["err"].read_text()), 30, proc)
     broker_pid = int(broker.group(1))
     assert _pid_alive(broker_pid)
     _wait("/healthz", lambda: _get(url + "/healthz")[0] == 200, 30, proc)
     state0 = _json(url + "/api/state")
+    assert state0["approximate"] is not official
     alarm = state0["max_levels"]["flood"]
     assert alarm == 4, state0["max_levels"]  # Meldebeginn .. Hochwasseralarm of the example rule
 

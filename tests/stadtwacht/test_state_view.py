@@ -26,3 +26,19 @@ def test_districts_decided_elsewhere_are_marked_not_watched(tmp_path):
         assert watched == {d: d in ("mitte", "nord") for d in ids}
     finally:
         pipeline.alerts.close()
+
+
+def test_configured_district_layer_and_number_column_reach_the_page(tmp_path, shared_data):
+    import msgspec
+
+    cfg, _ = load_config(None)
+    geo = msgspec.structs.replace(cfg.geodata, districts=str(shared_data / "stuttgart" / "districts.geojson"),
+                                  number_column="districtNumber")
+    pipeline = Pipeline(msgspec.structs.replace(cfg, geodata=geo), CollectorRegistry(), tmp_path)
+    try:
+        state = build_state(pipeline)
+        assert state["approximate"] is False
+        props = {f["properties"]["id"]: f["properties"] for f in state["districts"]["features"]}
+        assert (props["mitte"]["number"], props["zuffenhausen"]["number"]) == ("01", "23")
+    finally:
+        pipeline.alerts.close()

@@ -404,14 +404,20 @@ def _lookup_slots(rows, sensor, quantity, slot_of, slot):
 
 
 @njit(cache=True, nogil=True)
-def level_changes_of_rows(rows, sensor, quantity, score, threshold, level_of, ev_row):
-    """Anomaly level (score >= threshold) of the rows ``rows`` in order (``score[j]`` that of ``rows[j]``);
-    the positions j whose level changed into ``ev_row``, ``level_of`` updated; returns their number."""
+def level_changes_of_rows(rows, sensor, quantity, time, score, threshold, keep_ns, level_of, until, ev_row):
+    """Anomaly level of the rows ``rows`` in order (``score[j]`` that of ``rows[j]``): 1 at a score >= threshold,
+    held until ``until`` (the last such reading's time plus ``keep_ns``) by the readings before it; the
+    positions j whose level changed into ``ev_row``, ``level_of`` and ``until`` updated; returns their number."""
     n_ev = 0
     for j in range(rows.size):
-        i = sensor[rows[j]]
-        q = quantity[rows[j]]
-        lv = 1 if score[j] >= threshold else 0
+        r = rows[j]
+        i = sensor[r]
+        q = quantity[r]
+        if score[j] >= threshold:
+            lv = 1
+            until[i, q] = max(until[i, q], time[r] + keep_ns)
+        else:
+            lv = 1 if level_of[i, q] == 1 and time[r] < until[i, q] else 0
         if lv != level_of[i, q]:
             level_of[i, q] = lv
             ev_row[n_ev] = j

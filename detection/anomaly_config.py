@@ -25,6 +25,11 @@ class AnomalyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # probabilities of the detectors beyond their unsurprised level, less the repeat penalty: 0.47 is
     # L = 4.4; 1.0 is a value outside the range seen so far. NAB's own optimal threshold is 0.468 with it.
     threshold: float = 0.47
+    # How long a series stays at the anomaly level after its last reading at or above ``threshold`` (as a
+    # rule's keep_firing_for): a burst of detections is one "Anomalie" episode, not a warning and an all-clear
+    # per reading. It ends at the first reading at least this long after the last detection, or at the tick
+    # that reaches that time when no reading comes. "0s": each reading's score decides alone.
+    keep_firing_for: str = "1h"
     # Readings a series needs before it is scored at all (its scores are 0 until then); the surprise
     # distribution is learnt from half of this on.
     warm_up: int = 300
@@ -74,6 +79,10 @@ def validate(cfg: AnomalyConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not 0.0 < cfg.threshold <= 1.0:
         problems.append((f"{p}.threshold", f"must be in (0, 1], got {cfg.threshold}"))
+    try:
+        parse_duration(cfg.keep_firing_for)
+    except ValueError as e:
+        problems.append((f"{p}.keep_firing_for", str(e)))
     if cfg.warm_up < 1:
         problems.append((f"{p}.warm_up", f"must be at least 1 reading, got {cfg.warm_up}"))
     for name in ("baseline_half_life", "level_half_life", "surprise_half_life", "recent_half_life",

@@ -98,6 +98,10 @@ class DetectionEngine:
         if config.anomaly.enabled:
             self.anomaly = AnomalyDetector(config.anomaly)
         self.anomaly_level = np.zeros((0, _N_QUANTITIES), np.int8)
+        # per series: the anomaly level holds before this time (last detection + keep_firing_for)
+        self.anomaly_until = np.zeros((0, _N_QUANTITIES), np.int64)
+        self._anomaly_keep_ns = parse_duration(config.anomaly.keep_firing_for)
+        self._anomaly_due = _FAR  # no held anomaly level can run out before this (a lower bound)
         self.rule_info: list[RuleInfo] = [
             RuleInfo(r.name, r.quantity, r.hazard_name(),
                      "rate" if r.aggregate == "rate_per_hour" else "threshold",
@@ -124,6 +128,7 @@ class DetectionEngine:
             new = max(n, 2 * self.capacity, 64)
             self.health.grow(new)
             self.anomaly_level = grown(self.anomaly_level, new, 0)
+            self.anomaly_until = grown(self.anomaly_until, new, 0)
             if self.anomaly is not None:
                 self.anomaly.reserve(new)
             self.slot_of = grown(self.slot_of, new, _NO_MATCH)
@@ -196,12 +201,14 @@ class DetectionEngine:
                 region[slots] = r.template  # slots stay theirs, cleared
                 region[slots, R_SENSOR] = owners
         self.anomaly_level[mask] = 0
+        self.anomaly_until[mask] = 0
         if self.anomaly is not None:
             self.anomaly.reset(mask)
 
     def state_nbytes(self) -> int:
         """Bytes of per-sensor state held (rules, health, anomaly)."""
-        total = (self.health.nbytes() + self.anomaly_level.nbytes + self.slot_of.nbytes
+        total = (self.health.nbytes() + self.anomaly_level.nbytes + self.anomaly_until.nbytes
+                 + self.slot_of.nbytes
                  + sum(r.nbytes() for r in self.rules))
         if self.anomaly is not None:
             total += self.anomaly.nbytes()
@@ -271,7 +278,10 @@ class DetectionEngine:
             if phase < 0:
                 break
             self._grow_events()
-        return _by_time(self._events(n_ev))
+        events = self._events(n_ev)
+        if self._anomaly_keep_ns and now_ns >= self._anomaly_due:
+            events = DetectionBatch.concat([events, self._anomalies_run_out(now_ns)])
+        return _by_time(events)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -301,16 +311,37 @@ class DetectionEngine:
         score = self.anomaly.update_rows(rows, sensor, quantity, time, value)
         threshold = self.config.anomaly.threshold
         row = np.empty(rows.size, np.int64)
-        row = row[: level_changes_of_rows(rows, sensor, quantity, score, threshold, self.anomaly_level, row)]
+        row = row[: level_changes_of_rows(rows, sensor, quantity, time, score, threshold, self._anomaly_keep_ns,
+                                          self.anomaly_level, self.anomaly_until, row)]
         if row.size == 0:
             return DetectionBatch.empty()
         src = rows[row]
         level = (score[row] >= threshold).astype(np.int8)
+        up = src[level == 1]
+        if up.size:
+            self._anomaly_due = min(self._anomaly_due, int(self.anomaly_until[sensor[up], quantity[up]].min()))
         k = row.size
         return DetectionBatch(
             sensor[src], quantity[src], np.full(k, self._anomaly_rule, np.int16),
             np.full(k, kind_code("anomaly"), np.uint8), np.full(k, _SENSOR_HAZARD, np.uint8), level, 1 - level,
             score[row], np.full(k, threshold), time[src])
+
+    def _anomalies_run_out(self, now_ns: int) -> DetectionBatch:
+        """Held anomaly levels whose keep_firing_for ran out by ``now_ns`` without a reading: back to 0."""
+        held = self.anomaly_level == 1
+        until = self.anomaly_until
+        sensor, quantity = np.nonzero(held & (until <= now_ns))
+        later = until[held & (until > now_ns)]
+        self._anomaly_due = int(later.min()) if later.size else _FAR
+        k = sensor.size
+        if k == 0:
+            return DetectionBatch.empty()
+        self.anomaly_level[sensor, quantity] = 0
+        time = np.maximum(self.health.newest[sensor], now_ns)
+        return DetectionBatch(
+            sensor.astype(np.int32), quantity.astype(np.uint8), np.full(k, self._anomaly_rule, np.int16),
+            np.full(k, kind_code("anomaly"), np.uint8), np.full(k, _SENSOR_HAZARD, np.uint8), np.zeros(k, np.int8),
+            np.ones(k, np.int8), np.zeros(k), np.full(k, self.config.anomaly.threshold), time.astype(np.int64))
 
 
 def _by_time(events: DetectionBatch) -> DetectionBatch:

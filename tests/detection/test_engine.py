@@ -175,24 +175,74 @@ def test_rule_info_order_and_sensor_patterns_refresh_for_new_sensors():
     assert res.events.rule.tolist() == [flood] and res.events.level.tolist() == [1]
 
 
-def test_anomaly_events_follow_the_detector_scores():
-    """A calm series then a jump: the engine's anomaly transitions are exactly the detector's threshold crossings."""
-    from detection.anomaly import AnomalyDetector
+def _held_levels(times, score, threshold: float, keep_ns: int) -> list[int]:
+    """Plain reference of the anomaly level: 1 at a score >= threshold, held by later readings before the last
+    such reading's time + keep_ns."""
+    level, until, out = 0, 0, []
+    for t, s in zip(times.tolist(), score.tolist(), strict=True):
+        if s >= threshold:
+            level, until = 1, max(until, t + keep_ns)
+        else:
+            level = 1 if level == 1 and t < until else 0
+        out.append(level)
+    return out
 
-    config = DetectionConfig()
-    engine, _ = _engine([], config)
+
+def _anomalous_series(n: int = 1500):
     rng = np.random.default_rng(3)
-    n = 1500
     values = 20 + rng.normal(0, 1, n)
+    values[900:903] += 40  # a short burst: several detections close together
     values[-20:] += 60
-    sensor, qty, times = np.zeros(n, np.int32), np.full(n, quantity_code("no2"), np.uint8), np.arange(n) * 2 * MIN
+    return (np.zeros(n, np.int32), np.full(n, quantity_code("no2"), np.uint8), np.arange(n) * 2 * MIN, values)
+
+
+@pytest.mark.parametrize("keep", ["0s", "10m", "1h"])
+def test_anomaly_events_follow_the_detector_scores_held_by_keep_firing_for(keep):
+    """The engine's anomaly transitions are the detector's threshold crossings, each level held keep_firing_for
+    after the last detection (one episode per burst, not one per reading)."""
+    from detection.anomaly import AnomalyDetector
+    from stadtwacht.durations import parse_duration
+
+    config = DetectionConfig(anomaly=AnomalyConfig(keep_firing_for=keep))
+    engine, _ = _engine([], config)
+    sensor, qty, times, values = _anomalous_series()
     res = engine.process(ReadingBatch.from_columns(sensor, qty, times, values))
     an = res.events.take(res.events.kind == KINDS.index("anomaly"))
     score = AnomalyDetector(config.anomaly).update(sensor, qty, times, values)
-    level = (score >= config.anomaly.threshold).astype(int)
+    level = np.array(_held_levels(times, score, config.anomaly.threshold, parse_duration(keep)))
     crossings = np.flatnonzero(np.diff(np.concatenate([[0], level])) != 0)
     assert an.time.tolist() == times[crossings].tolist()
     assert an.level.tolist() == level[crossings].tolist()
     assert an.value.tolist() == score[crossings].tolist()
-    assert level[-20:].any()  # the jump is found
+    assert level[-20:].any() and level[900:910].any()  # both bursts are found
+    detections = int((score >= config.anomaly.threshold).sum())
+    assert int(an.level.sum()) < detections if keep != "0s" else int(an.level.sum()) >= 2
     assert engine.state_nbytes() > 0
+
+
+def test_a_held_anomaly_ends_on_the_tick_that_reaches_its_time():
+    """No reading after a detection: the level stays until keep_firing_for has passed on the event-time clock,
+    then one all-clear at that tick; with "0s" it waits for the next reading as before."""
+    from detection.anomaly import AnomalyDetector
+
+    def anomaly(events):
+        return events.take(events.kind == KINDS.index("anomaly"))
+
+    for keep, clears in (("1h", True), ("0s", False)):
+        config = DetectionConfig(anomaly=AnomalyConfig(keep_firing_for=keep))
+        engine, _ = _engine([], config)
+        sensor, qty, times, values = _anomalous_series()
+        score = AnomalyDetector(config.anomaly).update(sensor, qty, times, values)
+        end = int(np.flatnonzero(score >= config.anomaly.threshold)[-1]) + 1  # the series ends on a detection
+        sensor, qty, times, values = sensor[:end], qty[:end], times[:end], values[:end]
+        last = int(times[-1])
+        res = engine.process(ReadingBatch.from_columns(sensor, qty, times, values))
+        assert anomaly(res.events).level.tolist()[-1] == 1
+        assert len(anomaly(engine.tick(last + 59 * MIN))) == 0
+        out = anomaly(engine.tick(last + 61 * MIN))
+        if clears:
+            assert (out.level.tolist(), out.prev_level.tolist()) == ([0], [1])
+            assert out.time.tolist() == [last + 61 * MIN] and out.threshold.tolist() == [0.47]
+        else:
+            assert len(out) == 0
+        assert len(anomaly(engine.tick(last + 4 * HOUR))) == 0

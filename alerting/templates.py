@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from alerting.record import AlertRecord
 from ingest.quantities import UNITS
 
-__all__ = ["clean", "render_event_message", "render_followup_message"]
+__all__ = ["clean", "duration_text", "render_event_message", "render_followup_message"]
 
 _TZ = ZoneInfo("Europe/Berlin")
 _TAG = re.compile(r"<[^>]*>?")
@@ -60,6 +60,15 @@ _LABELS = {
 }
 
 
+#: What a sensor fault's value and threshold are (its record's quantity is the fault kind).
+_FAULT_MEASURE = {
+    "de": {"stale": ("Messpause", "Grenze"), "stuck": ("Schwankungsbreite", "Grenze"),
+           "range": ("Messwert", "Messbereichsgrenze"), "anomaly": ("Anomaliewert", "Schwelle")},
+    "en": {"stale": ("no readings for", "limit"), "stuck": ("spread of values", "limit"),
+           "range": ("value", "measuring range limit"), "anomaly": ("anomaly score", "threshold")},
+}
+
+
 def clean(text: str, limit: int = 200) -> str:
     """Outside text made inert: markup and control characters stripped, length bounded."""
     s = _BAD.sub("", _TAG.sub("", str(text)))
@@ -85,6 +94,31 @@ def _num(x: float) -> str:
     return f"{x:.1f}" if x == x else "-"
 
 
+def duration_text(seconds: float) -> str:
+    """A span for people: "45 s", "17 min", "1 h 17 min", "2 d 3 h"."""
+    if seconds != seconds:
+        return "-"
+    s = max(round(seconds), 0)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min" if s % 3600 >= 60 else f"{s // 3600} h"
+    return f"{s // 86400} d {s % 86400 // 3600} h" if s % 86400 >= 3600 else f"{s // 86400} d"
+
+
+def _measure(lang: str, rec: AlertRecord, unit: str) -> str:
+    """"Messwert 305.0 cm (Schwelle 300.0 cm)", or what a sensor fault measured ("Messpause 1 h 17 min ...")."""
+    fault = _FAULT_MEASURE[lang].get(rec.quantity) if rec.hazard == "sensor" else None
+    if fault:
+        fmt = {"stale": duration_text, "anomaly": "{:.2f}".format}.get(rec.quantity, _num)
+        return f"{fault[0]} {fmt(rec.value)} ({fault[1]} {fmt(rec.threshold)})"
+    u = f" {unit}" if unit else ""
+    L = _LABELS[lang]
+    return f"{L['value']} {_num(rec.value)}{u} ({L['threshold']} {_num(rec.threshold)}{u})"
+
+
 def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: str = "de",
                          exercise: bool = False, public_url: str = "") -> tuple[str, str]:
     """(title, body) for a group of events of the same hazard, event and level; events are (record, prev_level)."""
@@ -104,8 +138,8 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
     for rec, prev in events:
         trend = _TREND[lang][(rec.level > prev) - (rec.level < prev)] if rec.event != "firing" else _TREND[lang][0]
         sensors = ", ".join(clean(s, 64) for s in rec.sensors[:10])
-        lines.append(f"- {', '.join(clean(n) for n in rec.district_names)}: {L['value']} {_num(rec.value)} {unit}"
-                     f" ({L['threshold']} {_num(rec.threshold)} {unit}), {L['trend']}: {trend}"
+        lines.append(f"- {', '.join(clean(n) for n in rec.district_names)}: {_measure(lang, rec, unit)}"
+                     + (f", {L['trend']}: {trend}" if rec.hazard != "sensor" else "")
                      + (f", {L['sensors']}: {sensors}" if sensors else ""))
     lines.append(f"{L['since']}: {_time(min(r.started_at for r, _ in events))}")
     lines.append(f"{L['now']}: {_time(max(r.time for r, _ in events))}")

@@ -61,8 +61,14 @@
       ago_s: "{n} s ago", ago_m: "{n} min ago", ago_h: "{n} h {m} min ago", ago_d: "{n} d ago",
     },
   };
-  const UNITS = { water_level: "cm", discharge: "m³/s", pm10: "µg/m³", pm2_5: "µg/m³", no2: "µg/m³", o3: "µg/m³", so2: "µg/m³",
-    stale: "s" };
+  const UNITS = { water_level: "cm", discharge: "m³/s", pm10: "µg/m³", pm2_5: "µg/m³", no2: "µg/m³", o3: "µg/m³", so2: "µg/m³" };
+  // what a sensor fault's value and threshold are (its quantity is the fault kind), as in the notifications
+  const FAULT_MEASURE = {
+    de: { stale: ["Messpause", "Grenze"], stuck: ["Schwankungsbreite", "Grenze"], range: ["Messwert", "Messbereichsgrenze"],
+          anomaly: ["Anomaliewert", "Schwelle"] },
+    en: { stale: ["no readings for", "limit"], stuck: ["spread of values", "limit"], range: ["value", "measuring range limit"],
+          anomaly: ["anomaly score", "threshold"] },
+  };
   const HAZARD_ORDER = { flood: 0, air: 1, sensor: 2 }; // at equal severity, hazards before sensor faults
   const QUANTITY = {
     de: { water_level: "Pegel", discharge: "Abfluss", pm10: "PM10", pm2_5: "PM2,5", no2: "NO₂", o3: "Ozon", so2: "SO₂",
@@ -103,9 +109,28 @@
     if (!level || level <= 0) return 0;
     return Math.max(1, Math.min(4, Math.round((level * 4) / maxLevel(h))));
   }
-  function numberFmt(v) {
+  function numberFmt(v, digits) {  // digits: exactly that many decimals (default: at most one)
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
-    return new Intl.NumberFormat(lang === "en" ? "en-GB" : "de-DE", { maximumFractionDigits: 1 }).format(v);
+    const opts = digits === undefined ? { maximumFractionDigits: 1 } : { minimumFractionDigits: digits, maximumFractionDigits: digits };
+    return new Intl.NumberFormat(lang === "en" ? "en-GB" : "de-DE", opts).format(v);
+  }
+  function durationFmt(sec) {
+    if (sec === null || sec === undefined || Number.isNaN(sec)) return "–";
+    const s = Math.max(0, Math.round(sec));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min`;
+    if (s < 86400) return s % 3600 >= 60 ? `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min` : `${Math.floor(s / 3600)} h`;
+    return s % 86400 >= 3600 ? `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h` : `${Math.floor(s / 86400)} d`;
+  }
+  // [value, "(threshold …)"] of an alert or event: with its unit, or what a sensor fault measured
+  function measure(r) {
+    const fault = r.hazard === "sensor" && (FAULT_MEASURE[lang] || FAULT_MEASURE.de)[r.quantity];
+    if (fault) {
+      const f = r.quantity === "stale" ? durationFmt : r.quantity === "anomaly" ? (v) => numberFmt(v, 2) : numberFmt;
+      return [`${fault[0]} ${f(r.value)}`, `(${fault[1]} ${f(r.threshold)})`];
+    }
+    const unit = UNITS[r.quantity] ? " " + UNITS[r.quantity] : "";
+    return [numberFmt(r.value) + unit, `(${t("threshold")} ${numberFmt(r.threshold)})`];
   }
   function timeFmt(iso) {
     const d = new Date(iso);
@@ -294,9 +319,8 @@
         el("span", { className: "level-name" }, al.level_name || ""));
       const names = (al.district_names && al.district_names.length ? al.district_names : al.districts) || [];
       const val = el("td", { className: "value" });
-      const unit = UNITS[al.quantity] ? " " + UNITS[al.quantity] : "";
-      val.append(el("span", {}, numberFmt(al.value) + unit),
-        el("span", { className: "muted small" }, ` (${t("threshold")} ${numberFmt(al.threshold)})`));
+      const [shown, limit] = measure(al);
+      val.append(el("span", {}, shown), el("span", { className: "muted small" }, " " + limit));
       const ageTd = el("td", { className: "age", "data-since": al.started_at, title: timeFmt(al.started_at) }, age(al.started_at));
       const act = el("td", { className: "actions" });
       if (al.acked_by) {
@@ -310,7 +334,8 @@
         act.appendChild(el("button", { type: "button", "data-action": "silence", "data-alert-id": al.alert_id, disabled: !a,
           className: "secondary" }, t("silence")));
       }
-      tr.append(lvl, what, el("td", { className: "districts" }, names.join(", ")), val, trendCell(al.trend), ageTd, act);
+      const trend = al.hazard === "sensor" ? el("td", { className: "trend" }, "–") : trendCell(al.trend);  // a fault has none
+      tr.append(lvl, what, el("td", { className: "districts" }, names.join(", ")), val, trend, ageTd, act);
       body.appendChild(tr);
     });
     $("alert-count").textContent = String(alerts.length);
@@ -350,10 +375,9 @@
       const badge = el("span", { className: "badge small" }, r.level);
       badge.style.background = SCALE[idx]; badge.style.color = TEXT_ON[idx];
       const names = (r.district_names && r.district_names.length ? r.district_names : r.districts) || [];
-      const unit = UNITS[r.quantity] ? " " + UNITS[r.quantity] : "";
       li.append(el("time", { datetime: r.time }, timeFmt(r.time)), badge,
         el("span", { className: "ev" }, t(r.event)),
-        el("span", {}, ` ${t("hz_" + r.hazard)} ${quantityName(r.quantity)} ${r.level_name || ""} – ${names.join(", ")} – ${numberFmt(r.value)}${unit}`));
+        el("span", {}, ` ${t("hz_" + r.hazard)} ${quantityName(r.quantity)} ${r.level_name || ""} – ${names.join(", ")} – ${measure(r)[0]}`));
       list.appendChild(li);
     });
     $("no-timeline").hidden = items.length > 0;

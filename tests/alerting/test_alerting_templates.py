@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from alerting.episodes import step
@@ -71,3 +73,22 @@ def test_no_markup_reaches_the_message():
     rec = _rec("mitte", 2, name="<b onclick=evil()>Mitte</b>", sensors=("<script>s1</script>",))
     title, body = render_event_message([(rec, 0)], "de")
     assert "<" not in title + body and ">" not in title + body
+
+
+@pytest.mark.parametrize(("quantity", "value", "threshold", "lang", "line"), [
+    ("stale", 4651.7, 4500.0, "de", "- Mitte: Messpause 1 h 17 min (Grenze 1 h 15 min), Sensoren: pegel-1"),
+    ("stale", 4651.7, 4500.0, "en", "- Mitte: no readings for 1 h 17 min (limit 1 h 15 min), Sensors: pegel-1"),
+    ("anomaly", 1.0, 0.47, "de", "- Mitte: Anomaliewert 1.00 (Schwelle 0.47), Sensoren: pegel-1"),
+    ("stuck", 37.0, 46.8, "de", "- Mitte: Schwankungsbreite 37.0 (Grenze 46.8), Sensoren: pegel-1"),
+    ("range", 1999.9, 1999.9, "en", "- Mitte: value 1999.9 (measuring range limit 1999.9), Sensors: pegel-1"),
+])
+def test_sensor_faults_say_what_was_measured_without_a_trend(quantity, value, threshold, lang, line):
+    rec = step(None, replace(level("mitte", 1, hazard="sensor", quantity=quantity, value=value),
+                             threshold=threshold))[1]
+    _, body = render_event_message([(rec, 0)], lang)
+    assert line in body.splitlines(), body
+
+
+def test_a_hazard_line_keeps_value_threshold_unit_and_trend():
+    _, body = render_event_message([(_rec("mitte", 3), 0)], "de")
+    assert "- Mitte: Messwert 305.0 cm (Schwelle 300.0 cm), Tendenz: neu, Sensoren: pegel-1" in body.splitlines()

@@ -273,3 +273,37 @@ def test_page_greys_out_districts_another_instance_watches(browser_page) -> None
         page.wait_for_selector('#districts path[data-district="vaihingen"][data-watched="true"]')
         assert not banner.is_visible()
     assert errors == []
+
+
+def test_page_sensor_faults_say_what_was_measured(browser_page) -> None:
+    """A stale gauge shows its silence as a span and an anomaly its score; neither has a trend."""
+    page, errors = browser_page
+    state = _state()
+    since = state["alerts"][0]["started_at"]
+    faults = [_alert("sensor-hofen-1", "sensor", "stale", 1, "veraltet", ["muehlhausen"], ["Mühlhausen"],
+                     ["pegel-hofen"], 4651.7, 4500.0, "sensor-stale", "rising", since),
+              _alert("sensor-anomaly-1", "sensor", "anomaly", 1, "Anomalie", ["nord"], ["Nord"], ["sc-28589"],
+                     1.0, 0.47, "anomaly", "rising", since)]
+    state["alerts"] += faults
+    state["timeline"] = [{k: v for k, v in a.items() if k not in ("acked_by", "acked_at", "silenced", "trend")}
+                         for a in faults]
+    def text(locator) -> str:  # the threshold sits on a line of its own
+        return " ".join(locator.inner_text().split())
+
+    with PageServer(state) as srv:
+        page.goto(srv.url + "/")
+        stale = page.locator('#alerts tr[data-alert-id="sensor-hofen-1"]')
+        stale.wait_for()
+        assert text(stale.locator("td.value")) == "Messpause 1 h 17 min (Grenze 1 h 15 min)"
+        assert stale.locator("td.trend").inner_text() == "–"
+        anomaly = page.locator('#alerts tr[data-alert-id="sensor-anomaly-1"]')
+        assert text(anomaly.locator("td.value")) == "Anomaliewert 1,00 (Schwelle 0,47)"
+        assert page.locator('#timeline li[data-alert-id="sensor-hofen-1"]').inner_text().endswith(
+            "Mühlhausen – Messpause 1 h 17 min")
+        # a hazard keeps its unit and trend
+        flood = page.locator('#alerts tr[data-alert-id="flood-bad-cannstatt-1"]')
+        assert text(flood.locator("td.value")) == "512 cm (Schwelle 500)"
+        assert "steigend" in flood.locator("td.trend").inner_text()
+        page.click("#lang-toggle")
+        assert text(stale.locator("td.value")) == "no readings for 1 h 17 min (limit 1 h 15 min)"
+    assert errors == []

@@ -52,12 +52,17 @@ class AlertApi:
     """Routes `/api/alerts...` and `/api/silences...`; the lead's HTTP server passes requests through."""
 
     def __init__(self, service: AlertService, token: str, *, lock: AbstractContextManager | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, remote: Callable[[], list[dict]] = list,
+                 forward_ack: Callable[[str, str], Any] | None = None) -> None:
+        """``remote``: the active alerts other instances decide (listed, marked ``remote``); ``forward_ack``:
+        sends an acknowledgement of an alert not decided here to its owner (falsy when it knows none)."""
         # An empty token is allowed (the lead logs a warning): every request then answers 401.
         self._service = service
         self._token = token.encode()
         self._lock = lock if lock is not None else nullcontext()
         self._on_change = on_change
+        self._remote = remote
+        self._forward_ack = forward_ack
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -85,13 +90,31 @@ class AlertApi:
         except msgspec.DecodeError:
             return _json(400, {"error": "invalid JSON"})
         except UnknownAlertError as exc:
+            forwarded = self._forwarded(path, body)
+            if forwarded is not None:
+                return forwarded
             return _json(404, {"error": f"unknown id {exc.ident!r}"})
+
+    def _forwarded(self, path: str, body: bytes) -> Response | None:
+        """An acknowledgement of an alert another instance decides, sent on to it (202), outside the lock."""
+        m = _ACK.match(path)
+        if m is None or self._forward_ack is None:
+            return None
+        operator = msgspec.json.decode(body, type=_AckBody).operator  # validated before the lookup failed
+        try:
+            sent = self._forward_ack(m.group(1), operator)
+        except Exception as exc:  # the broker: the operator must know the acknowledgement did not go out
+            return _json(503, {"error": f"could not forward the acknowledgement: {type(exc).__name__}"})
+        if not sent:
+            return None
+        return _json(202, {"forwarded": m.group(1), "operator": operator,
+                           "note": "sent to the instance that decides this alert's district"})
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> Response:
         if path == "/api/alerts":
             if method != "GET":
                 return _json(405, {"error": "method not allowed"})
-            return _json(200, {"alerts": self._service.active()})
+            return _json(200, {"alerts": self._service.active() + self._remote()})
         if path == "/api/alerts/history":
             if method != "GET":
                 return _json(405, {"error": "method not allowed"})

@@ -29,6 +29,10 @@ same ``alert_id``, sequence numbers continuing, acknowledgement kept, nothing an
 old owner committed but had not published yet (it was killed in between) is judged from the levels:
 an ended episode gets its ``resolved`` again under the same ``alert_id``/``seq`` (a duplicate a consumer
 drops), and an episode it had just opened is opened by the new owner again (``firing`` once more).
+
+Every instance also reads that changelog for the whole city (``stadtwacht.city_view``) and forwards an
+acknowledgement of an alert it does not decide as ``"<district>|~ack|<alert_id>"``: the owner applies it once
+its partition is live and deletes the record (a tombstone).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from alerting.episodes import Episode
+from alerting.errors import UnknownAlertError
 from alerting.record import AlertRecord
 from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
@@ -54,7 +59,8 @@ from ingest.decode import RawMessage
 from ingest.kafka_io import GroupConsumer, client_options
 from ingest.quantities import QUANTITIES
 
-__all__ = ["DistrictPublisher", "DistrictRecord", "DistrictStage", "district_partition", "ensure_district_topic"]
+__all__ = ["ACK_KEY", "EPISODE_KEY", "AckCommand", "DistrictPublisher", "DistrictRecord", "DistrictStage",
+           "EpisodeState", "district_partition", "ensure_district_topic", "read_episode_state"]
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +90,29 @@ class EpisodeState(msgspec.Struct, kw_only=True):
     active: bool
 
 
+class AckCommand(msgspec.Struct, kw_only=True):
+    """An acknowledgement given on another instance, for the district's owner to apply (msgpack)."""
+
+    operator: str
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(DistrictRecord).decode
 _decode_episode = msgspec.msgpack.Decoder(EpisodeState).decode
+_decode_ack = msgspec.msgpack.Decoder(AckCommand).decode
 #: Middle part of an episode record's key ("<district>|~episode|<hazard>|<quantity>"); no sensor id starts with ~.
 EPISODE_KEY = b"|~episode|"
+#: Middle part of a forwarded acknowledgement's key ("<district>|~ack|<alert_id>"; see stadtwacht.city_view).
+ACK_KEY = b"|~ack|"
+
+
+def read_episode_state(value: bytes) -> EpisodeState | None:
+    """An episode record's state; None (logged) when it cannot be decoded."""
+    try:
+        return _decode_episode(value)
+    except (msgspec.DecodeError, TypeError):
+        log.warning("undecodable episode record skipped")
+        return None
 
 
 def episode_key(ep: Episode) -> bytes:
@@ -224,6 +248,7 @@ class DistrictStage:
         self._handed: dict[int, dict[bytes, EpisodeState]] = {}  # rebuilding partition -> episode key -> state
         pipeline.watched_districts = set()  # none until the group assigns district partitions
         self._published: dict[bytes, tuple[int, str, bytes]] = {}  # key -> (partition, alert id, value) sent
+        self._acks: dict[bytes, tuple[int, AckCommand]] = {}  # forwarded acknowledgement key -> (partition, it)
         pipeline.district_out = self.publisher
 
     # -- runner hooks --
@@ -266,6 +291,7 @@ class DistrictStage:
             for p in mine:
                 self.rebuilding.pop(p, None)
                 self._handed.pop(p, None)
+            self._acks = {k: v for k, v in self._acks.items() if v[0] not in mine}
             self._published = {k: v for k, v in self._published.items() if v[0] not in mine}
             self._note_watched()
             self._forget(np.flatnonzero(np.isin(self._part_of, list(mine))))
@@ -302,8 +328,25 @@ class DistrictStage:
             if retired:
                 log.info("retired %d active episode(s) of districts now owned by another instance: %s",
                          len(retired), ", ".join(sorted(retired)))
+        self._apply_forwarded_acks()
         self._hand_on_episodes()
         return records
+
+    def _apply_forwarded_acks(self) -> None:
+        """Acknowledge the alerts other instances forwarded acknowledgements of (once their partition is
+        live: a rebuild first carries the episodes on), then delete the commands (tombstones)."""
+        done = [(k, p, ack) for k, (p, ack) in self._acks.items() if p in self.owned and p not in self.rebuilding]
+        if not done:
+            return
+        for key, p, ack in done:
+            del self._acks[key]
+            alert_id = key.split(ACK_KEY, 1)[1].decode(errors="replace")
+            try:
+                self.pipeline.alerts.ack(alert_id, ack.operator)
+            except UnknownAlertError:
+                log.info("forwarded acknowledgement of %s: no such active alert here (ended?)", alert_id)
+            self.publisher.producer.send(self.topic, key=key, value=None, partition=p)
+        self.publisher.producer.flush(timeout=60)
 
     def _note_watched(self) -> None:
         self.pipeline.watched_districts = {d for p in self.owned for d in self._districts_of.get(p, ())}
@@ -362,6 +405,9 @@ class DistrictStage:
             if m.key is not None and EPISODE_KEY in m.key:
                 self._note_handed(m)
                 continue
+            if m.key is not None and ACK_KEY in m.key:
+                self._note_ack(m)
+                continue
             try:
                 rec = _decode(m.value)
             except (msgspec.DecodeError, TypeError):
@@ -399,16 +445,25 @@ class DistrictStage:
         self.pipeline._set_district_levels(mine)
         return mine
 
+    def _note_ack(self, m: RawMessage) -> None:
+        """Keep a forwarded acknowledgement until its partition is live (a tombstone: already applied)."""
+        if m.value is None:
+            self._acks.pop(m.key, None)
+            return
+        try:
+            self._acks[m.key] = (m.partition, _decode_ack(m.value))
+        except (msgspec.DecodeError, TypeError):
+            log.warning("undecodable acknowledgement record at %s/%d@%d skipped", m.topic, m.partition, m.offset)
+
     def _note_handed(self, m: RawMessage) -> None:
         """Keep the newest episode state per key of a partition being rebuilt (read back live: ignored,
         this process's own store is the newer truth)."""
         handed = self._handed.get(m.partition)
         if handed is None:
             return
-        try:
-            handed[m.key] = _decode_episode(m.value)
-        except (msgspec.DecodeError, TypeError):
-            log.warning("undecodable episode record at %s/%d@%d skipped", m.topic, m.partition, m.offset)
+        state = read_episode_state(m.value)
+        if state is not None:
+            handed[m.key] = state
 
     def _owns(self, district: str) -> bool:
         return int(self._part_of[self._district_index[district]]) in self.owned

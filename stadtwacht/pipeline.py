@@ -106,8 +106,11 @@ class Pipeline:
         #: detection events instead of the in-memory roll-up (which then runs where the district is owned).
         self.district_out = None
         #: Districts whose alerts this process decides (None: all); the district stage narrows it to the
-        #: districts of its district topic partitions, and the control-room page greys out the rest.
+        #: districts of its district topic partitions.
         self.watched_districts: set[str] | None = None
+        #: With a district topic: the episodes of every district as their owners published them
+        #: (stadtwacht.city_view.CityView), for the page and the API to show the rest of the city.
+        self.city_view = None
         self.exercise = exercise
         self.cap_dir: Path | None = Path(cfg.state.cap_dir) if cfg.state.cap_dir else state_dir / "cap"
         self._top_levels: dict[tuple[str, str], int] = {}

@@ -28,6 +28,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from alerting.record import AlertRecord
 from ingest.decode import RawMessage
 from ingest.kafka_io import DeadLetterSink, make_producer, open_consumer
+from stadtwacht.city_view import CityView
 from stadtwacht.district_stage import DistrictStage, ensure_district_topic
 from stadtwacht.durations import parse_duration
 from stadtwacht.outputs import AlertOutputs
@@ -152,6 +153,10 @@ class Runner:
                                       on_revoke=self._on_revoke)
         self.district = (DistrictStage(self.pipeline, self.producer, self.consumer, self.cfg.district_topic,
                                        district_parts) if district_parts else None)
+        if district_parts:  # every instance's page and API show the whole city
+            self.pipeline.city_view = CityView(self.cfg, self._bootstrap, self.cfg.district_topic, district_parts,
+                                               self.producer, on_change=self.on_change)
+            self.pipeline.city_view.start()
         self._note_assignment()  # every topic at 0 until partitions are assigned
 
     def _connect_until(self, stop: threading.Event) -> bool:
@@ -468,6 +473,8 @@ class Runner:
 
     def close(self) -> None:
         self.health.stopping = True
+        if self.pipeline.city_view is not None:
+            self.pipeline.city_view.stop()
         try:
             self.pipeline.alerts.stop(deadline_s=10.0)
         finally:

@@ -46,6 +46,19 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
                            "kind": lv.quantity,
                            "since": _rfc3339(lv.time_ns)} for s in lv.sensors)
     alerts = [_page_alert(pipeline, a) for a in pipeline.alerts.active()]
+    # with several instances: what the others decide, from their episode changelog (once read to its end,
+    # a district with no episode there is known to be at level 0)
+    city = pipeline.city_view if watched is not None else None
+    shown = city is not None and city.caught_up
+    if city is not None:
+        for ep in city.episodes(skip=watched):
+            cur = levels.setdefault(ep.district, {"flood": 0, "air": 0, "sensor": 0})
+            cur[ep.hazard] = max(cur.get(ep.hazard, 0), ep.level)
+            if ep.hazard == "sensor":
+                health.extend({"sensor_id": s, "district": ep.district, "district_name": ep.district_name,
+                               "kind": ep.quantity, "since": _rfc3339(ep.started_ns), "remote": True}
+                              for s in ep.sensors)
+        alerts += city.remote_alerts(watched)
     timeline = [msgspec.to_builtins(r) for r in pipeline.alerts.history(100)]
     max_levels: dict[str, int] = {}
     for info in pipeline.engine.rule_info:
@@ -58,11 +71,13 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
         "exercise": pipeline.exercise,
         "approximate": bool(pipeline.layer.approximate),
         "language": language,
-        "districts": pipeline.layer.geojson({d: {"levels": lv, "watched": watched is None or d in watched}
+        # watched: the page knows the district's levels (decided here, or read from the deciding instance)
+        "districts": pipeline.layer.geojson({d: {"levels": lv, "watched": watched is None or d in watched or shown}
                                              for d, lv in levels.items()}),
-        # with several instances (district topic): the districts another instance decides, whose alerts and
-        # levels this page cannot show
+        # with several instances (district topic): the districts another instance decides; "elsewhere_shown":
+        # their levels and alerts are shown from that instance's changelog (acknowledgements are forwarded)
         "elsewhere": [] if watched is None else [d for d in pipeline.layer.ids if d not in watched],
+        "elsewhere_shown": shown,
         "alerts": alerts,
         "timeline": timeline,
         "sensor_health": sorted(health, key=lambda h: (h["district"], h["sensor_id"])),

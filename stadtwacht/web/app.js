@@ -12,6 +12,8 @@
       approximate: "Näherungsweise Stadtbezirksgrenzen (eingebaute Demo-Karte) – nicht für echte Alarmierung.",
       elsewhere: "Diese Instanz überwacht {n} von {total} Stadtbezirken. Die grauen überwacht eine andere stadtwacht-Instanz: deren Stufen und Alarme erscheinen hier nicht.",
       elsewhere_district: "andere Instanz",
+      elsewhere_shown: "Diese Instanz entscheidet {n} von {total} Stadtbezirken. Stufen und Alarme der übrigen zeigt sie so, wie die entscheidende stadtwacht-Instanz sie meldet; Quittierungen werden dorthin weitergeleitet, Stummschaltungen gelten je Instanz.",
+      remote: "entscheidet eine andere Instanz", ack_forwarded: "Quittierung weitergeleitet",
       login_heading: "Anmeldung für Quittieren und Stummschalten", operator: "Bediener/in", token: "API-Token",
       login: "Anmelden", logout: "Abmelden", logged_in_as: "Angemeldet als",
       map: "Stadtbezirke", hazard: "Gefahr", hz_flood: "Hochwasser", hz_air: "Luft", hz_sensor: "Sensoren",
@@ -39,6 +41,8 @@
       approximate: "Approximate district boundaries (built-in demo map) – not for real alerting.",
       elsewhere: "This instance watches {n} of {total} districts. The grey ones are watched by another stadtwacht instance: their levels and alerts do not appear here.",
       elsewhere_district: "another instance",
+      elsewhere_shown: "This instance decides {n} of {total} districts. It shows the levels and alerts of the others as the stadtwacht instance deciding them reports them; acknowledgements are forwarded there, silences apply per instance.",
+      remote: "decided by another instance", ack_forwarded: "Acknowledgement forwarded",
       login_heading: "Log in to acknowledge and silence", operator: "Operator", token: "API token",
       login: "Log in", logout: "Log out", logged_in_as: "Logged in as",
       map: "Districts", hazard: "Hazard", hz_flood: "Flood", hz_air: "Air", hz_sensor: "Sensors",
@@ -282,7 +286,7 @@
       li.append(sw, el("span", {}, lv === 0 ? `0 ${t("level0")}` : `${lv}${lv === max ? " " + t("alarm") : ""}`));
       legend.appendChild(li);
     }
-    if ((state.elsewhere || []).length) {
+    if (feats.some((f) => f.properties.watched === false)) {
       const sw = el("span", { className: "swatch", "aria-hidden": "true" });
       sw.style.background = ELSEWHERE;
       const li = el("li", {});
@@ -328,7 +332,9 @@
       } else {
         act.appendChild(el("button", { type: "button", "data-action": "ack", "data-alert-id": al.alert_id, disabled: !a }, t("ack")));
       }
-      if (al.silenced) {
+      if (al.remote) {  // silences apply per instance: set it on the instance deciding the district
+        act.appendChild(el("span", { className: "remote-tag muted small" }, " " + t("remote")));
+      } else if (al.silenced) {
         act.appendChild(el("span", { className: "silenced-tag" }, " 🔕 " + t("silenced")));
       } else {
         act.appendChild(el("button", { type: "button", "data-action": "silence", "data-alert-id": al.alert_id, disabled: !a,
@@ -390,7 +396,8 @@
     const elsewhere = state.elsewhere || [];
     const total = ((state.districts && state.districts.features) || []).length;
     $("banner-elsewhere").hidden = elsewhere.length === 0;
-    $("banner-elsewhere").textContent = fmt("elsewhere", { n: total - elsewhere.length, total });
+    $("banner-elsewhere").textContent = fmt(state.elsewhere_shown ? "elsewhere_shown" : "elsewhere",
+      { n: total - elsewhere.length, total });
     const asOf = state.now || state.generated_at; // the situation's time (in the demo: the story clock)
     $("generated-at").textContent = asOf ? timeFmt(asOf) : "";
     drawMap(state.districts);
@@ -436,8 +443,8 @@
     b.disabled = true;
     try {
       if (b.dataset.action === "ack") {
-        await post(`/api/alerts/${encodeURIComponent(id)}/ack`, { operator: a.operator });
-        status.textContent = `${t("ack_ok")}: ${id}`;
+        const res = await post(`/api/alerts/${encodeURIComponent(id)}/ack`, { operator: a.operator });
+        status.textContent = `${t(res && res.forwarded ? "ack_forwarded" : "ack_ok")}: ${id}`;
         if (al) { al.acked_by = a.operator; al.acked_at = new Date().toISOString(); renderAlerts(); }
       } else {
         const duration = $("silence-duration").value;

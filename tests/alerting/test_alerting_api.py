@@ -123,3 +123,32 @@ def test_empty_token_rejects_everything(setup):
     svc, _, _ = setup
     api = AlertApi(svc, "")
     assert call(api, "GET", "/api/alerts", headers={"Authorization": "Bearer "})[0] == 401
+
+
+def test_an_acknowledgement_of_an_alert_decided_elsewhere_is_forwarded(setup):
+    """Several instances: an id this instance does not know goes to the forwarder; 202 when it took it, 404 when
+    it knows none either, 503 when sending failed; the list shows the other instances' alerts too."""
+    svc, _, _ = setup
+    sent: list[tuple[str, str]] = []
+    remote = [{"alert_id": "flood-elsewhere", "remote": True}]
+
+    def forward(alert_id, operator):
+        if alert_id == "broken":
+            raise OSError("broker down")
+        sent.append((alert_id, operator))
+        return alert_id == "flood-elsewhere"
+
+    api = AlertApi(svc, TOKEN, remote=lambda: remote, forward_ack=forward)
+    status, out = call(api, "POST", "/api/alerts/flood-elsewhere/ack", b'{"operator": "Schmidt"}')
+    assert status == 202 and out["forwarded"] == "flood-elsewhere"
+    assert call(api, "POST", "/api/alerts/nowhere/ack", b'{"operator": "Schmidt"}')[0] == 404
+    assert call(api, "POST", "/api/alerts/broken/ack", b'{"operator": "Schmidt"}')[0] == 503
+    assert sent == [("flood-elsewhere", "Schmidt"), ("nowhere", "Schmidt")]
+    assert call(api, "POST", "/api/alerts/flood-elsewhere/ack", b'{"operator": " "}')[0] == 400  # checked first
+    svc.apply([level("mitte", 2)])
+    alerts = call(api, "GET", "/api/alerts")[1]["alerts"]
+    assert [a.get("remote", False) for a in alerts] == [False, True]
+    # a local alert is acknowledged here, never forwarded
+    local = alerts[0]["alert_id"]
+    assert call(api, "POST", f"/api/alerts/{local}/ack", b'{"operator": "Schmidt"}')[0] == 200
+    assert sent == [("flood-elsewhere", "Schmidt"), ("nowhere", "Schmidt")]

@@ -128,6 +128,8 @@ class PageServer:
                 outer.posts.append(rec)
                 if rec["authorization"] != f"Bearer {TOKEN}":
                     return self._send(401, b'{"error": "unauthorized"}', "application/json")
+                if "remote" in self.path:  # alerting/api.py: an alert another instance decides
+                    return self._send(202, b'{"forwarded": "x"}', "application/json")
                 status = 201 if self.path == "/api/silences" else 200
                 self._send(status, b'{"ok": true}', "application/json")
 
@@ -306,4 +308,32 @@ def test_page_sensor_faults_say_what_was_measured(browser_page) -> None:
         assert "steigend" in flood.locator("td.trend").inner_text()
         page.click("#lang-toggle")
         assert text(stale.locator("td.value")) == "no readings for 1 h 17 min (limit 1 h 15 min)"
+    assert errors == []
+
+
+def test_page_shows_districts_another_instance_decides_from_its_changelog(browser_page) -> None:
+    """Scale-out with the changelog read: the other instance's districts keep their colours, its alerts are
+    listed (acknowledged through this instance, silenced only there) and the banner says so."""
+    page, errors = browser_page
+    state = _state()
+    state["elsewhere"], state["elsewhere_shown"] = ["vaihingen", "bad-cannstatt"], True
+    remote = state["alerts"][0]
+    remote.update(alert_id="flood-remote-1", remote=True)
+    with PageServer(state) as srv:
+        page.goto(srv.url + "/")
+        page.wait_for_selector('#districts path[data-district="bad-cannstatt"][data-level="4"]')
+        assert page.locator('#districts path[data-district="vaihingen"]').get_attribute("data-level") == "0"
+        banner = page.locator("#banner-elsewhere")
+        assert banner.is_visible() and "entscheidet 21 von 23" in banner.inner_text()
+        assert "andere Instanz" not in page.locator("#legend").inner_text()  # no district is unknown here
+        row = page.locator('#alerts tr[data-alert-id="flood-remote-1"]')
+        assert row.locator('button[data-action="silence"]').count() == 0
+        assert "entscheidet eine andere Instanz" in row.inner_text()
+        page.fill("#login-operator", "Erika Muster")
+        page.fill("#login-token", TOKEN)
+        page.click('#login-form button[type="submit"]')
+        row.locator('button[data-action="ack"]').click()
+        page.wait_for_selector('#alerts tr[data-alert-id="flood-remote-1"] .acked-by')
+        assert "Quittierung weitergeleitet" in page.locator("#action-status").inner_text()
+        assert srv.posts[-1]["path"] == "/api/alerts/flood-remote-1/ack"
     assert errors == []

@@ -269,3 +269,46 @@ def test_an_episode_moves_with_its_district_acknowledgement_included(end, kafka_
         assert scene.receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], scene.receiver.posts
     finally:
         scene.close()
+
+
+def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka_bootstrap, topic_prefix, tmp_path):
+    """The instance not deciding the district shows its alert (from the owner's episode changelog) and passes an
+    acknowledgement given there on to the owner, which applies it once and deletes the command."""
+    from stadtwacht.district_stage import ACK_KEY
+
+    auth = {"Authorization": "Bearer city-token"}
+    scene = _Scene(kafka_bootstrap, topic_prefix, tmp_path, env={"STADTWACHT_API_TOKEN": "city-token"})
+    try:
+        split = scene.start()
+        i = next(i for i, got in enumerate(split) if f"{scene.districts}/{district_partition(DISTRICT, 3)}" in got)
+        owner, other = scene.procs[i], scene.procs[1 - i]
+        (firing,) = scene.fire()
+        alert_id = firing["alert_id"]
+
+        def state_with(proc, want):
+            st = json.loads(proc.get("/api/state")[1])
+            return st if [a for a in st["alerts"] if a["alert_id"] == alert_id and want(a)] else None
+
+        st = scene.wait_for(lambda: state_with(other, lambda a: a.get("remote")), 30, "the alert on the other page")
+        assert st["elsewhere_shown"] and DISTRICT in st["elsewhere"]
+        props = {f["properties"]["id"]: f["properties"] for f in st["districts"]["features"]}
+        assert props[DISTRICT]["levels"]["flood"] == 1 and props[DISTRICT]["watched"]
+        listed = json.loads(other.get("/api/alerts", headers=auth)[1])["alerts"]
+        assert [(a["alert_id"], a["remote"]) for a in listed] == [(alert_id, True)]
+
+        status, body = other.get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt"}', headers=auth,
+                                 method="POST")
+        assert status == 202, body
+        scene.wait_for(lambda: [a for a in json.loads(owner.get("/api/alerts", headers=auth)[1])["alerts"]
+                                if a["acked_by"] == "Schmidt"], 30, "the owner applying the acknowledgement")
+        scene.wait_for(lambda: state_with(other, lambda a: a["acked_by"] == "Schmidt"), 30,
+                       "the acknowledgement on the other page")
+        commands = [r.value for r in read_topic(kafka_bootstrap, scene.districts, timeout=5) if ACK_KEY in r.key]
+        assert len(commands) == 2 and commands[-1] is None  # the command, then its tombstone once applied
+
+        scene.send(300.0, 20)
+        scene.wait_for(lambda: not json.loads(other.get("/api/state")[1])["alerts"], 40,
+                       "the all-clear on the other page")
+        assert [r["event"] for r in scene.records()] == ["firing", "resolved"]  # acknowledging sent nothing
+    finally:
+        scene.close()

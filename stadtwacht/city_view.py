@@ -1,0 +1,143 @@
+"""With several instances: the whole city on every instance's page, read from the district topic.
+
+Each instance decides the districts of its district topic partitions, and the owner of a district publishes
+every committed change of its episodes there (``district_stage``: the episode changelog). A group-less consumer
+of every partition of that topic keeps the newest state of each episode, so the page and ``/api/alerts`` of any
+instance show the alerts the others decide (read-only here, marked ``remote``), and an acknowledgement given for
+such an alert is forwarded to its owner as a record on the district's partition (key
+``"<district>|~ack|<alert_id>"``), which the owner applies like its own API's and then deletes (a tombstone).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+import msgspec
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from alerting.episodes import Episode, rfc3339
+from ingest.config import KafkaConfig
+from ingest.kafka_io import client_options
+from stadtwacht.district_stage import ACK_KEY, EPISODE_KEY, AckCommand, district_partition, read_episode_state
+
+__all__ = ["CityView"]
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class CityView:
+    """The active episodes of every district as their owners last published them, and the ack forwarder."""
+
+    def __init__(self, cfg: KafkaConfig, bootstrap: str, topic: str, partitions: int, producer: KafkaProducer,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.producer = producer
+        self.on_change = on_change
+        self._episodes: dict[bytes, Episode] = {}  # episode key -> newest active state
+        self._lock = threading.Lock()
+        self._caught_up = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the read model --
+    def take(self, key: bytes | None, value: bytes | None) -> bool:
+        """Apply one district topic record; whether it changed the view (only episode records do)."""
+        if key is None or EPISODE_KEY not in key:
+            return False
+        state = read_episode_state(value) if value is not None else None
+        if value is not None and state is None:  # undecodable: skipped (logged), the last good state stays
+            return False
+        with self._lock:
+            if state is not None and state.active:
+                self._episodes[key] = state.episode
+            elif self._episodes.pop(key, None) is None:  # ended, or a tombstone
+                return False
+        return True
+
+    def episodes(self, skip: Collection[str] = ()) -> list[Episode]:
+        """The active episodes, but those of the districts in ``skip``."""
+        with self._lock:
+            return [ep for ep in self._episodes.values() if ep.district not in skip]
+
+    def remote_alerts(self, decided_here: set[str]) -> list[dict[str, Any]]:
+        """The active alerts of the districts another instance decides, in ``AlertService.active()``'s shape,
+        marked ``remote`` (silences are per instance: whether the owner silenced one is not known here)."""
+        return [{"alert_id": ep.alert_id, "seq": ep.seq, "hazard": ep.hazard, "quantity": ep.quantity,
+                 "level": ep.level, "level_name": ep.level_name, "district": ep.district,
+                 "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
+                 "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
+                 "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
+                 "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None, "silenced": False, "remote": True,
+                 "trend": "rising" if ep.seq == 1 or ep.level > ep.prev_level else "falling"}
+                for ep in self.episodes(skip=decided_here)]
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the view has once read every partition to its end (before that, districts it has no
+        episode of may still have one)."""
+        return self._caught_up
+
+    def forward_ack(self, alert_id: str, operator: str) -> Episode | None:
+        """Send an acknowledgement to the owner of a remote alert's district; the episode, None if unknown."""
+        with self._lock:
+            ep = next((e for e in self._episodes.values() if e.alert_id == alert_id), None)
+        if ep is None:
+            return None
+        key = f"{ep.district}{ACK_KEY.decode()}{alert_id}".encode()
+        value = _encode(AckCommand(operator=operator))
+        self.producer.send(self.topic, key=key, value=value,
+                           partition=district_partition(ep.district, self.partitions)).get(timeout=10)
+        log.info("acknowledgement of %s by %s forwarded to the owner of district %s", alert_id, operator,
+                 ep.district)
+        return ep
+
+    # -- the reader thread --
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="city-view", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            consumer = None
+            try:
+                consumer = KafkaConsumer(**client_options(self.cfg, self.bootstrap), group_id=None,
+                                         enable_auto_commit=False, allow_auto_create_topics=False)
+                tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+                consumer.assign(tps)
+                consumer.seek_to_beginning(*tps)
+                delay = 1.0
+                while not self._stop.is_set():
+                    changed = False
+                    for records in consumer.poll(timeout_ms=500).values():
+                        for r in records:
+                            changed |= self.take(r.key, r.value)
+                    if not self._caught_up:
+                        # the high watermark of a fetch answer, not ListOffsets(LATEST) (wrong on Tansu)
+                        ends = [consumer.highwater(tp) for tp in tps]
+                        self._caught_up = None not in ends and all(
+                            consumer.position(tp) >= end for tp, end in zip(tps, ends, strict=True))
+                        changed |= self._caught_up
+                    if changed:
+                        self.on_change()
+            except KafkaError as e:  # the main loop reports the broker's state; here: read again later
+                log.warning("city view: reading %s failed (%s); retrying in %.0f s", self.topic, e, delay)
+                self._stop.wait(delay)
+                delay = min(2 * delay, 30.0)
+            finally:
+                if consumer is not None:
+                    consumer.close()

@@ -13,6 +13,7 @@ reconciles the durable alert state with the rebuilt levels.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -246,9 +247,13 @@ class Runner:
         """What /readyz and /metrics say this process reads; also after a rebalance that left it nothing (no
         assign callback with partitions follows the revoke then)."""
         owned = self.consumer.assignment() if self.consumer is not None else []
+        gone = set(self.health.assigned) - set(owned)
         self.health.assigned = owned
         for topic in self.topics:
             self.pipeline.metrics.assigned_partitions.labels(topic).set(sum(1 for tp in owned if tp[0] == topic))
+        for topic, part in gone:  # another replica reports its lag now; a last value kept here would add to it
+            with contextlib.suppress(KeyError):
+                self.pipeline.metrics.consumer_lag.remove(topic, str(part))
 
     def _check_view(self) -> None:
         """Note whether this process sees every readings partition; without a district topic it rolls up

@@ -124,7 +124,8 @@ def test_a_restart_owning_one_partition_keeps_the_other_partitions_alerts(client
 def test_a_replica_left_with_no_partition_reports_reading_nothing(kafka_bootstrap, topic_prefix, tmp_path):
     """A rebalance that leaves a process nothing (a second replica of a one-partition topic took it) revokes
     its partition and assigns it none: /readyz's partitions and ``stadtwacht_assigned_partitions`` then say it
-    reads nothing (they kept naming the partition it had lost). The client ids order the members, so the
+    reads nothing (they kept naming the partition it had lost), and its ``stadtwacht_consumer_lag`` of that
+    partition goes (its last value would add to the new owner's). The client ids order the members, so the
     range assignor gives the partition to the second replica."""
     later = write_flood_setup(tmp_path / "b", topic_prefix, 1, extra_kafka='client_id = "stadtwacht-b"')
     earlier = write_flood_setup(tmp_path / "a", topic_prefix, 1, extra_kafka='client_id = "stadtwacht-a"')
@@ -135,14 +136,21 @@ def test_a_replica_left_with_no_partition_reports_reading_nothing(kafka_bootstra
         metrics = service.runner.pipeline.metrics
         return service.runner.health.assigned, metrics.assigned_partitions.labels(later.topic)._value.get()
 
+    def lag_series(service: _Service) -> set[tuple[str, str]]:
+        samples = service.runner.pipeline.metrics.consumer_lag.collect()[0].samples
+        return {(s.labels["topic"], s.labels["partition"]) for s in samples}
+
     first = _Service(later, kafka_bootstrap, tmp_path / "b" / "state")
     try:
         assert reads(first) == ([], 0)  # the series exists before any assignment
         wait_until(lambda: reads(first) == ([tp], 1), 60, what="the first replica reading the partition")
+        wait_until(lambda: lag_series(first) == {(later.topic, "0")}, 30, what="the first replica's lag")
         second = _Service(earlier, kafka_bootstrap, tmp_path / "a" / "state")
         try:
             wait_until(lambda: reads(second) == ([tp], 1), 60, what="the second replica taking the partition")
             wait_until(lambda: reads(first) == ([], 0), 30, what="the first replica saying it reads nothing")
+            assert lag_series(first) == set()
+            wait_until(lambda: lag_series(second) == {(later.topic, "0")}, 30, what="the new owner's lag")
         finally:
             second.close()
     finally:

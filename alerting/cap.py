@@ -38,6 +38,7 @@ from lxml import etree
 
 from alerting.errors import AlertingError
 from alerting.record import AlertRecord
+from alerting.templates import duration_text
 from ingest.quantities import UNITS
 
 __all__ = [
@@ -115,6 +116,7 @@ _QUANTITY = {
     "stale": ("keine Messwerte", "no readings"),
     "stuck": ("unveränderter Messwert", "stuck value"),
     "range": ("Messwert außerhalb des Messbereichs", "value out of range"),
+    "anomaly": ("auffälliger Verlauf (Anomaliewert)", "anomalous readings (anomaly score)"),
 }
 # Instructions per hazard, indexed like GRADES (clamped); the all-clear has its own.
 _INSTRUCTION = {
@@ -252,10 +254,15 @@ _TEXT = {
 
 def _description(record: AlertRecord, previous: AlertRecord | None, lang: str, unit: str, since: str) -> str:
     t = _TEXT[lang]
+    if record.hazard == "sensor" and record.quantity == "stale":  # seconds without a reading: a span
+        show = duration_text
+    else:
+        def show(v: float) -> str:
+            return f"{_number(v, lang)} {unit}".strip()
     fields = {
         "q": _quantity_name(record.quantity, lang),
-        "value": f"{_number(record.value, lang)} {unit}".strip(),
-        "threshold": f"{_number(record.threshold, lang)} {unit}".strip(),
+        "value": show(record.value),
+        "threshold": show(record.threshold),
         "level": record.level,
         "level_name": xml_text(record.level_name),
         "since": since,

@@ -276,3 +276,14 @@ def test_write_cap_keeps_latest_and_per_event_files(tmp_path, xsd):
 def test_file_names_are_safe():
     assert cap_filename("../../etc/passwd") == "..%2F..%2Fetc%2Fpasswd.xml"
     assert "/" not in cap_filename("a/b", 3)
+
+
+def test_a_silent_sensor_says_how_long_it_has_been_silent(xsd):
+    records = episode("sensor", [1])
+    stale = [msgspec.structs.replace(r, quantity="stale", value=4651.7, threshold=4500.0) for r in records]
+    xml = cap_message(stale[0], stale, {"bad-cannstatt": SQUARE})
+    assert validate_cap(xml, xsd) == []
+    root = parse(xml)
+    de, en = texts(root, "cap:info/cap:description")
+    assert de.startswith("keine Messwerte: 1 h 17 min (Schwellwert 1 h 15 min), Stufe 1")
+    assert en.startswith("no readings: 1 h 17 min (threshold 1 h 15 min), level 1")

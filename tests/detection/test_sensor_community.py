@@ -40,8 +40,9 @@ def archive():
 def detected(archive):
     """Run the default PM10 rule and the default health checks over the archive in 5,000-row batches."""
     pm10 = next(r for r in load_default_rules() if r.name == "pm10-24h")
-    # the shipped rule (limit 50) plus the same at 20 µg/m³: autumn 2020 was clean, 50 is crossed rarely
-    rules = [pm10, msgspec.structs.replace(pm10, name="pm10-24h-20", levels=[20.0])]
+    # the shipped rule (limit 50, cleared below 45) plus the same at 20 µg/m³ (cleared below 18): autumn 2020
+    # was clean, 50 is crossed rarely
+    rules = [pm10, msgspec.structs.replace(pm10, name="pm10-24h-20", levels=[20.0], clear=[18.0])]
     index = SensorIndex()
     engine = DetectionEngine(rules, DetectionConfig(anomaly=AnomalyConfig(enabled=False)), index)
     sensor = index.lookup(archive["sensor"].tolist())
@@ -85,8 +86,9 @@ def test_saturated_sds011_is_flagged_range(detected):
     assert flagged == {"sc-2700", "sc-2199"}  # the two sensors that report 1999.9
 
 
-def _pandas_exceedances(df, limit: float) -> list[tuple[str, int, int]]:
-    """PM10 mean over the current hour so far plus the 23 full hours before, >= limit, by pandas rolling sums."""
+def _pandas_exceedances(df, limit: float, clear: float) -> list[tuple[str, int, int]]:
+    """PM10 mean over the current hour so far plus the 23 full hours before (pandas rolling sums): exceeding
+    from a mean >= limit until a mean < clear."""
     out = []
     for sensor, g in df.groupby("sensor", sort=True):
         g = g.reset_index(drop=True)
@@ -97,16 +99,19 @@ def _pandas_exceedances(df, limit: float) -> list[tuple[str, int, int]]:
         cur = g.groupby(hour)["P1"].agg(["cumsum", "cumcount"])
         mean = (before["sum"].loc[hour].to_numpy() + cur["cumsum"].to_numpy()) / (
             before["count"].loc[hour].to_numpy() + cur["cumcount"].to_numpy() + 1)
-        level = (mean >= limit).astype(int)
-        prev = np.concatenate([[0], level[:-1]])
-        for i in np.flatnonzero(level != prev):
-            out.append((sensor, int(g["t"].iloc[i]), int(level[i])))
+        level = 0
+        for i, m in enumerate(mean.tolist()):
+            new = 1 if m >= limit else 0 if m < clear else level
+            if new != level:
+                out.append((sensor, int(g["t"].iloc[i]), new))
+            level = new
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("rule", "limit", "min_sensors"), [("pm10-24h", 50.0, 1), ("pm10-24h-20", 20.0, 5)])
-def test_pm10_daily_mean_exceedances_match_pandas(archive, detected, rule, limit, min_sensors):
+@pytest.mark.parametrize(("rule", "limit", "clear", "min_sensors"), [("pm10-24h", 50.0, 45.0, 1),
+                                                                      ("pm10-24h-20", 20.0, 18.0, 5)])
+def test_pm10_daily_mean_exceedances_match_pandas(archive, detected, rule, limit, clear, min_sensors):
     """Window semantics (documented in detection/windows.py): the current hour so far and the 23 before."""
     engine, index, events, _ = detected
     health = events.take(events.hazard == 2)  # sensors with any health flag have suppressed levels: skip them
@@ -115,6 +120,6 @@ def test_pm10_daily_mean_exceedances_match_pandas(archive, detected, rule, limit
     got = sorted((index.id_of(int(s)), int(t), int(lv)) for s, t, lv in zip(pm.sensor, pm.time, pm.level,
                                                                                strict=True)
                  if index.id_of(int(s)) not in faulty)
-    want = sorted(_pandas_exceedances(archive[~archive["sensor"].isin(faulty)], limit))
+    want = sorted(_pandas_exceedances(archive[~archive["sensor"].isin(faulty)], limit, clear))
     assert len(faulty) == 3 and len({e[0] for e in want}) >= min_sensors  # sensors really compared
     assert got == want

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from alerting.record import AlertRecord
 from geodata.levels import DistrictLevel
 
-__all__ = ["Episode", "EpisodeKey", "alert_id_for", "rfc3339", "step"]
+__all__ = ["Episode", "EpisodeKey", "alert_id_for", "episode_view", "rfc3339", "step"]
 
 EpisodeKey = tuple[str, str, str]  # (district, hazard, quantity)
 
@@ -64,6 +65,16 @@ class Episode:
             district_names=[self.district_name], sensors=list(self.sensors), value=self.value,
             threshold=self.threshold, rule=self.rule, started_at=rfc3339(self.started_ns), time=rfc3339(time_ns),
         )
+
+
+def episode_view(ep: Episode) -> dict[str, Any]:
+    """An active episode as the API and the page list it (JSON-ready; no channel data)."""
+    return {"alert_id": ep.alert_id, "seq": ep.seq, "hazard": ep.hazard, "quantity": ep.quantity,
+            "level": ep.level, "level_name": ep.level_name, "district": ep.district,
+            "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
+            "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
+            "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
+            "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None}
 
 
 def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None, AlertRecord | None]:

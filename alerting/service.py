@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from alerting.channels import Channel, build_channels, make_channel
 from alerting.config import AlertingConfig
-from alerting.episodes import Episode, rfc3339, step
+from alerting.episodes import Episode, episode_view, rfc3339, step
 from alerting.errors import UnknownAlertError
 from alerting.metrics import AlertingMetrics
 from alerting.outbox import Notifier, RetryPolicy
@@ -377,13 +377,7 @@ class AlertService:
     # ------------------------------------------------------------------ internals
     def _episode_view(self, ep: Episode, now: int) -> dict[str, Any]:
         rec = ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
-        return {"alert_id": ep.alert_id, "seq": ep.seq, "hazard": ep.hazard, "quantity": ep.quantity,
-                "level": ep.level, "level_name": ep.level_name, "district": ep.district,
-                "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
-                "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
-                "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
-                "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None,
-                "notified": list(ep.notified_tags), "silenced": self._silenced(rec, now)}
+        return {**episode_view(ep), "notified": list(ep.notified_tags), "silenced": self._silenced(rec, now)}
 
     @staticmethod
     def _silence_view(s: Silence) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from alerting.episodes import Episode, rfc3339
+from alerting.episodes import Episode, episode_view
 from ingest.config import KafkaConfig
 from ingest.kafka_io import client_options
 from stadtwacht.district_stage import ACK_KEY, EPISODE_KEY, AckCommand, district_partition, read_episode_state
@@ -71,12 +71,7 @@ class CityView:
     def remote_alerts(self, decided_here: set[str]) -> list[dict[str, Any]]:
         """The active alerts of the districts another instance decides, in ``AlertService.active()``'s shape,
         marked ``remote`` (silences are per instance: whether the owner silenced one is not known here)."""
-        return [{"alert_id": ep.alert_id, "seq": ep.seq, "hazard": ep.hazard, "quantity": ep.quantity,
-                 "level": ep.level, "level_name": ep.level_name, "district": ep.district,
-                 "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
-                 "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
-                 "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
-                 "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None, "silenced": False, "remote": True,
+        return [{**episode_view(ep), "silenced": False, "remote": True,
                  "trend": "rising" if ep.seq == 1 or ep.level > ep.prev_level else "falling"}
                 for ep in self.episodes(skip=decided_here)]
 

@@ -106,12 +106,12 @@ EPISODE_KEY = b"|~episode|"
 ACK_KEY = b"|~ack|"
 
 
-def read_episode_state(value: bytes) -> EpisodeState | None:
-    """An episode record's state; None (logged) when it cannot be decoded."""
+def read_episode_state(value: bytes, where: str = "") -> EpisodeState | None:
+    """An episode record's state; None (logged with ``where`` it was read) when it cannot be decoded."""
     try:
         return _decode_episode(value)
     except (msgspec.DecodeError, TypeError):
-        log.warning("undecodable episode record skipped")
+        log.warning("undecodable episode record %sskipped", f"at {where} " if where else "")
         return None
 
 
@@ -461,7 +461,7 @@ class DistrictStage:
         handed = self._handed.get(m.partition)
         if handed is None:
             return
-        state = read_episode_state(m.value)
+        state = read_episode_state(m.value, f"{m.topic}/{m.partition}@{m.offset}")
         if state is not None:
             handed[m.key] = state
 

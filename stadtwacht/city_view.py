@@ -53,14 +53,12 @@ class CityView:
         """Apply one district topic record; whether it changed the view (only episode records do)."""
         if key is None or EPISODE_KEY not in key:
             return False
-        state = read_episode_state(value) if value is not None else None
-        if value is not None and state is None:  # undecodable: skipped (logged), the last good state stays
-            return False
+        state = None if value is None else read_episode_state(value)  # None: a tombstone, or undecodable
         with self._lock:
             if state is not None and state.active:
                 self._episodes[key] = state.episode
-            elif self._episodes.pop(key, None) is None:  # ended, or a tombstone
-                return False
+            elif (state is None and value is not None) or self._episodes.pop(key, None) is None:
+                return False  # undecodable (logged; the last good state stays), or nothing to end
         return True
 
     def episodes(self, skip: Collection[str] = ()) -> list[Episode]:

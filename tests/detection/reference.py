@@ -1,4 +1,5 @@
-"""Plain per-reading Python reference of the detection semantics (rules and health), for property tests.
+"""Plain per-reading Python reference of the detection semantics (rules, health, anomaly levels), for property
+tests and the detect benchmark.
 
 Deliberately naive: keeps every accepted reading per (rule, sensor) and rescans it on each
 evaluation, so it shares no data structure with the engine, only the documented semantics.
@@ -13,6 +14,7 @@ from detection.config import DetectionConfig, RuleConfig
 from detection.windows import bucket_count
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
 from stadtwacht.durations import parse_duration
+from tests.detection.anomaly_reference import ReferenceAnomaly
 
 __all__ = ["ReferenceDetector"]
 
@@ -87,6 +89,12 @@ class ReferenceDetector:
         self.stale_min = parse_duration(h.stale_min)
         self.stuck_for = parse_duration(h.stuck_for)
         self.sensors: dict[int, dict] = {}
+        # anomaly scores of in-range readings; per (sensor, quantity): [level, held until]
+        self.anomaly = ReferenceAnomaly(config.anomaly) if config.anomaly.enabled else None
+        self.anomaly_keep = parse_duration(config.anomaly.keep_firing_for)
+        self.anomaly_threshold = config.anomaly.threshold
+        self.anomaly_rule = len(self.rules) + len(KINDS)
+        self.anomaly_level: dict[tuple[int, int], list[int]] = {}
 
     def sensor(self, s: int) -> dict:
         if s not in self.sensors:
@@ -172,6 +180,8 @@ class ReferenceDetector:
         for j, k in enumerate(KINDS):
             if hs["flags"][k] != old[k]:
                 out.append((now, s, base + j, int(hs["flags"][k]), int(old[k])))
+        if self.anomaly is not None and not bad:
+            self._anomaly(s, q, t, v, out)
         faulty = self._faulty(hs)
         if faulty:
             self._suppress(s, now, out)
@@ -207,8 +217,25 @@ class ReferenceDetector:
                 out.append((now, s, i, level, st["level"]))
                 st["level"] = level
 
+    def _anomaly(self, s: int, q: int, t: int, v: float, out: list) -> None:
+        """The reading's score; the series' level is 1 from a detection until keep_firing_for after the last."""
+        held = self.anomaly_level.setdefault((s, q), [0, 0])
+        if self.anomaly.score(s, q, t, v) >= self.anomaly_threshold:
+            level = 1
+            held[1] = max(held[1], t + self.anomaly_keep)
+        else:
+            level = 1 if held[0] == 1 and t < held[1] else 0
+        if level != held[0]:
+            out.append((t, s, self.anomaly_rule, level, held[0]))
+            held[0] = level
+
     def tick(self, now: int) -> list[tuple]:
         out: list[tuple] = []
+        if self.anomaly_keep:
+            for (s, _), held in self.anomaly_level.items():
+                if held[0] == 1 and held[1] <= now:
+                    out.append((max(self.sensors[s]["newest"], now), s, self.anomaly_rule, 0, 1))
+                    held[0] = 0
         for s in sorted(self.sensors):
             hs = self.sensors[s]
             if hs["newest"] is not None and not hs["flags"]["stale"] and now - hs["newest"] > self._limit(hs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,9 +38,15 @@ CONFIG = DetectionConfig(
                         stuck_abs_tolerance=0.5, stuck_rel_tolerance={"pm10": 0.1}),
     anomaly=AnomalyConfig(enabled=False),
 )
+#: anomaly levels too: short warm-up and season, so that the streams' jumps are detected and held
+WITH_ANOMALY = msgspec.structs.replace(CONFIG, anomaly=AnomalyConfig(
+    warm_up=3, baseline_half_life=20.0, level_half_life=2.0, surprise_half_life=50.0, seasonal_period="1h",
+    seasonal_bins=4, seasonal_half_life=2.0, hold_off=2, keep_firing_for="5m"))
 VALUES = [0, 4, 5, 9, 10, 11, 14, 15, 16, 19, 20, 21, 24, 25, 26, 29, 30, 31, -1, 1999.9, 2500, 9000]
 
 CALM = [19, 20, 21, 21, 20, 2500]  # near-identical values: exercises stuck
+#: mostly calm with rare new extremes: the anomaly levels rise, hold and run out (out-of-range rows unscored)
+SPIKY = [19.5, 20, 20.5, 21, 19.5, 20, 20.5, 21, 19.5, 20, 20.5, 21, 40, 80, 160, 320, 640, 1280, 2500, -1]
 
 
 def _steps(values: list[float]):
@@ -80,14 +87,23 @@ def test_engine_agrees_with_reference_with_many_sensors_and_tiny_buffers(steps):
     _run(steps, idle_sensors=5000, event_rows=1)
 
 
-def _run(steps, idle_sensors: int = 0, event_rows: int = 256) -> None:
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_steps(SPIKY), st.sampled_from(["0s", "5m"]))
+def test_engine_agrees_with_reference_with_anomaly_levels(steps, keep):
+    """Anomaly levels of in-range readings (also of faulty sensors), held for keep_firing_for and run out by a
+    reading or a tick, beside the rules and health."""
+    _run(steps, config=msgspec.structs.replace(
+        WITH_ANOMALY, anomaly=msgspec.structs.replace(WITH_ANOMALY.anomaly, keep_firing_for=keep)))
+
+
+def _run(steps, idle_sensors: int = 0, event_rows: int = 256, config: DetectionConfig = CONFIG) -> None:
     index = SensorIndex()
     for name in NAMES:
         index.add(name)
     for k in range(idle_sensors):
         index.add(f"idle-{k}")
-    eng = DetectionEngine(RULES, CONFIG, index, event_rows=event_rows)
-    ref = ReferenceDetector(RULES, CONFIG, index.names)
+    eng = DetectionEngine(RULES, config, index, event_rows=event_rows)
+    ref = ReferenceDetector(RULES, config, index.names)
     clock = 100 * MIN
     for kind, advance, rows in steps:
         clock += advance * 30_000_000_000  # half minutes

@@ -13,7 +13,8 @@ class DistrictLevel:
 
     Emitted by the roll-up when the level changes (``level`` 0 means back to
     normal); ``sensors`` are the ids that put the district at this level,
-    ``value``/``threshold`` the worst of them against the level boundary.
+    ``value``/``threshold`` the reading they agree on (the k-th highest, k the sensors the quorum needs;
+    a trusted sensor's own when it counts alone; for sensor health the worst) against the level boundary.
     """
 
     district: str  # district id, e.g. "bad-cannstatt"

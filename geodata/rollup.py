@@ -3,8 +3,11 @@
 A district's level for a quantity is the highest level that enough of its sensors agree on: at least
 ``min_sensors`` of them at (or above) it, or at least ``min_fraction`` of the district's sensors of that
 quantity (two at least), or one trusted registry sensor (official station, gauge) when configured.
-One faulty citizen sensor therefore cannot raise a district alarm. Sensor-health levels (hazard
-"sensor") are not gated: one faulty sensor puts its district's (district, "sensor", kind) at level 1.
+One faulty citizen sensor therefore cannot raise a district alarm, nor set the reading an alert shows:
+that is the value the quorum agrees on, the k-th highest of the contributing sensors' (by level, then
+value), k being the number of sensors the quorum needs, or a trusted sensor's own when it counts alone.
+Sensor-health levels (hazard "sensor") are not gated: one faulty sensor puts its district's (district,
+"sensor", kind) at level 1, and the reading shown is the worst.
 """
 
 from __future__ import annotations
@@ -193,12 +196,16 @@ class Rollup:
             has_event = np.bincount(pos, weights=(times > 0).any(axis=1), minlength=n) > 0
         level = np.zeros(n, dtype=np.int64)
         top = int(per_sensor.max()) if per_sensor.size else 0
+        agree = np.ones(n, dtype=np.int64)  # per district: how many sensors the quorum needs (1: not gated)
+        trusted = np.zeros(sens.size, bool)
         if top > 0 and not self._gated[sc]:
             np.maximum.at(level, pos, per_sensor)
         elif top > 0:
             q = self.quorum
             total = np.bincount(pos, weights=self._seen[sens, sc], minlength=n)
-            trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
+            agree = np.minimum(q.min_sensors, np.maximum(2, np.ceil(q.min_fraction * total))).astype(np.int64)
+            if q.trusted_count_alone:
+                trusted = self.districts.trusted[sens]
             # the highest level enough sensors agree on (a level no sensor has is never chosen: the sensors
             # at or above it are those at or above the next present level, which is tried first)
             for cand in range(top, 0, -1):
@@ -222,18 +229,23 @@ class Rollup:
         nonempty = np.flatnonzero(counts > 0)
         seg_tmax = np.zeros(n, dtype=np.int64)
         seg_tmax[nonempty] = np.maximum.reduceat(row_tmax, starts[nonempty])
-        # level > 0: the contributing sensors (at or above it); the reading shown is the one with the highest
-        # level, then value, then the last such sensor (as a stable lexsort's last row)
+        # level > 0: the contributing sensors (at or above it), ranked by level, then value (then as a stable
+        # lexsort); the reading shown is the quorum's: the k-th from the top (k = agree), or the top trusted
+        # contributor's when that ranks higher
         contrib = np.flatnonzero((has_event & (level > 0))[pos] & (per_sensor >= level[pos]))
         rk_row = rules[lv[contrib].argmax(axis=1)]
         o = np.lexsort((self._value[sens[contrib], rk_row], per_sensor[contrib], pos[contrib]))
         n_contrib = np.bincount(pos[contrib], minlength=n)
-        id_end = np.cumsum(n_contrib)  # o holds each district's contributors in turn: its best one is the last
+        id_end = np.cumsum(n_contrib)  # o holds each district's contributors in turn, best last
         best = np.zeros(n, dtype=np.int64)  # per district: the row (in sens) of the reading shown, and its rule
         best_rule = np.zeros(n, dtype=np.int64)
         up = np.flatnonzero(n_contrib)
-        best[up] = contrib[o[id_end[up] - 1]]
-        best_rule[up] = rk_row[o[id_end[up] - 1]]
+        shown = id_end[up] - np.minimum(agree[up], n_contrib[up])
+        if trusted.any():
+            ranked = np.where(trusted[contrib[o]], np.arange(o.size), -1)
+            shown = np.maximum(shown, np.maximum.reduceat(ranked, (id_end - n_contrib)[up]))
+        best[up] = contrib[o[shown]]
+        best_rule[up] = rk_row[o[shown]]
         # level 0: the latest event decides what "back to normal" shows (the first row, then rule, at the max)
         latest = np.flatnonzero((has_event & (level == 0))[pos] & (row_tmax == seg_tmax[pos]))
         down, first = np.unique(pos[latest], return_index=True)

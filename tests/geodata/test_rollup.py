@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -80,8 +81,11 @@ def test_quorum(demo_layer, demo_mapper, n, levels, quorum, expected):
     assert dl.level_name == RULES[0].level_names[expected]
     contributing = {f"c{i}" for i, lv in enumerate(levels) if lv >= expected}
     assert set(dl.sensors) == contributing
-    worst = max(i for i, lv in enumerate(levels) if lv == max(levels))
-    assert dl.value == 40.0 + 10 * max(levels) + worst
+    # the reading shown is the one the quorum agrees on: the k-th highest of the contributors' (k the sensors
+    # it needs), not the worst (a faulty sensor's)
+    need = min(quorum.min_sensors, max(2, math.ceil(quorum.min_fraction * n)))
+    shown = sorted((lv, 40.0 + 10 * lv + i) for i, lv in enumerate(levels) if lv >= expected)
+    assert dl.value == shown[max(len(shown) - need, 0)][1]
     assert rollup.current() == [dl]
 
 
@@ -96,6 +100,22 @@ def test_trusted_station_counts_alone_and_levels_fall(demo_layer, demo_mapper):
     assert rollup.current() == []
     _, strict = _setup(demo_layer, 10, QuorumConfig(trusted_count_alone=False), demo_mapper)
     assert strict.apply(_events([(station, 0, 1, 60.0)])) == []
+
+
+def test_the_reading_shown_is_the_one_the_quorum_agrees_on(demo_layer, demo_mapper):
+    """A citizen sensor stuck near 190 (not flagged yet) beside three that agree on the level: the district
+    alert shows what three sensors (the quorum) reach, 55, not 190; a trusted station's own reading counts."""
+    sensors, rollup = _setup(demo_layer, 10, QuorumConfig(min_sensors=3, min_fraction=0.5), demo_mapper)
+    c = [sensors.get(f"c{i}") for i in range(4)]
+    rollup.observe(sensors.lookup([f"c{i}" for i in range(10)]), np.full(10, quantity_code("pm10")))
+    (dl,) = rollup.apply(_events([(c[0], 0, 1, 52.0), (c[1], 0, 1, 190.0), (c[2], 0, 1, 58.0), (c[3], 0, 1, 55.0)]))
+    assert (dl.district, dl.level, dl.value, len(dl.sensors)) == ("mitte", 1, 55.0, 4)
+    sensors, rollup = _setup(demo_layer, 10, QuorumConfig(min_sensors=3, min_fraction=0.5), demo_mapper)
+    station = sensors.get("lubw-300")  # official, in Mitte
+    rollup.observe(sensors.lookup([f"c{i}" for i in range(10)]), np.full(10, quantity_code("pm10")))
+    (dl,) = rollup.apply(_events([(sensors.get("c0"), 0, 1, 52.0), (sensors.get("c1"), 0, 1, 190.0),
+                                  (sensors.get("c2"), 0, 1, 55.0), (station, 0, 1, 60.0)]))
+    assert (dl.level, dl.value) == (1, 60.0)
 
 
 def test_rules_on_one_quantity_share_a_scale(demo_layer, demo_mapper):
@@ -160,13 +180,13 @@ class _PlainRollup(Rollup):
                                                     level_name=self.rules[int(rules[0])].level_names[0])
         per_sensor = lv.max(axis=1)
         level = 0
+        q = self.quorum
+        total = int(self._seen[sens, sc].sum())
+        trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
         if per_sensor.max() > 0:
             if not self._gated[sc]:
                 level = int(per_sensor.max())
             else:
-                q = self.quorum
-                total = int(self._seen[sens, sc].sum())
-                trusted = self.districts.trusted[sens] if q.trusted_count_alone else np.zeros(sens.size, bool)
                 for cand in sorted(set(per_sensor[per_sensor > 0].tolist()), reverse=True):
                     at = per_sensor >= cand
                     n_at = int(at.sum())
@@ -176,8 +196,13 @@ class _PlainRollup(Rollup):
                         break
         if level > 0:
             contrib = np.flatnonzero(per_sensor >= level)
-            best = contrib[np.lexsort((self._value[sens[contrib], rules[lv[contrib].argmax(axis=1)]],
-                                       per_sensor[contrib]))[-1]]
+            ranked = contrib[np.lexsort((self._value[sens[contrib], rules[lv[contrib].argmax(axis=1)]],
+                                         per_sensor[contrib]))]  # by level, then value: the worst last
+            best = ranked[-1]
+            if self._gated[sc]:  # the reading the quorum agrees on: k-th from the top, or a trusted one's
+                need = min(q.min_sensors, max(2, math.ceil(q.min_fraction * total)))
+                top_trusted = [i for i in range(ranked.size) if trusted[ranked[i]]]
+                best = ranked[max([ranked.size - need, 0, *top_trusted])]
             ids = tuple(self.districts.sensors.ids(sens[contrib]))
         else:
             best = int(np.argmax(times)) // rules.size

@@ -1,12 +1,14 @@
 """Rollup's fast paths (rounds sliced once, vectorised descriptions) give exactly what the plain code gave.
 
 ``_ReferenceRollup`` is ``geodata/rollup.py``'s ``Rollup`` as it was before the fast paths (commit a6c7e42),
-copied verbatim. Random streams drive it and the current ``Rollup`` side by side: every returned list,
+copied verbatim but for the reading a district shows, which since became the quorum's (written plainly here,
+district by district). Random streams drive it and the current ``Rollup`` side by side: every returned list,
 ``current()`` and the kept ``_state`` (values and order) must be equal after every step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -29,7 +31,7 @@ from ingest.sensor_index import SensorIndex
 
 
 class _ReferenceRollup:
-    """Rollup before the fast paths, verbatim (commit a6c7e42): the reference the tests compare with.
+    """Rollup before the fast paths (commit a6c7e42; the reading shown is the quorum's since): the reference.
 
     Keeps every (sensor, rule) level and emits district levels when they change.
 
@@ -222,8 +224,17 @@ class _ReferenceRollup:
             lvl = int(level[k])
             if lvl > 0:
                 contrib = np.flatnonzero(ps_k >= lvl)
-                best = contrib[np.lexsort((self._value[s_k[contrib], rules[lv_k[contrib].argmax(axis=1)]],
-                                           ps_k[contrib]))[-1]]
+                ranked = contrib[np.lexsort((self._value[s_k[contrib], rules[lv_k[contrib].argmax(axis=1)]],
+                                             ps_k[contrib]))]  # worst last
+                best = ranked[-1]
+                if self._gated[sc]:  # the k-th from the top, k the sensors the quorum needs, or a trusted one's
+                    q = self.quorum
+                    need = min(q.min_sensors, max(2, math.ceil(q.min_fraction * float(self._seen[s_k, sc].sum()))))
+                    at = max(ranked.size - need, 0)
+                    for i in range(ranked.size):
+                        if q.trusted_count_alone and self.districts.trusted[s_k[ranked[i]]]:
+                            at = max(at, i)
+                    best = ranked[at]
                 ids = tuple(self.districts.sensors.ids(s_k[contrib]))
                 rk = int(rules[int(lv_k[best].argmax())])
             else:

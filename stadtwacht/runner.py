@@ -17,6 +17,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -311,6 +312,7 @@ class Runner:
         except KafkaError as e:
             self.health.last_poll_error = f"{type(e).__name__}: {e}"
             self.pipeline.metrics.broker_up.set(0)
+            self._lag_unknown()
             log.warning("poll failed: %s; retrying", self.health.last_poll_error)
             time.sleep(1.0)
             return 0
@@ -320,7 +322,8 @@ class Runner:
         code = self.pipeline.sensors.partition_code
         self.pipeline.behind = {code(*tp) for tp in self.consumer.assignment() if lags.get(tp, 1) > 0}
         # set once per round: 1-then-0 would let a scrape in between read 1 while the broker is gone
-        self.pipeline.metrics.broker_up.set(1 if self.consumer.connected() else 0)
+        connected = self.consumer.connected()
+        self.pipeline.metrics.broker_up.set(1 if connected else 0)
         started = time.perf_counter()
         next_offsets: dict[TP, int] = {}
         per_topic: dict[str, int] = {}
@@ -404,9 +407,18 @@ class Runner:
             self.on_change()
         elif records:
             self.on_change()
+        if not connected:
+            self._lag_unknown()
+            return len(messages)
         for (topic, part), lag in lags.items():  # positions and high watermarks only move inside poll
             self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
         return len(messages)
+
+    def _lag_unknown(self) -> None:
+        """Without a broker the lag is unknown (fetch answers stop, so the last values would read as "caught
+        up"): NaN for every assigned partition until the next answer; stadtwacht_broker_up says why."""
+        for topic, part in self.health.assigned:
+            self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(math.nan)
 
     def _load_local_warm(self) -> dict[TP, int]:
         try:

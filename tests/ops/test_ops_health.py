@@ -1,4 +1,5 @@
-"""Readiness follows the broker: 503 before partitions are assigned and while the broker is gone, 200 between.
+"""Readiness follows the broker: 503 before partitions are assigned and while the broker is gone, 200 between;
+stadtwacht_broker_up 0 and the consumer lag unknown (NaN, not the last value) while it is gone.
 
 Uses a dedicated embedded broker (the session broker is shared): it is stopped mid-test, and a new one is
 started on the same port (Tansu keeps no data across a restart, so the topics are created again).
@@ -7,6 +8,7 @@ started on the same port (Tansu keeps no data across a restart, so the topics ar
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -25,6 +27,10 @@ def _readyz(service: ServiceProcess) -> tuple[int, dict] | None:
     except OSError:  # not listening yet
         return None
     return status, json.loads(body)
+
+
+def _lags(service: ServiceProcess) -> list[float]:
+    return [v for (name, _), v in service.metrics().items() if name == "stadtwacht_consumer_lag"]
 
 
 def _healthz_ok(service: ServiceProcess) -> bool:
@@ -57,6 +63,9 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             assert ready["checks"]["broker"]["ok"] is True
             assert {a.rsplit("/", 1)[0] for a in ready["checks"]["partitions"]["assigned"]} == set(topics)
             assert ready["checks"]["partitions"]["partial_view"] is False  # the only member owns every partition
+            assigned = len(ready["checks"]["partitions"]["assigned"])
+            wait_for(lambda: len(_lags(service)) == assigned and not any(map(math.isnan, _lags(service))), 10,
+                     "a consumer lag per assigned partition")
 
             broker.stop()
             lost = wait_for(lambda: (r := _readyz(service)) and r[0] == 503 and r[1], 45,
@@ -67,6 +76,8 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             for _ in range(5):  # and it stays 0 (no flapping between polls)
                 assert service.total("stadtwacht_broker_up") == 0
                 time.sleep(0.2)
+            # the lag is unknown without fetch answers: NaN, not the last value (which would read "caught up")
+            assert all(math.isnan(v) for v in _lags(service)) and len(_lags(service)) == assigned
 
             time.sleep(1.0)
             broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu-2.log").start()
@@ -75,6 +86,7 @@ def test_readyz_follows_partitions_and_broker(tmp_path, topic_prefix, broker_kin
             assert back["checks"]["broker"]["ok"] is True and back["checks"]["partitions"]["ok"] is True
             # the gauge is set once per poll round, /readyz asks the client live: allow a round or two
             wait_for(lambda: service.total("stadtwacht_broker_up") == 1, 10, "stadtwacht_broker_up 1")
+            wait_for(lambda: not any(map(math.isnan, _lags(service))), 10, "the consumer lag known again")
             assert _healthz_ok(service)
     finally:
         if service is not None:

@@ -38,10 +38,9 @@ CONFIG = DetectionConfig(
                         stuck_abs_tolerance=0.5, stuck_rel_tolerance={"pm10": 0.1}),
     anomaly=AnomalyConfig(enabled=False),
 )
-#: anomaly levels too: short warm-up and season, so that the streams' jumps are detected and held
-WITH_ANOMALY = msgspec.structs.replace(CONFIG, anomaly=AnomalyConfig(
-    warm_up=3, baseline_half_life=20.0, level_half_life=2.0, surprise_half_life=50.0, seasonal_period="1h",
-    seasonal_bins=4, seasonal_half_life=2.0, hold_off=2, keep_firing_for="5m"))
+#: anomaly scoring with a short warm-up and season, so that the streams' jumps are detected
+ANOMALY = AnomalyConfig(warm_up=3, baseline_half_life=20.0, level_half_life=2.0, surprise_half_life=50.0,
+                        seasonal_period="1h", seasonal_bins=4, seasonal_half_life=2.0, hold_off=2)
 VALUES = [0, 4, 5, 9, 10, 11, 14, 15, 16, 19, 20, 21, 24, 25, 26, 29, 30, 31, -1, 1999.9, 2500, 9000]
 
 CALM = [19, 20, 21, 21, 20, 2500]  # near-identical values: exercises stuck
@@ -92,8 +91,8 @@ def test_engine_agrees_with_reference_with_many_sensors_and_tiny_buffers(steps):
 def test_engine_agrees_with_reference_with_anomaly_levels(steps, keep):
     """Anomaly levels of in-range readings (also of faulty sensors), held for keep_firing_for and run out by a
     reading or a tick, beside the rules and health."""
-    _run(steps, config=msgspec.structs.replace(
-        WITH_ANOMALY, anomaly=msgspec.structs.replace(WITH_ANOMALY.anomaly, keep_firing_for=keep)))
+    anomaly = msgspec.structs.replace(ANOMALY, keep_firing_for=keep)
+    _run(steps, config=msgspec.structs.replace(CONFIG, anomaly=anomaly))
 
 
 def _run(steps, idle_sensors: int = 0, event_rows: int = 256, config: DetectionConfig = CONFIG) -> None:

@@ -53,9 +53,12 @@ class AlertApi:
 
     def __init__(self, service: AlertService, token: str, *, lock: AbstractContextManager | None = None,
                  on_change: Callable[[], None] | None = None, remote: Callable[[], list[dict]] = list,
-                 forward_ack: Callable[[str, str], Any] | None = None) -> None:
+                 forward_ack: Callable[[str, str], Any] | None = None,
+                 share_silence: Callable[[str], bool | None] | None = None) -> None:
         """``remote``: the active alerts other instances decide (listed, marked ``remote``); ``forward_ack``:
-        sends an acknowledgement of an alert not decided here to its owner (falsy when it knows none)."""
+        sends an acknowledgement of an alert not decided here to its owner (falsy when it knows none);
+        ``share_silence``: hands a silence created or deleted here to the other instances (None: there are
+        none)."""
         # An empty token is allowed (the lead logs a warning): every request then answers 401.
         self._service = service
         self._token = token.encode()
@@ -63,6 +66,7 @@ class AlertApi:
         self._on_change = on_change
         self._remote = remote
         self._forward_ack = forward_ack
+        self._share_silence = share_silence
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -84,6 +88,10 @@ class AlertApi:
                 status, h, b = self._route(method.upper(), path, query, body)
             if self._on_change is not None and method.upper() in ("POST", "DELETE") and status < 300:
                 self._on_change()
+            if self._share_silence is not None and status < 300 and (
+                    (path == "/api/silences" and method.upper() == "POST")
+                    or (_SILENCE.match(path) and method.upper() == "DELETE")):
+                return self._shared(status, b)
             return status, h, b
         except msgspec.ValidationError as exc:
             return _json(400, {"error": f"invalid request: {exc}"})
@@ -109,6 +117,21 @@ class AlertApi:
             return None
         return _json(202, {"forwarded": m.group(1), "operator": operator,
                            "note": "sent to the instance that decides this alert's district"})
+
+    def _shared(self, status: int, body: bytes) -> Response:
+        """The answer to a silence created or deleted here, once handed to the other instances (outside the
+        lock); it says whether that worked."""
+        doc = json.loads(body)
+        silence_id = doc["silence"]["id"] if "silence" in doc else doc["deleted"]
+        try:
+            shared = self._share_silence(silence_id)
+        except Exception as exc:  # the broker: the operator must know the other instances did not get it
+            doc.update(shared=False, warning=f"done on this instance only: sharing it with the other instances "
+                                             f"failed ({type(exc).__name__}); repeat the request")
+            return _json(status, doc)
+        if shared is not None:
+            doc["shared"] = shared
+        return _json(status, doc)
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> Response:
         if path == "/api/alerts":

@@ -321,6 +321,29 @@ class AlertService:
         with self._lock:
             return [self._silence_view(s) for s in self._silences]
 
+    def silence_by_id(self, silence_id: str) -> Silence | None:
+        with self._lock:
+            return next((s for s in self._silences if s.id == silence_id), None)
+
+    def take_shared_silence(self, silence_id: str, s: Silence | None) -> bool:
+        """A silence shared by an instance (this one included) through the district topic: stored as given,
+        or removed (None); whether that changed anything here."""
+        with self._lock:
+            if s == next((x for x in self._silences if x.id == silence_id), None):
+                return False
+            with self._store.transaction():
+                if s is None:
+                    self._store.delete_silence(silence_id)
+                else:
+                    self._store.put_silence(s)
+            self._silences = self._store.silences()
+            return True
+
+    def is_silenced(self, ep: Episode) -> bool:
+        """Whether the silences known here cover an episode (also one another instance decides)."""
+        with self._lock:
+            return self._silenced(ep.record("update", ep.last_ns), self._clock())
+
     # ------------------------------------------------------------------ views
     def active(self) -> list[dict[str, Any]]:
         """Active episodes as JSON-ready dicts (no channel URLs; tags only)."""

@@ -61,7 +61,8 @@ class Service:
         self.feed = StateFeed(lambda: build_state(self.pipeline, cfg.alerting.language), self.lock)
         self.pipeline.alerts.listeners.append(lambda record: self.feed.changed())
         self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed,
-                            remote=self._remote_alerts, forward_ack=self._forward_ack)
+                            remote=self._remote_alerts, forward_ack=self._forward_ack,
+                            share_silence=self._share_silence)
         self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed,
                              connect=False)
         self.runner.lock = self.lock
@@ -80,6 +81,14 @@ class Service:
     def _forward_ack(self, alert_id: str, operator: str):
         city = self.pipeline.city_view
         return city.forward_ack(alert_id, operator) if city is not None else None
+
+    def _share_silence(self, silence_id: str) -> bool | None:
+        """With several instances: a silence created or deleted here goes to the others; None: no others."""
+        city = self.pipeline.city_view
+        if city is None:
+            return None
+        city.share_silence(silence_id, self.pipeline.alerts.silence_by_id(silence_id))
+        return True
 
     def readiness(self) -> tuple[bool, dict]:
         now = time.time()

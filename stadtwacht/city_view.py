@@ -6,6 +6,9 @@ of every partition of that topic keeps the newest state of each episode, so the 
 instance show the alerts the others decide (read-only here, marked ``remote``), and an acknowledgement given for
 such an alert is forwarded to its owner as a record on the district's partition (key
 ``"<district>|~ack|<alert_id>"``), which the owner applies like its own API's and then deletes (a tombstone).
+Silences created or deleted through any instance's API are shared the same way (key
+``"|~silence|<silence_id>"`` on partition 0, the silence or a tombstone): every instance stores what it reads,
+so the owner of a district keeps it quiet whichever instance the operator used.
 """
 
 from __future__ import annotations
@@ -20,28 +23,46 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from alerting.episodes import Episode, episode_view
+from alerting.store import Silence
 from ingest.config import KafkaConfig
 from ingest.kafka_io import client_options
-from stadtwacht.district_stage import ACK_KEY, EPISODE_KEY, AckCommand, district_partition, read_episode_state
+from stadtwacht.district_stage import (
+    ACK_KEY,
+    EPISODE_KEY,
+    SILENCE_KEY,
+    AckCommand,
+    district_partition,
+    read_episode_state,
+)
 
 __all__ = ["CityView"]
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.msgpack.Encoder().encode
+_decode_silence = msgspec.msgpack.Decoder(Silence).decode
+#: the partition shared silences go to (any one would do: every instance reads them all)
+SILENCE_PARTITION = 0
 
 
 class CityView:
-    """The active episodes of every district as their owners last published them, and the ack forwarder."""
+    """The active episodes of every district as their owners last published them, the ack forwarder and the
+    silence sharer."""
 
     def __init__(self, cfg: KafkaConfig, bootstrap: str, topic: str, partitions: int, producer: KafkaProducer,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 on_silence: Callable[[str, Silence | None], bool] = lambda silence_id, s: False,
+                 silenced: Callable[[Episode], bool] = lambda ep: False) -> None:
+        """``on_silence``: stores a shared silence (None: removes it), whether that changed anything;
+        ``silenced``: whether the silences known here cover an episode."""
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
         self.producer = producer
         self.on_change = on_change
+        self.on_silence = on_silence
+        self.silenced = silenced
         self._episodes: dict[bytes, Episode] = {}  # episode key -> newest active state
         self._lock = threading.Lock()
         self._caught_up = False
@@ -50,7 +71,9 @@ class CityView:
 
     # -- the read model --
     def take(self, key: bytes | None, value: bytes | None) -> bool:
-        """Apply one district topic record; whether it changed the view (only episode records do)."""
+        """Apply one district topic record; whether it changed the view (episode and silence records may)."""
+        if key is not None and key.startswith(SILENCE_KEY):
+            return self._take_silence(key[len(SILENCE_KEY):].decode(errors="replace"), value)
         if key is None or EPISODE_KEY not in key:
             return False
         state = None if value is None else read_episode_state(value)  # None: a tombstone, or undecodable
@@ -61,6 +84,14 @@ class CityView:
                 return False  # undecodable (logged; the last good state stays), or nothing to end
         return True
 
+    def _take_silence(self, silence_id: str, value: bytes | None) -> bool:
+        try:
+            silence = None if value is None else _decode_silence(value)
+        except (msgspec.DecodeError, TypeError):
+            log.warning("undecodable shared silence %r skipped", silence_id)
+            return False
+        return self.on_silence(silence_id, silence)
+
     def episodes(self, skip: Collection[str] = ()) -> list[Episode]:
         """The active episodes, but those of the districts in ``skip``."""
         with self._lock:
@@ -68,8 +99,8 @@ class CityView:
 
     def remote_alerts(self, decided_here: set[str]) -> list[dict[str, Any]]:
         """The active alerts of the districts another instance decides, in ``AlertService.active()``'s shape,
-        marked ``remote`` (silences are per instance: whether the owner silenced one is not known here)."""
-        return [{**episode_view(ep), "silenced": False, "remote": True,
+        marked ``remote`` (silenced: by the silences shared with this instance, which its owner shares too)."""
+        return [{**episode_view(ep), "silenced": self.silenced(ep), "remote": True,
                  "trend": "rising" if ep.seq == 1 or ep.level > ep.prev_level else "falling"}
                 for ep in self.episodes(skip=decided_here)]
 
@@ -92,6 +123,14 @@ class CityView:
         log.info("acknowledgement of %s by %s forwarded to the owner of district %s", alert_id, operator,
                  ep.district)
         return ep
+
+    def share_silence(self, silence_id: str, silence: Silence | None) -> None:
+        """Send a silence created here (None: deleted here) to every instance, this one included."""
+        self.producer.send(self.topic, key=SILENCE_KEY + silence_id.encode(),
+                           value=None if silence is None else _encode(silence),
+                           partition=SILENCE_PARTITION).get(timeout=10)
+        log.info("silence %s %s; shared with the other instances", silence_id,
+                 "deleted" if silence is None else "created")
 
     # -- the reader thread --
     def start(self) -> None:

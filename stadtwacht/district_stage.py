@@ -32,7 +32,9 @@ drops), and an episode it had just opened is opened by the new owner again (``fi
 
 Every instance also reads that changelog for the whole city (``stadtwacht.city_view``) and forwards an
 acknowledgement of an alert it does not decide as ``"<district>|~ack|<alert_id>"``: the owner applies it once
-its partition is live and deletes the record (a tombstone).
+its partition is live and deletes the record (a tombstone). A silence created or deleted through one
+instance's API is shared as ``"|~silence|<silence_id>"`` on partition 0 (the silence, or a tombstone), so
+that whichever instance decides a district keeps it quiet.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from ingest.decode import RawMessage
 from ingest.kafka_io import GroupConsumer, client_options
 from ingest.quantities import QUANTITIES
 
-__all__ = ["ACK_KEY", "EPISODE_KEY", "AckCommand", "DistrictPublisher", "DistrictRecord", "DistrictStage",
-           "EpisodeState", "district_partition", "ensure_district_topic", "read_episode_state"]
+__all__ = ["ACK_KEY", "EPISODE_KEY", "SILENCE_KEY", "AckCommand", "DistrictPublisher", "DistrictRecord",
+           "DistrictStage", "EpisodeState", "district_partition", "ensure_district_topic", "read_episode_state"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ _decode_ack = msgspec.msgpack.Decoder(AckCommand).decode
 EPISODE_KEY = b"|~episode|"
 #: Middle part of a forwarded acknowledgement's key ("<district>|~ack|<alert_id>"; see stadtwacht.city_view).
 ACK_KEY = b"|~ack|"
+#: Start of a shared silence's key ("|~silence|<silence_id>", partition 0; see stadtwacht.city_view).
+SILENCE_KEY = b"|~silence|"
 
 
 def read_episode_state(value: bytes, where: str = "") -> EpisodeState | None:
@@ -407,6 +411,8 @@ class DistrictStage:
                 continue
             if m.key is not None and ACK_KEY in m.key:
                 self._note_ack(m)
+                continue
+            if m.key is not None and m.key.startswith(SILENCE_KEY):  # every instance's city view takes these
                 continue
             try:
                 rec = _decode(m.value)

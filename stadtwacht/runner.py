@@ -156,8 +156,10 @@ class Runner:
         self.district = (DistrictStage(self.pipeline, self.producer, self.consumer, self.cfg.district_topic,
                                        district_parts) if district_parts else None)
         if district_parts:  # every instance's page and API show the whole city
+            alerts = self.pipeline.alerts
             self.pipeline.city_view = CityView(self.cfg, self._bootstrap, self.cfg.district_topic, district_parts,
-                                               self.producer, on_change=self.on_change)
+                                               self.producer, on_change=self.on_change,
+                                               on_silence=alerts.take_shared_silence, silenced=alerts.is_silenced)
             self.pipeline.city_view.start()
         self._note_assignment()  # every topic at 0 until partitions are assigned
 

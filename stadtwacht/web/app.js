@@ -12,7 +12,7 @@
       approximate: "Näherungsweise Stadtbezirksgrenzen (eingebaute Demo-Karte) – nicht für echte Alarmierung.",
       elsewhere: "Diese Instanz überwacht {n} von {total} Stadtbezirken. Die grauen überwacht eine andere stadtwacht-Instanz: deren Stufen und Alarme erscheinen hier nicht.",
       elsewhere_district: "andere Instanz",
-      elsewhere_shown: "Diese Instanz entscheidet {n} von {total} Stadtbezirken. Stufen und Alarme der übrigen zeigt sie so, wie die entscheidende stadtwacht-Instanz sie meldet; Quittierungen werden dorthin weitergeleitet, Stummschaltungen gelten je Instanz.",
+      elsewhere_shown: "Diese Instanz entscheidet {n} von {total} Stadtbezirken. Stufen und Alarme der übrigen zeigt sie so, wie die entscheidende stadtwacht-Instanz sie meldet; Quittierungen werden dorthin weitergeleitet, Stummschaltungen gelten auf allen Instanzen.",
       remote: "entscheidet eine andere Instanz", ack_forwarded: "Quittierung weitergeleitet",
       login_heading: "Anmeldung für Quittieren und Stummschalten", operator: "Bediener/in", token: "API-Token",
       login: "Anmelden", logout: "Abmelden", logged_in_as: "Angemeldet als",
@@ -41,7 +41,7 @@
       approximate: "Approximate district boundaries (built-in demo map) – not for real alerting.",
       elsewhere: "This instance watches {n} of {total} districts. The grey ones are watched by another stadtwacht instance: their levels and alerts do not appear here.",
       elsewhere_district: "another instance",
-      elsewhere_shown: "This instance decides {n} of {total} districts. It shows the levels and alerts of the others as the stadtwacht instance deciding them reports them; acknowledgements are forwarded there, silences apply per instance.",
+      elsewhere_shown: "This instance decides {n} of {total} districts. It shows the levels and alerts of the others as the stadtwacht instance deciding them reports them; acknowledgements are forwarded there, silences apply on every instance.",
       remote: "decided by another instance", ack_forwarded: "Acknowledgement forwarded",
       login_heading: "Log in to acknowledge and silence", operator: "Operator", token: "API token",
       login: "Log in", logout: "Log out", logged_in_as: "Logged in as",
@@ -332,9 +332,10 @@
       } else {
         act.appendChild(el("button", { type: "button", "data-action": "ack", "data-alert-id": al.alert_id, disabled: !a }, t("ack")));
       }
-      if (al.remote) {  // silences apply per instance: set it on the instance deciding the district
+      if (al.remote) {  // decided elsewhere: acknowledgements are forwarded, silences shared with every instance
         act.appendChild(el("span", { className: "remote-tag muted small" }, " " + t("remote")));
-      } else if (al.silenced) {
+      }
+      if (al.silenced) {
         act.appendChild(el("span", { className: "silenced-tag" }, " 🔕 " + t("silenced")));
       } else {
         act.appendChild(el("button", { type: "button", "data-action": "silence", "data-alert-id": al.alert_id, disabled: !a,
@@ -449,9 +450,10 @@
       } else {
         const duration = $("silence-duration").value;
         // alerting/api.py: {"districts": [...], "sensors": [...], "hazard", "duration", "comment", "created_by"} -> 201
-        await post("/api/silences", { districts: (al && al.districts) || [], hazard: (al && al.hazard) || "",
+        const res = await post("/api/silences", { districts: (al && al.districts) || [], hazard: (al && al.hazard) || "",
           duration, comment: `${t("silence")}: ${al ? al.hazard + "/" + al.quantity : ""} ${id}`, created_by: a.operator });
         status.textContent = `${t("silence_ok")}: ${((al && al.district_names) || []).join(", ")} (${duration})`;
+        if (res && res.shared === false) showError(res.warning);  // held here only: the other instances lack it
         if (al) { al.silenced = true; renderAlerts(); }
       }
     } catch (err) {

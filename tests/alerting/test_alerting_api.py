@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.api import MAX_BODY, AlertApi
 from alerting.config import AlertingConfig, ChannelConfig
+from alerting.episodes import Episode
 from alerting.service import AlertService
+from alerting.store import Silence
 from tests.alerting.alerting_helpers import FakeClock, level
 
 TOKEN = "t0ken-for-tests"
@@ -152,3 +155,40 @@ def test_an_acknowledgement_of_an_alert_decided_elsewhere_is_forwarded(setup):
     local = alerts[0]["alert_id"]
     assert call(api, "POST", f"/api/alerts/{local}/ack", b'{"operator": "Schmidt"}')[0] == 200
     assert sent == [("flood-elsewhere", "Schmidt"), ("nowhere", "Schmidt")]
+
+
+def test_silences_are_shared_with_the_other_instances(setup):
+    """Several instances: a silence created or deleted here is handed on (the answer says whether that worked:
+    the silence holds here either way); one shared by another instance is stored, also covering its alerts."""
+    svc, _, _ = setup
+    shared: list[str] = []
+    broker_up = [True]
+
+    def share(silence_id):
+        if not broker_up[0]:
+            raise OSError("broker down")
+        shared.append(silence_id)
+        return True
+
+    api = AlertApi(svc, TOKEN, share_silence=share)
+    status, out = call(api, "POST", "/api/silences", b'{"districts": ["mitte"]}')
+    sid = out["silence"]["id"]
+    assert status == 201 and out["shared"] is True and shared == [sid]
+    broker_up[0] = False
+    status, out = call(api, "DELETE", f"/api/silences/{sid}")
+    assert status == 200 and out["shared"] is False and "this instance only" in out["warning"]
+    assert call(api, "GET", "/api/silences")[1]["silences"] == []  # deleted here all the same
+    assert call(api, "DELETE", f"/api/silences/{sid}")[0] == 404 and shared == [sid]  # nothing to hand on
+    single = AlertApi(svc, TOKEN, share_silence=lambda i: None)  # no other instance: nothing to say
+    assert "shared" not in call(single, "POST", "/api/silences", b'{"districts": ["nord"]}')[1]
+
+    elsewhere = Silence(id="from-b", districts=("ost",), sensors=(), hazard="flood", starts_ns=0, ends_ns=0,
+                        comment="Wartung", created_by="Schmidt", source="api")
+    assert svc.take_shared_silence("from-b", elsewhere) and not svc.take_shared_silence("from-b", elsewhere)
+    assert svc.silence_by_id("from-b") == elsewhere
+    ost = Episode(alert_id="flood-ost", district="ost", district_name="Ost", hazard="flood", quantity="water_level",
+                  level=1, level_name="Vorwarnung", seq=1, started_ns=0, last_ns=0, value=1.0, threshold=1.0,
+                  rule="pegel", sensors=("pegel-1",))
+    assert svc.is_silenced(ost) and not svc.is_silenced(replace(ost, hazard="air"))
+    assert svc.take_shared_silence("from-b", None) and svc.silence_by_id("from-b") is None
+    assert not svc.take_shared_silence("from-b", None)

@@ -130,6 +130,9 @@ class PageServer:
                     return self._send(401, b'{"error": "unauthorized"}', "application/json")
                 if "remote" in self.path:  # alerting/api.py: an alert another instance decides
                     return self._send(202, b'{"forwarded": "x"}', "application/json")
+                if self.path == "/api/silences" and "remote" in json.dumps(rec["body"]):  # sharing it failed
+                    return self._send(201, json.dumps({"silence": {"id": "s1"}, "shared": False, "warning": (
+                        "done on this instance only: sharing it failed")}).encode(), "application/json")
                 status = 201 if self.path == "/api/silences" else 200
                 self._send(status, b'{"ok": true}', "application/json")
 
@@ -313,7 +316,7 @@ def test_page_sensor_faults_say_what_was_measured(browser_page) -> None:
 
 def test_page_shows_districts_another_instance_decides_from_its_changelog(browser_page) -> None:
     """Scale-out with the changelog read: the other instance's districts keep their colours, its alerts are
-    listed (acknowledged through this instance, silenced only there) and the banner says so."""
+    listed (acknowledged and silenced through this instance as well) and the banner says so."""
     page, errors = browser_page
     state = _state()
     state["elsewhere"], state["elsewhere_shown"] = ["vaihingen", "bad-cannstatt"], True
@@ -326,8 +329,8 @@ def test_page_shows_districts_another_instance_decides_from_its_changelog(browse
         banner = page.locator("#banner-elsewhere")
         assert banner.is_visible() and "entscheidet 21 von 23" in banner.inner_text()
         assert "andere Instanz" not in page.locator("#legend").inner_text()  # no district is unknown here
+        assert "Stummschaltungen gelten auf allen Instanzen" in banner.inner_text()
         row = page.locator('#alerts tr[data-alert-id="flood-remote-1"]')
-        assert row.locator('button[data-action="silence"]').count() == 0
         assert "entscheidet eine andere Instanz" in row.inner_text()
         page.fill("#login-operator", "Erika Muster")
         page.fill("#login-token", TOKEN)
@@ -336,4 +339,8 @@ def test_page_shows_districts_another_instance_decides_from_its_changelog(browse
         page.wait_for_selector('#alerts tr[data-alert-id="flood-remote-1"] .acked-by')
         assert "Quittierung weitergeleitet" in page.locator("#action-status").inner_text()
         assert srv.posts[-1]["path"] == "/api/alerts/flood-remote-1/ack"
+        row.locator('button[data-action="silence"]').click()  # shared by the API with every instance
+        page.wait_for_selector('#alerts tr[data-alert-id="flood-remote-1"] .silenced-tag')
+        assert srv.posts[-1]["path"] == "/api/silences"
+        assert "this instance only" in page.locator("#error").inner_text()  # the broker did not take it
     assert errors == []

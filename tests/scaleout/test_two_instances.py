@@ -312,3 +312,43 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
         assert [r["event"] for r in scene.records()] == ["firing", "resolved"]  # acknowledging sent nothing
     finally:
         scene.close()
+
+
+def test_a_silence_set_on_either_instance_keeps_the_district_quiet(kafka_bootstrap, topic_prefix, tmp_path):
+    """A silence created through the API of the instance that does not decide the district reaches the owner,
+    whose alert there is then recorded but not notified; deleted through the owner, it is gone on both."""
+    auth = {"Authorization": "Bearer city-token"}
+    scene = _Scene(kafka_bootstrap, topic_prefix, tmp_path, env={"STADTWACHT_API_TOKEN": "city-token"})
+
+    def silences(proc) -> list[str]:
+        return [s["id"] for s in json.loads(proc.get("/api/silences", headers=auth)[1])["silences"]]
+
+    try:
+        split = scene.start()
+        i = next(i for i, got in enumerate(split) if f"{scene.districts}/{district_partition(DISTRICT, 3)}" in got)
+        owner, other = scene.procs[i], scene.procs[1 - i]
+        status, body = other.get("/api/silences", data=json.dumps(
+            {"districts": [DISTRICT], "comment": "Pegelwartung", "created_by": "Schmidt"}).encode(), headers=auth,
+            method="POST")
+        assert status == 201, body
+        answer = json.loads(body)
+        assert answer["shared"] is True
+        silence_id = answer["silence"]["id"]
+        scene.wait_for(lambda: silence_id in silences(owner), 30, "the silence on the owner")
+
+        (firing,) = scene.fire()
+        alert_id = firing["alert_id"]
+        time.sleep(3.0)  # group_wait and the outbox: a notification would have gone out by now
+        assert scene.receiver.posts == []
+        here = json.loads(owner.get("/api/alerts", headers=auth)[1])["alerts"]
+        assert [(a["alert_id"], a["silenced"]) for a in here] == [(alert_id, True)]
+        scene.wait_for(lambda: [a for a in json.loads(other.get("/api/alerts", headers=auth)[1])["alerts"]
+                                if a["alert_id"] == alert_id and a["remote"] and a["silenced"]], 30,
+                       "the remote alert shown as silenced")
+
+        status, body = owner.get(f"/api/silences/{silence_id}", headers=auth, method="DELETE")
+        assert status == 200 and json.loads(body)["shared"] is True, body
+        scene.wait_for(lambda: not silences(other), 30, "the deletion on the other instance")
+        assert silences(owner) == []
+    finally:
+        scene.close()

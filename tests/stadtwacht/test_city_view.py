@@ -6,10 +6,11 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from alerting.episodes import Episode
+from alerting.store import Silence
 from ingest.config import KafkaConfig
 from stadtwacht.city_view import CityView
 from stadtwacht.config import load_config
-from stadtwacht.district_stage import EpisodeState, episode_key
+from stadtwacht.district_stage import SILENCE_KEY, EpisodeState, episode_key
 from stadtwacht.pipeline import Pipeline
 from stadtwacht.state_view import build_state
 
@@ -55,6 +56,25 @@ def test_remote_alerts_leave_out_the_districts_decided_here():
                                                                                        "rising")
     assert alert["started_at"].startswith("2025-06-15T15:06:40") and alert["acked_by"] is None
     assert {a["alert_id"] for a in view.remote_alerts(set())} == {"flood-ost", "air-mitte"}
+
+
+def test_shared_silences_are_handed_to_the_store_and_mark_remote_alerts():
+    """Silence records (any instance's API) go to ``on_silence``, tombstones as None, undecodable ones nowhere;
+    remote alerts say whether the silences known here cover them."""
+    taken: list[tuple[str, Silence | None]] = []
+    view = CityView(KafkaConfig(), "127.0.0.1:9", "districts", 3, producer=None,
+                    on_silence=lambda sid, s: taken.append((sid, s)) or True,
+                    silenced=lambda ep: ep.district == "ost")
+    silence = Silence(id="s1", districts=("ost",), sensors=(), hazard="", starts_ns=T0, ends_ns=0, comment="Wartung",
+                      created_by="Schmidt", source="api")
+    assert view.take(SILENCE_KEY + b"s1", msgspec.msgpack.encode(silence))
+    assert view.take(SILENCE_KEY + b"s1", None)
+    assert not view.take(SILENCE_KEY + b"s2", b"not msgpack")
+    assert taken == [("s1", silence), ("s1", None)]
+    assert view.episodes() == []  # not an episode
+    view.take(*_record(_episode("ost")))
+    view.take(*_record(_episode("mitte", "air", "no2", 1, seq=1, prev_level=0)))
+    assert {a["district"]: a["silenced"] for a in view.remote_alerts(set())} == {"ost": True, "mitte": False}
 
 
 def test_the_page_shows_other_instances_districts_once_the_changelog_is_read(tmp_path):

@@ -31,6 +31,7 @@
       since: "seit", firing: "ausgelöst", update: "geändert", resolved: "aufgehoben",
       new_alert: "Neuer Alarm", ack_ok: "Quittiert", silence_ok: "Stummgeschaltet",
       unauthorized: "Token abgelehnt (401) – bitte neu anmelden.", failed: "Fehlgeschlagen",
+      unknown_district: "Stummschalten nicht möglich: der Stadtbezirk des Alarms ist unbekannt.",
       map_desc: "Karte der Stadtbezirke, eingefärbt nach aktueller Stufe der Gefahr",
       legend: "Legende", alarm: "Alarm", attribution: "Bezirke: Landeshauptstadt Stuttgart bzw. Näherung; Messwerte: LUBW/UBA, sensor.community-Mitwirkende (ODbL).",
       ago_s: "vor {n} s", ago_m: "vor {n} min", ago_h: "vor {n} h {m} min", ago_d: "vor {n} d",
@@ -60,6 +61,7 @@
       since: "since", firing: "firing", update: "update", resolved: "resolved",
       new_alert: "New alert", ack_ok: "Acknowledged", silence_ok: "Silenced",
       unauthorized: "Token rejected (401) – please log in again.", failed: "Failed",
+      unknown_district: "Cannot silence: the alert's district is unknown.",
       map_desc: "Map of the districts coloured by the current level of the hazard",
       legend: "Legend", alarm: "alarm", attribution: "Districts: Landeshauptstadt Stuttgart or approximation; readings: LUBW/UBA, sensor.community contributors (ODbL).",
       ago_s: "{n} s ago", ago_m: "{n} min ago", ago_h: "{n} h {m} min ago", ago_d: "{n} d ago",
@@ -450,11 +452,12 @@
       } else {
         const duration = $("silence-duration").value;
         // alerting/api.py: {"districts": [...], "sensors": [...], "hazard", "duration", "comment", "created_by"} -> 201
-        const res = await post("/api/silences", { districts: (al && al.districts) || [], hazard: (al && al.hazard) || "",
-          duration, comment: `${t("silence")}: ${al ? al.hazard + "/" + al.quantity : ""} ${id}`, created_by: a.operator });
-        status.textContent = `${t("silence_ok")}: ${((al && al.district_names) || []).join(", ")} (${duration})`;
+        if (!al || !(al.districts || []).length) throw new Error(t("unknown_district"));  // never a city-wide silence
+        const res = await post("/api/silences", { districts: al.districts, hazard: al.hazard || "",
+          duration, comment: `${t("silence")}: ${al.hazard}/${al.quantity} ${id}`, created_by: a.operator });
+        status.textContent = `${t("silence_ok")}: ${(al.district_names || al.districts).join(", ")} (${duration})`;
         if (res && res.shared === false) showError(res.warning);  // held here only: the other instances lack it
-        if (al) { al.silenced = true; renderAlerts(); }
+        al.silenced = true; renderAlerts();
       }
     } catch (err) {
       showError(err.message);

@@ -322,6 +322,7 @@ def test_page_shows_districts_another_instance_decides_from_its_changelog(browse
     state["elsewhere"], state["elsewhere_shown"] = ["vaihingen", "bad-cannstatt"], True
     remote = state["alerts"][0]
     remote.update(alert_id="flood-remote-1", remote=True)
+    state["alerts"].append({**remote, "alert_id": "flood-remote-2", "districts": []})  # a broken row
     with PageServer(state) as srv:
         page.goto(srv.url + "/")
         page.wait_for_selector('#districts path[data-district="bad-cannstatt"][data-level="4"]')
@@ -342,5 +343,10 @@ def test_page_shows_districts_another_instance_decides_from_its_changelog(browse
         row.locator('button[data-action="silence"]').click()  # shared by the API with every instance
         page.wait_for_selector('#alerts tr[data-alert-id="flood-remote-1"] .silenced-tag')
         assert srv.posts[-1]["path"] == "/api/silences"
+        assert srv.posts[-1]["body"]["districts"] == remote["districts"]  # that district, never the whole city
         assert "this instance only" in page.locator("#error").inner_text()  # the broker did not take it
+        posts = len(srv.posts)
+        page.locator('#alerts tr[data-alert-id="flood-remote-2"] button[data-action="silence"]').click()
+        page.wait_for_function("document.getElementById('error').textContent.includes('unbekannt')")
+        assert len(srv.posts) == posts  # no silence without a district: it would cover the whole city
     assert errors == []

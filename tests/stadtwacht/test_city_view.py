@@ -91,6 +91,9 @@ def test_the_page_shows_other_instances_districts_once_the_changelog_is_read(tmp
         assert props["ost"]["levels"]["flood"] == 3 and props["mitte"]["levels"]["flood"] == 0
         assert [a["alert_id"] for a in state["alerts"]] == ["flood-ost", "sensor-feuerbach"]
         assert all(a["remote"] for a in state["alerts"])
+        # in the page's shape: a silence set from the page names the district (none would silence the city)
+        assert [(a["districts"], a["district_names"]) for a in state["alerts"]] == [
+            (["ost"], ["Ost"]), (["feuerbach"], ["Feuerbach"])]
         assert [(h["sensor_id"], h["kind"]) for h in state["sensor_health"]] == [("pegel-1", "stale")]
         # not read to its end yet: districts without an episode there may still have one
         assert state["elsewhere_shown"] is False and props["vaihingen"]["watched"] is False

@@ -329,7 +329,7 @@ class AlertService:
         """A silence shared by an instance (this one included) through the district topic: stored as given,
         or removed (None); whether that changed anything here."""
         with self._lock:
-            if s == next((x for x in self._silences if x.id == silence_id), None):
+            if s == self.silence_by_id(silence_id):
                 return False
             with self._store.transaction():
                 if s is None:

@@ -411,9 +411,9 @@ class Runner:
             self.on_change()
         if not connected:
             self._lag_unknown()
-            return len(messages)
-        for (topic, part), lag in lags.items():  # positions and high watermarks only move inside poll
-            self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
+        else:
+            for (topic, part), lag in lags.items():  # positions and high watermarks only move inside poll
+                self.pipeline.metrics.consumer_lag.labels(topic, str(part)).set(lag)
         return len(messages)
 
     def _lag_unknown(self) -> None:

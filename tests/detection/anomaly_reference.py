@@ -60,10 +60,6 @@ class ReferenceAnomaly:
         self.series: dict[tuple[int, int], dict] = {}
         self.bins: dict[tuple[int, int, int], list[float]] = {}  # (sensor, quantity, bin) -> [offset, visits]
 
-    def reset(self, sensor: int) -> None:
-        self.series = {k: v for k, v in self.series.items() if k[0] != sensor}
-        self.bins = {k: v for k, v in self.bins.items() if k[0] != sensor}
-
     def score(self, sensor: int, quantity: int, t: int, x: float) -> float:
         c = self.c
         first = (sensor, quantity) not in self.series

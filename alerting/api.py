@@ -54,11 +54,12 @@ class AlertApi:
     def __init__(self, service: AlertService, token: str, *, lock: AbstractContextManager | None = None,
                  on_change: Callable[[], None] | None = None, remote: Callable[[], list[dict]] = list,
                  forward_ack: Callable[[str, str], Any] | None = None,
-                 share_silence: Callable[[str], bool | None] | None = None) -> None:
+                 share_silence: Callable[[str], bool | None] | None = None,
+                 history: Callable[[int], list[AlertRecord]] | None = None) -> None:
         """``remote``: the active alerts other instances decide (listed, marked ``remote``); ``forward_ack``:
         sends an acknowledgement of an alert not decided here to its owner (falsy when it knows none);
         ``share_silence``: hands a silence created or deleted here to the other instances (None: there are
-        none)."""
+        none); ``history``: the latest events, newest first (default: the service's own)."""
         # An empty token is allowed (the lead logs a warning): every request then answers 401.
         self._service = service
         self._token = token.encode()
@@ -67,6 +68,7 @@ class AlertApi:
         self._remote = remote
         self._forward_ack = forward_ack
         self._share_silence = share_silence
+        self._history = history if history is not None else service.history
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -146,7 +148,7 @@ class AlertApi:
                 k, _, v = part.partition("=")
                 if k == "limit" and v.isdigit():
                     limit = min(int(v), 1000)
-            return _json(200, {"events": [_record(r) for r in self._service.history(limit)]})
+            return _json(200, {"events": [_record(r) for r in self._history(limit)]})
         m = _ACK.match(path)
         if m:
             if method != "POST":

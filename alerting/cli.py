@@ -1,4 +1,5 @@
-"""`stadtwacht silence list|add|remove`: edit silences in a state directory (a running service picks them up)."""
+"""`stadtwacht silence list|add|remove`: edit silences in a state directory (a running service picks them up);
+with several instances the change is also handed to the others (``share``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 from alerting.config import AlertingConfig
 from alerting.episodes import rfc3339
@@ -18,8 +20,10 @@ from stadtwacht.durations import parse_duration
 __all__ = ["silence_command"]
 
 
-def silence_command(cfg: AlertingConfig, args: argparse.Namespace) -> int:
-    """Run one silence action; prints JSON; exit code 0 on success, 2 on a usage error, 1 if not found."""
+def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
+                    share: Callable[[str, Silence | None], None] | None = None) -> int:
+    """Run one silence action; prints JSON; exit code 0 on success, 2 on a usage error, 1 if not found or
+    not shared. ``share`` hands a silence added (None: removed) here to the other instances."""
     store, _ = open_store(args.state_dir)
     try:
         if args.action == "list":
@@ -45,8 +49,10 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace) -> int:
                         created_by=clean(args.operator, 100), source="cli")
             with store.transaction():
                 store.put_silence(s)
-            print(json.dumps({"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}))
-            return 0
+            out = {"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}
+            status = _shared(out, share, s.id, s)
+            print(json.dumps(out))
+            return status
         if args.action == "remove":
             if not args.id:
                 print("silence remove: give --id", file=sys.stderr)
@@ -56,9 +62,27 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace) -> int:
             if not ok:
                 print(f"silence remove: no silence {args.id!r}", file=sys.stderr)
                 return 1
-            print(json.dumps({"deleted": args.id}))
-            return 0
+            out = {"deleted": args.id}
+            status = _shared(out, share, args.id, None)
+            print(json.dumps(out))
+            return status
         print(f"unknown action {args.action!r}", file=sys.stderr)
         return 2
     finally:
         store.close()
+
+
+def _shared(out: dict, share: Callable[[str, Silence | None], None] | None, silence_id: str,
+            silence: Silence | None) -> int:
+    """Hand the change to the other instances, noted in ``out``; the exit code (1: done here only)."""
+    if share is None:
+        return 0
+    try:
+        share(silence_id, silence)
+    except Exception as exc:  # the broker: the operator must know the other instances did not get it
+        out.update(shared=False, warning=f"done in this state directory only: sharing it with the other instances "
+                                         f"failed ({type(exc).__name__}: {exc}); run the command again")
+        print(out["warning"], file=sys.stderr)
+        return 1
+    out["shared"] = True
+    return 0

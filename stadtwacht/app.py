@@ -62,7 +62,7 @@ class Service:
         self.pipeline.alerts.listeners.append(lambda record: self.feed.changed())
         self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed,
                             remote=self._remote_alerts, forward_ack=self._forward_ack,
-                            share_silence=self._share_silence)
+                            share_silence=self._share_silence, history=self.pipeline.alert_history)
         self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed,
                              connect=False)
         self.runner.lock = self.lock
@@ -70,7 +70,7 @@ class Service:
             lambda: self.pipeline.alerts.outbox_status()["oldest_pending_age_s"])
         self.http = HttpServer(cfg.http.host, cfg.http.port if port is None else port, self.registry, self.api,
                                self.feed, self.readiness, self.pipeline.cap_dir,
-                               self.pipeline.alerts.active_records, cfg.http.max_body_bytes,
+                               self.pipeline.active_records, cfg.http.max_body_bytes,
                                cfg.alerting.public_url)
 
     def _remote_alerts(self) -> list[dict]:

@@ -8,13 +8,15 @@ such an alert is forwarded to its owner as a record on the district's partition 
 ``"<district>|~ack|<alert_id>"``), which the owner applies like its own API's and then deletes (a tombstone).
 Silences created or deleted through any instance's API are shared the same way (key
 ``"|~silence|<silence_id>"`` on partition 0, the silence or a tombstone): every instance stores what it reads,
-so the owner of a district keeps it quiet whichever instance the operator used.
+so the owner of a district keeps it quiet whichever instance the operator used. The same reader reads the
+alerts topic back into an ``AlertLog`` (every instance's records: the timeline, remote episodes' CAP messages).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -23,9 +25,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from alerting.episodes import Episode, episode_view
+from alerting.record import AlertRecord
 from alerting.store import Silence
 from ingest.config import KafkaConfig
 from ingest.kafka_io import client_options
+from stadtwacht.alert_log import AlertLog
 from stadtwacht.district_stage import (
     ACK_KEY,
     EPISODE_KEY,
@@ -35,7 +39,7 @@ from stadtwacht.district_stage import (
     read_episode_state,
 )
 
-__all__ = ["CityView"]
+__all__ = ["CityView", "send_silence"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,16 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_silence = msgspec.msgpack.Decoder(Silence).decode
 #: the partition shared silences go to (any one would do: every instance reads them all)
 SILENCE_PARTITION = 0
+#: how often to look again for an alerts topic that does not exist yet (created by the first alert)
+_ALERTS_TOPIC_RECHECK_S = 5.0
+
+
+def send_silence(producer: KafkaProducer, topic: str, silence_id: str, silence: Silence | None) -> None:
+    """Share a silence (None: its deletion) with every instance through the district topic; waits for the
+    broker's acknowledgement (raises when it does not come)."""
+    producer.send(topic, key=SILENCE_KEY + silence_id.encode(), value=None if silence is None else _encode(silence),
+                  partition=SILENCE_PARTITION).get(timeout=10)
+    log.info("silence %s %s; shared with the other instances", silence_id, "deleted" if silence is None else "created")
 
 
 class CityView:
@@ -52,9 +66,11 @@ class CityView:
     def __init__(self, cfg: KafkaConfig, bootstrap: str, topic: str, partitions: int, producer: KafkaProducer,
                  on_change: Callable[[], None] = lambda: None,
                  on_silence: Callable[[str, Silence | None], bool] = lambda silence_id, s: False,
-                 silenced: Callable[[Episode], bool] = lambda ep: False) -> None:
+                 silenced: Callable[[Episode], bool] = lambda ep: False, alerts_topic: str = "",
+                 on_alert: Callable[[AlertRecord], None] = lambda record: None) -> None:
         """``on_silence``: stores a shared silence (None: removes it), whether that changed anything;
-        ``silenced``: whether the silences known here cover an episode."""
+        ``silenced``: whether the silences known here cover an episode; ``alerts_topic`` (when set) is read
+        into ``alert_log``, ``on_alert`` called with each new record (after the log has it)."""
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.topic = topic
@@ -63,6 +79,9 @@ class CityView:
         self.on_change = on_change
         self.on_silence = on_silence
         self.silenced = silenced
+        self.alerts_topic = alerts_topic
+        self.on_alert = on_alert
+        self.alert_log = AlertLog()
         self._episodes: dict[bytes, Episode] = {}  # episode key -> newest active state
         self._lock = threading.Lock()
         self._caught_up = False
@@ -84,6 +103,19 @@ class CityView:
                 return False  # undecodable (logged; the last good state stays), or nothing to end
         return True
 
+    def _take_alerts(self, records: list) -> bool:
+        """Alerts topic records into the log; whether any was new."""
+        new = False
+        for r in records:
+            record = self.alert_log.take(r.value)
+            if record is not None:
+                new = True
+                try:
+                    self.on_alert(record)
+                except Exception:  # an extra output (CAP files): never stop the reader
+                    log.exception("handling alert record %s/%d failed", record.alert_id, record.seq)
+        return new
+
     def _take_silence(self, silence_id: str, value: bytes | None) -> bool:
         try:
             silence = None if value is None else _decode_silence(value)
@@ -96,6 +128,11 @@ class CityView:
         """The active episodes, but those of the districts in ``skip``."""
         with self._lock:
             return [ep for ep in self._episodes.values() if ep.district not in skip]
+
+    def remote_records(self, decided_here: set[str]) -> list[AlertRecord]:
+        """The latest record of each active episode another instance decides (``active_records()``'s shape)."""
+        return [ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
+                for ep in self.episodes(skip=decided_here)]
 
     def remote_alerts(self, decided_here: set[str]) -> list[dict[str, Any]]:
         """The active alerts of the districts another instance decides, in ``AlertService.active()``'s shape,
@@ -126,11 +163,7 @@ class CityView:
 
     def share_silence(self, silence_id: str, silence: Silence | None) -> None:
         """Send a silence created here (None: deleted here) to every instance, this one included."""
-        self.producer.send(self.topic, key=SILENCE_KEY + silence_id.encode(),
-                           value=None if silence is None else _encode(silence),
-                           partition=SILENCE_PARTITION).get(timeout=10)
-        log.info("silence %s %s; shared with the other instances", silence_id,
-                 "deleted" if silence is None else "created")
+        send_silence(self.producer, self.topic, silence_id, silence)
 
     # -- the reader thread --
     def start(self) -> None:
@@ -153,9 +186,21 @@ class CityView:
                 consumer.assign(tps)
                 consumer.seek_to_beginning(*tps)
                 delay = 1.0
+                alert_tps: list[TopicPartition] = []
+                looked = 0.0
                 while not self._stop.is_set():
+                    if self.alerts_topic and not alert_tps and time.monotonic() - looked > _ALERTS_TOPIC_RECHECK_S:
+                        looked = time.monotonic()
+                        alert_tps = [TopicPartition(self.alerts_topic, p)
+                                     for p in sorted(consumer.partitions_for_topic(self.alerts_topic))]
+                        if alert_tps:
+                            consumer.assign(tps + alert_tps)  # the district partitions keep their positions
+                            consumer.seek_to_beginning(*alert_tps)
                     changed = False
-                    for records in consumer.poll(timeout_ms=500).values():
+                    for tp, records in consumer.poll(timeout_ms=500).items():
+                        if tp.topic == self.alerts_topic:
+                            changed |= self._take_alerts(records)
+                            continue
                         for r in records:
                             changed |= self.take(r.key, r.value)
                     if not self._caught_up:

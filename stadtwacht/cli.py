@@ -81,9 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
 
-    p = sub.add_parser("silence", help="list, add or remove silences in a state directory")
+    p = sub.add_parser("silence", help="list, add or remove silences in a state directory (with [kafka] "
+                                        "district_topic also shared with every instance)")
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--config", type=Path)
+    p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (overrides [kafka]); with "
+                                                            "[kafka] district_topic, add and remove are shared")
     p.add_argument("action", choices=["list", "add", "remove"])
     p.add_argument("--district")
     p.add_argument("--sensor")
@@ -247,7 +250,28 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     setup_logging(args.log_level, args.log_format)
-    return silence_command(cfg.alerting, args)
+    if args.action == "list" or not cfg.kafka.district_topic:
+        return silence_command(cfg.alerting, args)
+    # several instances: the change also goes to the others, as one made through any instance's API
+    from ingest.kafka_io import make_producer
+    from stadtwacht.city_view import send_silence
+
+    bootstrap = args.bootstrap or cfg.kafka.bootstrap_servers
+    if not bootstrap:
+        raise ConfigError([("kafka.bootstrap_servers", "needed (or --bootstrap): with kafka.district_topic a "
+                                                       "silence is shared with every instance")])
+    producer = None
+
+    def share(silence_id, silence) -> None:
+        nonlocal producer
+        producer = make_producer(cfg.kafka, bootstrap)
+        send_silence(producer, cfg.kafka.district_topic, silence_id, silence)
+
+    try:
+        return silence_command(cfg.alerting, args, share)
+    finally:
+        if producer is not None:
+            producer.close()
 
 
 _COMMANDS = {

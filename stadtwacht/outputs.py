@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from alerting.cap import CapError, write_cap
+from alerting.cap import CapError, cap_filename, write_cap
 from alerting.record import AlertRecord, encode_record
 
 if TYPE_CHECKING:
@@ -41,6 +41,19 @@ class AlertOutputs:
             if self.cap_dir is not None:
                 self._write_cap(r)
 
+    def write_cap_once(self, r: AlertRecord) -> None:
+        """The CAP message of a record read back from the alerts topic (another instance's, usually), unless
+        it is written already."""
+        if self.cap_dir is not None and not (self.cap_dir / cap_filename(r.alert_id, r.seq)).exists():
+            self._write_cap(r)
+
+    def _history(self, r: AlertRecord) -> list[AlertRecord]:
+        """The episode's records known here (its CAP ``references``): this instance's and, with several
+        instances, those read back from the alerts topic (the events of an episode taken over from another)."""
+        history = self.pipeline.alerts.episode_records(r.alert_id)
+        city = self.pipeline.city_view
+        return history if city is None else history + city.alert_log.episode_records(r.alert_id)
+
     def _write_cap(self, r: AlertRecord) -> None:
         layer = self.pipeline.layer
         for d in r.districts:
@@ -49,9 +62,8 @@ class AlertOutputs:
                     self._polygons[d] = layer.cap_polygon(d)
                 except KeyError:
                     self._polygons[d] = []
-        history = self.pipeline.alerts.episode_records(r.alert_id)
         try:
-            write_cap(self.cap_dir, r, history, self._polygons, exercise=self.pipeline.exercise,
+            write_cap(self.cap_dir, r, self._history(r), self._polygons, exercise=self.pipeline.exercise,
                       approximate_areas=layer.approximate, unit=_unit(r.quantity),
                       top_level=self.pipeline.top_level(r.hazard, r.quantity))
         except (CapError, OSError) as e:  # CAP is an extra output: never block the alert itself

@@ -33,6 +33,7 @@ from ingest.decode import DecodeLimits, RawMessage, ReadingDecoder
 from ingest.kafka_python_records import locate_records
 from ingest.quantities import QUANTITIES
 from ingest.sensor_index import SensorIndex
+from stadtwacht.alert_log import merge_history
 from stadtwacht.config import Config
 from stadtwacht.durations import parse_duration
 from stadtwacht.metrics import PipelineMetrics
@@ -277,6 +278,22 @@ class Pipeline:
             self.engine.reset(mask)
             if self.district_out is None:  # with a district topic the roll-up follows district partitions
                 self.rollup.reset_sensors(mask)
+
+    def alert_history(self, limit: int = 100) -> list[AlertRecord]:
+        """The latest alert events, newest first: this instance's and, with several instances, the others'
+        (read back from the alerts topic), so every instance shows the same timeline."""
+        local = self.alerts.history(limit)
+        if self.city_view is None:
+            return local
+        return merge_history(local, self.city_view.alert_log.recent(limit), limit)
+
+    def active_records(self) -> list[AlertRecord]:
+        """The latest record of every active alert (the Atom feed): those decided here and, with several
+        instances, the others' (from their episode changelog, as the page shows them)."""
+        local, here = self.alerts.active_records(), self.watched_districts
+        if self.city_view is None or here is None:
+            return local
+        return local + self.city_view.remote_records(here)
 
     def top_level(self, hazard: str, quantity: str) -> int | None:
         """The highest level of the (hazard, quantity) scale, for mapping to CAP severity."""

@@ -159,7 +159,9 @@ class Runner:
             alerts = self.pipeline.alerts
             self.pipeline.city_view = CityView(self.cfg, self._bootstrap, self.cfg.district_topic, district_parts,
                                                self.producer, on_change=self.on_change,
-                                               on_silence=alerts.take_shared_silence, silenced=alerts.is_silenced)
+                                               on_silence=alerts.take_shared_silence, silenced=alerts.is_silenced,
+                                               alerts_topic=self.cfg.alerts_topic,
+                                               on_alert=self.outputs.write_cap_once)
             self.pipeline.city_view.start()
         self._note_assignment()  # every topic at 0 until partitions are assigned
 

@@ -59,7 +59,7 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
                                "kind": ep.quantity, "since": _rfc3339(ep.started_ns), "remote": True}
                               for s in ep.sensors)
         alerts += [_page_alert(pipeline, a) for a in city.remote_alerts(watched)]
-    timeline = [msgspec.to_builtins(r) for r in pipeline.alerts.history(100)]
+    timeline = [msgspec.to_builtins(r) for r in pipeline.alert_history(100)]
     max_levels: dict[str, int] = {}
     for info in pipeline.engine.rule_info:
         max_levels[info.hazard] = max(max_levels.get(info.hazard, 0), len(info.level_names) - 1)

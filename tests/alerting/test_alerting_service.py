@@ -352,6 +352,38 @@ def test_silence_cli(tmp_path, capsys):
     assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns)) == 1
 
 
+def test_silence_cli_shares_with_the_other_instances(tmp_path, capsys):
+    """With several instances the command hands what it added or removed to the others; when that fails it
+    says so (exit code 1) and the change holds in its state directory only."""
+    import argparse
+    import json
+
+    from alerting.cli import silence_command
+    shared: list = []
+    ns = dict(state_dir=tmp_path / "state", district="mitte", sensor=None, duration="2h", comment="", operator="cli",
+              id=None)
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns),
+                           lambda sid, s: shared.append((sid, s))) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["shared"] is True and [(sid, s.districts) for sid, s in shared] == [(out["id"], ("mitte",))]
+    ns["id"] = out["id"]
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns),
+                           lambda sid, s: shared.append((sid, s))) == 0
+    assert shared[-1] == (out["id"], None)
+    assert json.loads(capsys.readouterr().out) == {"deleted": out["id"], "shared": True}
+
+    def broken(sid, s):
+        raise TimeoutError("no broker")
+
+    ns["id"] = None
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns), broken) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["shared"] is False and "no broker" in captured.err
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="list", **ns)) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == out["id"]  # held here all the same
+
+
 def test_started_notifier_delivers_and_stop_drains(tmp_path):
     import time
     svc = make(tmp_path, clock=time.time_ns, group_wait="0s")

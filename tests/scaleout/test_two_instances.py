@@ -8,15 +8,18 @@ The district must fire once and clear once, with one notification each on the (s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 from kafka import KafkaProducer
 
+from alerting.cap import cap_identifier
 from stadtwacht.district_stage import district_partition
 from tests.support.kafka_topics import create_topics, read_topic
 from tests.support.receivers import HttpReceiver
-from tests.support.service import ServiceProcess, wait_until
+from tests.support.service import REPO, ServiceProcess, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -119,6 +122,12 @@ def _alerts(bootstrap: str, topic: str) -> list[dict]:
     return [json.loads(r.value) for r in read_topic(bootstrap, topic, timeout=10)]
 
 
+def _cap(proc: ServiceProcess, alert_id: str) -> str | None:
+    """The latest CAP message of an alert an instance serves (None: none yet)."""
+    status, body = proc.get(f"/cap/{alert_id}.xml")
+    return body.decode() if status == 200 else None
+
+
 def _wait_for(predicate, timeout: float, procs: list[ServiceProcess], what: str):
     def alive() -> None:
         for p in procs:
@@ -135,7 +144,7 @@ class _Scene:
         self.flood, self.alerts, self.districts = f"{prefix}.flood", f"{prefix}.alerts", f"{prefix}.districts"
         create_topics(bootstrap, [self.flood, self.alerts, self.districts], partitions=3)
         self.receiver = Receiver()
-        config = _config(tmp_path, prefix, self.receiver.port, client)
+        self.config = config = _config(tmp_path, prefix, self.receiver.port, client)
         self.procs = [ServiceProcess(config, bootstrap, tmp_path / f"state-{i}", env=env,
                                      log=tmp_path / f"run-{i}.log") for i in range(2)]
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -267,6 +276,9 @@ def test_an_episode_moves_with_its_district_acknowledgement_included(end, kafka_
             (alert_id, "firing", 1), (alert_id, "resolved", 2)]
         scene.wait_for(lambda: len(scene.receiver.posts) >= 2, 30, "two notifications")
         assert scene.receiver.refs() == [f"Ref: {alert_id}/1", f"Ref: {alert_id}/2"], scene.receiver.posts
+        # the survivor's CAP message of the all-clear references the firing the first owner sent
+        doc = _cap(survivor, alert_id)
+        assert cap_identifier(alert_id, 2) in doc and cap_identifier(alert_id, 1) in doc
     finally:
         scene.close()
 
@@ -295,6 +307,10 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
         assert props[DISTRICT]["levels"]["flood"] == 1 and props[DISTRICT]["watched"]
         listed = json.loads(other.get("/api/alerts", headers=auth)[1])["alerts"]
         assert [(a["alert_id"], a["remote"]) for a in listed] == [(alert_id, True)]
+        # the Atom feed and the CAP message on the other instance too (behind a load balancer either answers)
+        assert cap_identifier(alert_id, 1) in other.get("/cap/atom.xml")[1].decode()
+        doc = scene.wait_for(lambda: _cap(other, alert_id), 30, "the CAP message on the other instance")
+        assert cap_identifier(alert_id, 1) in doc and "<msgType>Alert</msgType>" in doc
 
         status, body = other.get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt"}', headers=auth,
                                  method="POST")
@@ -310,6 +326,16 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
         scene.wait_for(lambda: not json.loads(other.get("/api/state")[1])["alerts"], 40,
                        "the all-clear on the other page")
         assert [r["event"] for r in scene.records()] == ["firing", "resolved"]  # acknowledging sent nothing
+        # the other instance's timeline, history API, CAP message and feed have the owner's events
+        want = [(alert_id, "resolved"), (alert_id, "firing")]
+        scene.wait_for(lambda: [(r["alert_id"], r["event"]) for r in json.loads(other.get("/api/state")[1])[
+            "timeline"]] == want, 30, "the owner's events in the other instance's timeline")
+        history = json.loads(other.get("/api/alerts/history", headers=auth)[1])["events"]
+        assert [(r["alert_id"], r["seq"]) for r in history] == [(alert_id, 2), (alert_id, 1)]
+        doc = scene.wait_for(lambda: (d := _cap(other, alert_id)) and cap_identifier(alert_id, 2) in d and d, 30,
+                             "the all-clear's CAP message on the other instance")
+        assert cap_identifier(alert_id, 1) in doc  # its references
+        assert cap_identifier(alert_id, 1) not in other.get("/cap/atom.xml")[1].decode()
     finally:
         scene.close()
 
@@ -350,5 +376,21 @@ def test_a_silence_set_on_either_instance_keeps_the_district_quiet(kafka_bootstr
         assert status == 200 and json.loads(body)["shared"] is True, body
         scene.wait_for(lambda: not silences(other), 30, "the deletion on the other instance")
         assert silences(owner) == []
+
+        # the command, run anywhere with the configuration (its own state directory), shares the same way
+        def command(*args: str) -> dict:
+            done = subprocess.run([sys.executable, "-m", "stadtwacht", "silence", *args, "--config", str(scene.config),
+                                   "--bootstrap", kafka_bootstrap, "--state-dir", str(tmp_path / "cli-state")],
+                                  capture_output=True, text=True, timeout=60, cwd=REPO)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        added = command("add", "--district", DISTRICT, "--comment", "Bauarbeiten")
+        assert added["shared"] is True
+        scene.wait_for(lambda: all(silences(p) == [added["id"]] for p in scene.procs), 30,
+                       "the command's silence on both instances")
+        assert command("remove", "--id", added["id"]) == {"deleted": added["id"], "shared": True}
+        scene.wait_for(lambda: not any(silences(p) for p in scene.procs), 30,
+                       "the command's deletion on both instances")
     finally:
         scene.close()

@@ -24,9 +24,11 @@ system-deps:
 	bash tests/setup-system.sh
 
 # The whole suite: every test on the embedded Tansu broker, then the broker tier again on Apache Kafka.
+# Temporary directories under this checkout: pytest prunes old ones in the shared /tmp/pytest-of-$USER, which
+# pulled the directories from under a run when another checkout's tests started beside it.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m broker --broker=apache $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --basetemp=$(CURDIR)/.cache/pytest-tansu $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m broker --broker=apache --basetemp=$(CURDIR)/.cache/pytest-apache $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not browser and not prometheus" $(PYTEST_ARGS)

@@ -57,7 +57,7 @@ class PipelineMetrics:
         return cls(
             readings_accepted=Counter("stadtwacht_readings_accepted", "Readings accepted by ingest",
                                       ["quantity"], registry=registry),
-            messages_consumed=Counter("stadtwacht_messages_consumed", "Kafka messages consumed",
+            messages_consumed=Counter("stadtwacht_messages_consumed", "Kafka messages consumed from a readings topic",
                                       ["topic"], registry=registry),
             dead_letter_messages=Counter("stadtwacht_dead_letter_messages",
                                          "Messages (or batch elements) sent to a dead-letter topic",

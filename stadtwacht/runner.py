@@ -256,6 +256,8 @@ class Runner:
         self.health.assigned = owned
         for topic in self.topics:
             self.pipeline.metrics.assigned_partitions.labels(topic).set(sum(1 for tp in owned if tp[0] == topic))
+            if topic != self.cfg.district_topic:  # at 0 from the start: a topic that never delivers shows as one
+                self.pipeline.metrics.messages_consumed.labels(topic)
         for topic, part in gone:  # another replica reports its lag now; a last value kept here would add to it
             with contextlib.suppress(KeyError):
                 self.pipeline.metrics.consumer_lag.remove(topic, str(part))
@@ -336,6 +338,7 @@ class Runner:
             if m.offset + 1 > next_offsets.get(tp, -1):
                 next_offsets[tp] = m.offset + 1
             per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
+        per_topic.pop(self.cfg.district_topic, None)  # the readings topics' messages only (not the stages' own)
         for topic, n in per_topic.items():  # one counter update per topic, not per message
             self.pipeline.metrics.messages_consumed.labels(topic).inc(n)
         district_messages: list[RawMessage] = []

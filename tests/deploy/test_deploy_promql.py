@@ -173,6 +173,8 @@ def test_rules_file_has_the_required_alerts():
     required = {
         "StadtwachtConsumerLagGrowing",
         "StadtwachtNoReadings",
+        "StadtwachtTopicSilent",
+        "StadtwachtTopicUnread",
         "StadtwachtOutboxStuck",
         "StadtwachtNotificationsFailing",
         "StadtwachtBrokerDown",

@@ -146,6 +146,8 @@ def test_required_metric_families_have_the_expected_values(running):
         ("stadtwacht_readings_accepted_total", {"quantity": "pm10"}, N_PM10),
         *[("stadtwacht_dead_letter_messages_total", {"reason": r}, n) for r, n in BAD.items()],
         ("stadtwacht_messages_consumed_total", {"topic": f"{prefix}.air"}, N_PM10 + sum(BAD.values())),
+        ("stadtwacht_messages_consumed_total", {"topic": f"{prefix}.flood"}, 2 * len(GAUGES)),
+        ("stadtwacht_messages_consumed_total", {"topic": f"{prefix}.community"}, 0),
         ("stadtwacht_detections_total", {"hazard": "flood", "kind": "threshold", "level": "1"}, len(GAUGES)),
         ("stadtwacht_active_alerts", {"hazard": "flood", "level": "1"}, len(GAUGES)),
         ("stadtwacht_alert_events_total", {"event": "firing"}, len(GAUGES)),
@@ -157,6 +159,10 @@ def test_required_metric_families_have_the_expected_values(running):
     ]
     for name, labels, expected in table:
         assert _value(s, name, **labels) == expected, (name, labels)
+    # every readings topic has its series, at 0 though nothing came: a feed that never delivers is seen
+    # (StadtwachtTopicSilent)
+    assert {lab["topic"] for n, lab, _ in s if n == "stadtwacht_messages_consumed_total"} == {
+        f"{prefix}.flood", f"{prefix}.air", f"{prefix}.community"}
     assert _value(s, "stadtwacht_build_info") == 1
     assert {lab["version"] for n, lab, _ in s if n == "stadtwacht_build_info"} != {""}
     # consumer lag: one series per assigned partition, all caught up

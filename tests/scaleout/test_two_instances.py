@@ -19,7 +19,7 @@ from alerting.cap import cap_identifier
 from stadtwacht.district_stage import district_partition
 from tests.support.kafka_topics import create_topics, read_topic
 from tests.support.receivers import HttpReceiver
-from tests.support.service import REPO, ServiceProcess, wait_until
+from tests.support.service import REPO, ServiceProcess, parse_metrics, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -326,6 +326,12 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
         scene.wait_for(lambda: not json.loads(other.get("/api/state")[1])["alerts"], 40,
                        "the all-clear on the other page")
         assert [r["event"] for r in scene.records()] == ["firing", "resolved"]  # acknowledging sent nothing
+        # the readings topics' messages are counted, not the district topic's (StadtwachtTopicSilent would take
+        # a quiet district topic for a feed that stopped)
+        for proc in scene.procs:
+            consumed = {lab["topic"] for n, lab, _ in parse_metrics(proc.get("/metrics")[1].decode())
+                        if n == "stadtwacht_messages_consumed_total"}
+            assert consumed == {scene.flood}
         # the other instance's timeline, history API, CAP message and feed have the owner's events
         want = [(alert_id, "resolved"), (alert_id, "firing")]
         scene.wait_for(lambda: [(r["alert_id"], r["event"]) for r in json.loads(other.get("/api/state")[1])[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -30,6 +31,9 @@ class AlertOutputs:
         self.jsonl = jsonl
         self.cap_dir = cap_dir if cap_dir is not None else pipeline.cap_dir
         self._polygons: dict[str, list[str] | str] = {}
+        # the loop writes its own events, the city view's reader the others' (and those of an episode taken
+        # over while they arrive): one writer at a time, so an older event never replaces the latest message
+        self._cap_lock = threading.Lock()
 
     def emit(self, records: list[AlertRecord]) -> None:
         for r in records:
@@ -63,9 +67,10 @@ class AlertOutputs:
                 except KeyError:
                     self._polygons[d] = []
         try:
-            write_cap(self.cap_dir, r, self._history(r), self._polygons, exercise=self.pipeline.exercise,
-                      approximate_areas=layer.approximate, unit=_unit(r.quantity),
-                      top_level=self.pipeline.top_level(r.hazard, r.quantity))
+            with self._cap_lock:
+                write_cap(self.cap_dir, r, self._history(r), self._polygons, exercise=self.pipeline.exercise,
+                          approximate_areas=layer.approximate, unit=_unit(r.quantity),
+                          top_level=self.pipeline.top_level(r.hazard, r.quantity))
         except (CapError, OSError) as e:  # CAP is an extra output: never block the alert itself
             log.error("CAP message for %s/%d not written: %s", r.alert_id, r.seq, e)
 

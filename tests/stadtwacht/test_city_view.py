@@ -6,6 +6,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import msgspec
+import pytest
 from lxml import etree
 from prometheus_client import CollectorRegistry
 
@@ -119,57 +120,56 @@ def _alerts_topic(*records) -> list[SimpleNamespace]:
     return [SimpleNamespace(key=r.alert_id.encode(), value=encode_record(r)) for r in records]
 
 
-def test_other_instances_alert_records_give_the_timeline_the_feed_and_cap_messages(tmp_path):
+@pytest.fixture
+def city(tmp_path):
+    """A pipeline whose city view reads an alerts topic, the CAP messages of what it reads written here."""
+    cfg, _ = load_config(None)
+    pipeline = Pipeline(cfg, CollectorRegistry(), tmp_path)
+    outputs = AlertOutputs(pipeline)
+    pipeline.city_view = CityView(KafkaConfig(), "127.0.0.1:9", "districts", 3, producer=None,
+                                  alerts_topic="alerts", on_alert=outputs.write_cap_once)
+    yield pipeline, outputs
+    pipeline.alerts.close()
+
+
+def test_other_instances_alert_records_give_the_timeline_the_feed_and_cap_messages(city, tmp_path):
     """Read back from the alerts topic, another instance's records join this one's timeline and are written as
     CAP messages here (references included); its active alert is in this instance's Atom feed."""
-    cfg, _ = load_config(None)
-    pipeline = Pipeline(cfg, CollectorRegistry(), tmp_path)
-    try:
-        pipeline.watched_districts = {"mitte"}
-        outputs = AlertOutputs(pipeline)
-        view = pipeline.city_view = CityView(KafkaConfig(), "127.0.0.1:9", "districts", 3, producer=None,
-                                             alerts_topic="alerts", on_alert=outputs.write_cap_once)
-        first = _episode("ost", seq=1, level=1, prev_level=0, last_ns=T0)
-        now = replace(first, seq=2, level=2, prev_level=1, last_ns=T0 + 60 * S)
-        firing, update = first.record("firing", T0), now.record("update", T0 + 60 * S)
-        view.take(*_record(now))
-        assert view._take_alerts(_alerts_topic(firing, update))
-        assert not view._take_alerts(_alerts_topic(update))  # published twice: nothing new
+    pipeline, outputs = city
+    view = pipeline.city_view
+    pipeline.watched_districts = {"mitte"}
+    first = _episode("ost", seq=1, level=1, prev_level=0, last_ns=T0)
+    now = replace(first, seq=2, level=2, prev_level=1, last_ns=T0 + 60 * S)
+    firing, update = first.record("firing", T0), now.record("update", T0 + 60 * S)
+    view.take(*_record(now))
+    assert view._take_alerts(_alerts_topic(firing, update))
+    assert not view._take_alerts(_alerts_topic(update))  # published twice: nothing new
 
-        assert pipeline.alert_history(10) == [update, firing]
-        timeline = build_state(pipeline)["timeline"]
-        assert [(r["alert_id"], r["seq"]) for r in timeline] == [("flood-ost", 2), ("flood-ost", 1)]
-        assert pipeline.active_records() == [update]
-        feed = etree.fromstring(atom_feed(pipeline.active_records(), base_url="http://127.0.0.1:1"))
-        assert [e.text for e in feed.iter(f"{{{ATOM_NS}}}id")][1:] == [cap_identifier("flood-ost", 2)]
+    assert pipeline.alert_history(10) == [update, firing]
+    timeline = build_state(pipeline)["timeline"]
+    assert [(r["alert_id"], r["seq"]) for r in timeline] == [("flood-ost", 2), ("flood-ost", 1)]
+    assert pipeline.active_records() == [update]
+    feed = etree.fromstring(atom_feed(pipeline.active_records(), base_url="http://127.0.0.1:1"))
+    assert [e.text for e in feed.iter(f"{{{ATOM_NS}}}id")][1:] == [cap_identifier("flood-ost", 2)]
 
-        cap = tmp_path / "cap"
-        latest = etree.parse(str(cap / cap_filename("flood-ost"))).getroot()
-        ns = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
-        assert latest.findtext("cap:identifier", namespaces=ns) == cap_identifier("flood-ost", 2)
-        assert cap_identifier("flood-ost", 1) in latest.findtext("cap:references", namespaces=ns)
-        (cap / cap_filename("flood-ost", 1)).write_bytes(b"kept")
-        outputs.write_cap_once(firing)  # written already (here, or by the instance itself): left as it is
-        assert (cap / cap_filename("flood-ost", 1)).read_bytes() == b"kept"
-    finally:
-        pipeline.alerts.close()
+    cap = tmp_path / "cap"
+    latest = etree.parse(str(cap / cap_filename("flood-ost"))).getroot()
+    ns = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
+    assert latest.findtext("cap:identifier", namespaces=ns) == cap_identifier("flood-ost", 2)
+    assert cap_identifier("flood-ost", 1) in latest.findtext("cap:references", namespaces=ns)
+    (cap / cap_filename("flood-ost", 1)).write_bytes(b"kept")
+    outputs.write_cap_once(firing)  # written already (here, or by the instance itself): left as it is
+    assert (cap / cap_filename("flood-ost", 1)).read_bytes() == b"kept"
 
 
-def test_the_cap_message_of_an_episode_taken_over_references_the_previous_owners_events(tmp_path):
+def test_the_cap_message_of_an_episode_taken_over_references_the_previous_owners_events(city, tmp_path):
     """After a handover the new owner's store has the episode but not its earlier events: their records, read
     back from the alerts topic, give the all-clear's CAP message its references."""
-    cfg, _ = load_config(None)
-    pipeline = Pipeline(cfg, CollectorRegistry(), tmp_path)
-    try:
-        pipeline.watched_districts = {"ost"}
-        outputs = AlertOutputs(pipeline)
-        view = pipeline.city_view = CityView(KafkaConfig(), "127.0.0.1:9", "districts", 3, producer=None,
-                                             alerts_topic="alerts")
-        first = _episode("ost", seq=1, level=1, prev_level=0, last_ns=T0)
-        view._take_alerts(_alerts_topic(first.record("firing", T0)))
-        resolved = replace(first, seq=2, level=0, prev_level=1).record("resolved", T0 + 60 * S)
-        outputs.emit([resolved])
-        doc = (tmp_path / "cap" / cap_filename("flood-ost", 2)).read_bytes()
-        assert cap_identifier("flood-ost", 1).encode() in doc
-    finally:
-        pipeline.alerts.close()
+    pipeline, outputs = city
+    pipeline.watched_districts = {"ost"}
+    first = _episode("ost", seq=1, level=1, prev_level=0, last_ns=T0)
+    pipeline.city_view._take_alerts(_alerts_topic(first.record("firing", T0)))
+    resolved = replace(first, seq=2, level=0, prev_level=1).record("resolved", T0 + 60 * S)
+    outputs.emit([resolved])
+    doc = (tmp_path / "cap" / cap_filename("flood-ost", 2)).read_bytes()
+    assert cap_identifier("flood-ost", 1).encode() in doc

@@ -260,18 +260,15 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if not bootstrap:
         raise ConfigError([("kafka.bootstrap_servers", "needed (or --bootstrap): with kafka.district_topic a "
                                                        "silence is shared with every instance")])
-    producer = None
 
     def share(silence_id, silence) -> None:
-        nonlocal producer
         producer = make_producer(cfg.kafka, bootstrap)
-        send_silence(producer, cfg.kafka.district_topic, silence_id, silence)
-
-    try:
-        return silence_command(cfg.alerting, args, share)
-    finally:
-        if producer is not None:
+        try:
+            send_silence(producer, cfg.kafka.district_topic, silence_id, silence)
+        finally:
             producer.close()
+
+    return silence_command(cfg.alerting, args, share)
 
 
 _COMMANDS = {

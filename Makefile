@@ -27,6 +27,7 @@ system-deps:
 # Temporary directories under this checkout: pytest prunes old ones in the shared /tmp/pytest-of-$USER, which
 # pulled the directories from under a run when another checkout's tests started beside it.
 test: $(STAMP) system-deps
+	mkdir -p .cache
 	$(BIN)/python -m pytest --basetemp=$(CURDIR)/.cache/pytest-tansu $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m broker --broker=apache --basetemp=$(CURDIR)/.cache/pytest-apache $(PYTEST_ARGS)
 

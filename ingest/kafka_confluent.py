@@ -167,10 +167,20 @@ class ConfluentReadingConsumer:
 
     # -- the consumer interface of the runner --
     def poll(self, timeout_ms: int | None = None) -> list[RawMessage]:
-        """The next batch of records, at most ``max_poll_records``."""
+        """The next batch of records, at most ``max_poll_records``: what is already fetched, or, when nothing is,
+        the first record(s) to arrive within the timeout (and what came with them).
+
+        Not one ``consume(max_poll_records, timeout)``: it returns only once it has that many messages or the
+        timeout passed, so at a sensor feed's rate every reading waited out the poll timeout (200 ms).
+        """
         timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
+        n = self.cfg.max_poll_records
         try:
-            msgs = self._consumer.consume(num_messages=self.cfg.max_poll_records, timeout=timeout)
+            msgs = self._consumer.consume(num_messages=n, timeout=0)
+            if not msgs:
+                msgs = self._consumer.consume(num_messages=1, timeout=timeout)
+                if msgs and n > 1:
+                    msgs += self._consumer.consume(num_messages=n - 1, timeout=0)
         except ck.KafkaException as e:
             _raise("poll", e)
         out = [RawMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])

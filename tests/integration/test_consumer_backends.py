@@ -297,6 +297,30 @@ def test_rebuild_end_is_the_first_fetched_high_watermark_after_a_seek(client, ka
         consumer.close()
 
 
+@pytest.mark.broker
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_poll_returns_what_arrived_without_waiting_out_its_timeout(client, kafka_bootstrap, topic_prefix):
+    """A reading at a sensor's pace is handed over as soon as it is fetched, not when a full batch (or the poll
+    timeout) is reached: librdkafka's consume(n, timeout) waits for n messages, which held every reading of
+    the confluent backend for the whole poll timeout."""
+    _needs(client)
+    topic = f"{topic_prefix}.air"
+    create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+    consumer = open_consumer(_kafka_cfg(client, f"{topic_prefix}-group", max_poll_records=500), kafka_bootstrap,
+                             [topic])
+    try:
+        wait_until(lambda: (consumer.poll(timeout_ms=200), len(consumer.assignment()) == PARTITIONS)[1], 30,
+                   interval=0, what="the assignment")
+        for k in range(3):
+            _produce(kafka_bootstrap, topic, [[json.dumps(_reading("air-1", time.time(), 10.0 + k)).encode()], []])
+            started = time.monotonic()
+            got = consumer.poll(timeout_ms=60_000)
+            # a poll that waited for its batch to fill would take the whole minute; fetching takes milliseconds
+            assert len(got) == 1 and time.monotonic() - started < 30, (k, len(got), time.monotonic() - started)
+    finally:
+        consumer.close()
+
+
 @pytest.mark.parametrize(("client", "district_topic", "problem"), [
     ("kafka-python", "", None),
     ("confluent", "", None),

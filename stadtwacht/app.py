@@ -61,7 +61,7 @@ class Service:
         self.feed = StateFeed(lambda: build_state(self.pipeline, cfg.alerting.language), self.lock)
         self.pipeline.alerts.listeners.append(lambda record: self.feed.changed())
         self.api = AlertApi(self.pipeline.alerts, token or "", lock=self.lock, on_change=self.feed.changed,
-                            remote=self._remote_alerts, forward_ack=self._forward_ack,
+                            remote=self.pipeline.remote_alerts, forward_ack=self._forward_ack,
                             share_silence=self._share_silence, history=self.pipeline.alert_history)
         self.runner = Runner(self.pipeline, bootstrap, self.health, topics=topics, on_change=self.feed.changed,
                              connect=False)
@@ -72,11 +72,6 @@ class Service:
                                self.feed, self.readiness, self.pipeline.cap_dir,
                                self.pipeline.active_records, cfg.http.max_body_bytes,
                                cfg.alerting.public_url)
-
-    def _remote_alerts(self) -> list[dict]:
-        """With several instances: the active alerts the others decide (stadtwacht.city_view)."""
-        city, here = self.pipeline.city_view, self.pipeline.watched_districts
-        return city.remote_alerts(here) if city is not None and here is not None else []
 
     def _forward_ack(self, alert_id: str, operator: str):
         city = self.pipeline.city_view

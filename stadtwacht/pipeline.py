@@ -287,6 +287,12 @@ class Pipeline:
             return local
         return merge_history(local, self.city_view.alert_log.recent(limit), limit)
 
+    def remote_alerts(self) -> list[dict]:
+        """With several instances: the active alerts the others decide, marked ``remote`` (the page's and
+        ``/api/alerts``' shape; from their episode changelog)."""
+        here = self.watched_districts
+        return self.city_view.remote_alerts(here) if self.city_view is not None and here is not None else []
+
     def active_records(self) -> list[AlertRecord]:
         """The latest record of every active alert (the Atom feed): those decided here and, with several
         instances, the others' (from their episode changelog, as the page shows them)."""

@@ -58,7 +58,7 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
                 health.extend({"sensor_id": s, "district": ep.district, "district_name": ep.district_name,
                                "kind": ep.quantity, "since": _rfc3339(ep.started_ns), "remote": True}
                               for s in ep.sensors)
-        alerts += [_page_alert(pipeline, a) for a in city.remote_alerts(watched)]
+        alerts += [_page_alert(pipeline, a) for a in pipeline.remote_alerts()]
     timeline = [msgspec.to_builtins(r) for r in pipeline.alert_history(100)]
     max_levels: dict[str, int] = {}
     for info in pipeline.engine.rule_info:

@@ -51,6 +51,9 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
                 store.put_silence(s)
             out = {"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}
             status = _shared(out, share, s.id, s)
+            if out.get("shared"):
+                with store.transaction():
+                    store.mark_silence_shared(s.id)
             print(json.dumps(out))
             return status
         if args.action == "remove":

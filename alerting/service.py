@@ -326,18 +326,46 @@ class AlertService:
             return next((s for s in self._silences if s.id == silence_id), None)
 
     def take_shared_silence(self, silence_id: str, s: Silence | None) -> bool:
-        """A silence shared by an instance (this one included) through the district topic: stored as given,
-        or removed (None); whether that changed anything here."""
+        """A silence shared by an instance (this one included) through the district topic: stored as given
+        (and noted as held by the topic), or removed (None); whether that changed anything here."""
         with self._lock:
-            if s == self.silence_by_id(silence_id):
-                return False
+            same = s == self.silence_by_id(silence_id)
             with self._store.transaction():
                 if s is None:
                     self._store.delete_silence(silence_id)
                 else:
-                    self._store.put_silence(s)
+                    if not same:
+                        self._store.put_silence(s)
+                    self._store.mark_silence_shared(silence_id)
+            if same:
+                return False
             self._silences = self._store.silences()
             return True
+
+    def reconcile_shared_silences(self, alive: Collection[str]) -> list[Silence]:
+        """After reading the whole district topic (``alive``: the silences it holds): lift a silence the topic
+        held once but holds no more, and return those it never held, to be shared now.
+
+        A deletion made while this instance was away reaches it as a tombstone, but only until the compacted
+        topic drops the tombstone (``delete.retention.ms``); after that the silence simply is not there, and
+        kept here it would quietly suppress this instance's warnings. A silence created here while the broker
+        could not take it was never on the topic: it is sent again rather than lost."""
+        alive = set(alive)
+        with self._lock:
+            unshared: list[Silence] = []
+            with self._store.transaction():
+                shared = self._store.shared_silence_ids()
+                for s in self._store.silences():
+                    if s.source == "config" or s.id in alive:
+                        continue
+                    if s.id in shared:
+                        self._store.delete_silence(s.id)
+                        log.warning("silence %s lifted: the district topic no longer holds it (deleted through "
+                                    "another instance while this one was away)", s.id)
+                    else:
+                        unshared.append(s)
+            self._silences = self._store.silences()
+            return unshared
 
     def is_silenced(self, ep: Episode) -> bool:
         """Whether the silences known here cover an episode (also one another instance decides)."""

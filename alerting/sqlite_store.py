@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   sent_ns INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS deliveries_channel_pending ON deliveries(channel, state, id);
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS shared_silences (id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS offsets (
   topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY(topic, part));
 CREATE TABLE IF NOT EXISTS published (
@@ -238,7 +239,14 @@ class SqliteAlertStore:
                          "data=excluded.data", (s.id, _enc.encode(s)))
 
     def delete_silence(self, silence_id: str) -> bool:
+        self._db.execute("DELETE FROM shared_silences WHERE id=?", (silence_id,))
         return self._db.execute("DELETE FROM silences WHERE id=?", (silence_id,)).rowcount > 0
+
+    def mark_silence_shared(self, silence_id: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO shared_silences VALUES (?)", (silence_id,))
+
+    def shared_silence_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM shared_silences")}
 
     def offsets(self) -> dict[tuple[str, int], int]:
         return {(t, p): o for t, p, o in self._db.execute("SELECT topic, part, next_offset FROM offsets")}

@@ -8,7 +8,8 @@ such an alert is forwarded to its owner as a record on the district's partition 
 ``"<district>|~ack|<alert_id>"``), which the owner applies like its own API's and then deletes (a tombstone).
 Silences created or deleted through any instance's API are shared the same way (key
 ``"|~silence|<silence_id>"`` on partition 0, the silence or a tombstone): every instance stores what it reads,
-so the owner of a district keeps it quiet whichever instance the operator used. The same reader reads the
+so the owner of a district keeps it quiet whichever instance the operator used; each time the reader has read
+the topic from its start it reconciles this instance's silences with it (``on_replayed``). The same reader reads the
 alerts topic back into an ``AlertLog`` (every instance's records: the timeline, remote episodes' CAP messages).
 """
 
@@ -67,10 +68,13 @@ class CityView:
                  on_change: Callable[[], None] = lambda: None,
                  on_silence: Callable[[str, Silence | None], bool] = lambda silence_id, s: False,
                  silenced: Callable[[Episode], bool] = lambda ep: False, alerts_topic: str = "",
-                 on_alert: Callable[[AlertRecord], None] = lambda record: None) -> None:
+                 on_alert: Callable[[AlertRecord], None] = lambda record: None,
+                 on_replayed: Callable[[set[str]], list[Silence]] = lambda alive: []) -> None:
         """``on_silence``: stores a shared silence (None: removes it), whether that changed anything;
         ``silenced``: whether the silences known here cover an episode; ``alerts_topic`` (when set) is read
-        into ``alert_log``, ``on_alert`` called with each new record (after the log has it)."""
+        into ``alert_log``, ``on_alert`` called with each new record (after the log has it); ``on_replayed``:
+        called with the silences the topic holds each time it has been read from its start to its end
+        (at start and after a broker outage), returns silences of this instance to share now."""
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.topic = topic
@@ -81,6 +85,8 @@ class CityView:
         self.silenced = silenced
         self.alerts_topic = alerts_topic
         self.on_alert = on_alert
+        self.on_replayed = on_replayed
+        self._replayed: dict[str, bool] | None = None  # while reading from the start: silence id -> alive
         self.alert_log = AlertLog()
         self._episodes: dict[bytes, Episode] = {}  # episode key -> newest active state
         self._lock = threading.Lock()
@@ -122,7 +128,16 @@ class CityView:
         except (msgspec.DecodeError, TypeError):
             log.warning("undecodable shared silence %r skipped", silence_id)
             return False
+        if self._replayed is not None:
+            self._replayed[silence_id] = silence is not None
         return self.on_silence(silence_id, silence)
+
+    def _replay_done(self) -> None:
+        """The topic read from its start to its end: reconcile this instance's silences with it."""
+        alive = {sid for sid, live in (self._replayed or {}).items() if live}
+        self._replayed = None
+        for s in self.on_replayed(alive):
+            send_silence(self.producer, self.topic, s.id, s)
 
     def episodes(self, skip: Collection[str] = ()) -> list[Episode]:
         """The active episodes, but those of the districts in ``skip``."""
@@ -185,6 +200,7 @@ class CityView:
                 tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
                 consumer.assign(tps)
                 consumer.seek_to_beginning(*tps)
+                self._replayed = {}
                 delay = 1.0
                 alert_tps: list[TopicPartition] = []
                 looked = 0.0
@@ -203,12 +219,14 @@ class CityView:
                             continue
                         for r in records:
                             changed |= self.take(r.key, r.value)
-                    if not self._caught_up:
+                    if self._replayed is not None:
                         # the high watermark of a fetch answer, not ListOffsets(LATEST) (wrong on Tansu)
                         ends = [consumer.highwater(tp) for tp in tps]
-                        self._caught_up = None not in ends and all(
-                            consumer.position(tp) >= end for tp, end in zip(tps, ends, strict=True))
-                        changed |= self._caught_up
+                        if None not in ends and all(
+                                consumer.position(tp) >= end for tp, end in zip(tps, ends, strict=True)):
+                            self._replay_done()
+                            changed |= not self._caught_up
+                            self._caught_up = True
                     if changed:
                         self.on_change()
             except KafkaError as e:  # the main loop reports the broker's state; here: read again later

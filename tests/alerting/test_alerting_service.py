@@ -234,6 +234,41 @@ def test_config_silence_and_active_view(tmp_path):
     svc.close()
 
 
+def test_silences_are_reconciled_with_what_the_district_topic_holds(tmp_path):
+    """After the district topic was read whole: a silence it held once but no longer holds (deleted through
+    another instance, its tombstone compacted away) is lifted; one it never held (made here while the broker
+    was away) is handed back for sharing; one it holds, and the configuration's, stay."""
+    from alerting.config import SilenceConfig
+    from alerting.store import Silence
+
+    clock = FakeClock()
+    svc = make(tmp_path, clock, silences=[SilenceConfig(id="w", hazard="air")])
+    made_here = svc.silence(districts=["mitte"], comment="broker away")["id"]
+
+    def shared(silence_id: str, district: str) -> str:
+        assert svc.take_shared_silence(silence_id, Silence(
+            id=silence_id, districts=(district,), sensors=(), hazard="", starts_ns=T0, ends_ns=0, comment="",
+            created_by="Schmidt", source="api"))
+        return silence_id
+
+    kept = shared("kept", "ost")
+    shared("gone", "west")
+    assert not svc.take_shared_silence(kept, svc.silence_by_id(kept))  # read again: nothing changes
+    to_share = svc.reconcile_shared_silences({kept})
+    assert [s.id for s in to_share] == [made_here]
+    assert {s["id"] for s in svc.silences()} == {"w", made_here, kept}
+    svc.apply([level("west", 3)])  # no longer silenced
+    svc.deliver_pending()
+    assert len(refs(read_file_channel(tmp_path, "leitstelle"))) == 1
+    # once read back from the topic, the silence made here counts as shared like the others
+    assert not svc.take_shared_silence(made_here, to_share[0])
+    assert svc.reconcile_shared_silences({kept, made_here}) == []
+    assert svc.reconcile_shared_silences({kept}) == [] and svc.silence_by_id(made_here) is None
+    assert svc.unsilence(kept) and svc.reconcile_shared_silences(set()) == []  # deleted here: nothing to share
+    assert [s["id"] for s in svc.silences()] == ["w"]
+    svc.close()
+
+
 def test_listeners_get_committed_records(tmp_path):
     svc = make(tmp_path)
     seen = []

@@ -16,12 +16,14 @@ from alerting.episodes import Episode
 from alerting.record import encode_record
 from alerting.store import Silence
 from ingest.config import KafkaConfig
-from stadtwacht.city_view import CityView
+from stadtwacht.city_view import CityView, send_silence
 from stadtwacht.config import load_config
 from stadtwacht.district_stage import SILENCE_KEY, EpisodeState, episode_key
 from stadtwacht.outputs import AlertOutputs
 from stadtwacht.pipeline import Pipeline
 from stadtwacht.state_view import build_state
+from tests.support.kafka_topics import create_topics, producer, read_topic
+from tests.support.service import wait_until
 
 S = 1_000_000_000
 T0 = 1_750_000_000 * S
@@ -173,3 +175,46 @@ def test_the_cap_message_of_an_episode_taken_over_references_the_previous_owners
     outputs.emit([resolved])
     doc = (tmp_path / "cap" / cap_filename("flood-ost", 2)).read_bytes()
     assert cap_identifier("flood-ost", 1).encode() in doc
+
+
+@pytest.mark.broker
+def test_reading_the_district_topic_whole_reconciles_this_instances_silences(kafka_bootstrap, topic_prefix,
+                                                                            tmp_path):
+    """Through a broker: once the reader has read the district topic from its start, a silence this instance took
+    from the topic before but the topic no longer holds (deleted while it was away, the tombstone compacted
+    away) is lifted, one the topic holds stays, one deleted by a tombstone still there goes, and one made here
+    while the broker was away is shared (and counts as shared once read back)."""
+    topic = f"{topic_prefix}.districts"
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+
+    def silence(silence_id: str, district: str) -> Silence:
+        return Silence(id=silence_id, districts=(district,), sensors=(), hazard="", starts_ns=T0, ends_ns=0,
+                       comment="Wartung", created_by="Schmidt", source="api")
+
+    prod = producer(kafka_bootstrap)
+    send_silence(prod, topic, "kept", silence("kept", "ost"))
+    send_silence(prod, topic, "ended", silence("ended", "nord"))
+    send_silence(prod, topic, "ended", None)
+    cfg, _ = load_config(None)
+    pipeline = Pipeline(cfg, CollectorRegistry(), tmp_path)
+    alerts = pipeline.alerts
+    view = None
+    try:
+        for sid, district in (("kept", "ost"), ("ended", "nord"), ("gone", "west")):  # read from the topic before
+            alerts.take_shared_silence(sid, silence(sid, district))
+        made_here = alerts.silence(districts=["mitte"], comment="broker away")["id"]
+        view = CityView(KafkaConfig(), kafka_bootstrap, topic, 1, prod, on_silence=alerts.take_shared_silence,
+                        on_replayed=alerts.reconcile_shared_silences)
+        view.start()
+        shared_key = SILENCE_KEY + made_here.encode()
+        wait_until(lambda: view.caught_up and any(r.key == shared_key for r in read_topic(kafka_bootstrap, topic,
+                                                                                          timeout=5)),
+                   30, what="the silence made here on the topic")
+        assert {s["id"] for s in alerts.silences()} == {"kept", made_here}
+        wait_until(lambda: alerts.reconcile_shared_silences({"kept", made_here}) == [], 10,
+                   what="the silence made here read back")
+    finally:
+        if view is not None:
+            view.stop()
+        prod.close()
+        alerts.close()

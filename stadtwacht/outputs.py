@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -34,6 +35,8 @@ class AlertOutputs:
         # the loop writes its own events, the city view's reader the others' (and those of an episode taken
         # over while they arrive): one writer at a time, so an older event never replaces the latest message
         self._cap_lock = threading.Lock()
+        self._later: queue.Queue[AlertRecord] = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     def emit(self, records: list[AlertRecord]) -> None:
         for r in records:
@@ -50,6 +53,32 @@ class AlertOutputs:
         it is written already."""
         if self.cap_dir is not None and not (self.cap_dir / cap_filename(r.alert_id, r.seq)).exists():
             self._write_cap(r)
+
+    def write_cap_later(self, r: AlertRecord) -> None:
+        """``write_cap_once`` on a thread of its own: the city view's reader hands over what it reads back and
+        reads on. A new replica reads the whole alerts topic at start, about 1 ms of writing (two fsyncs) per
+        message, and its whole-city view waits for that reader. Messages still queued at exit are written at
+        the next start (the topic is read again; what is written already is skipped)."""
+        if self.cap_dir is None:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_queued, name="cap-writer", daemon=True)
+            self._writer.start()
+        self._later.put(r)
+
+    def wait_written(self) -> None:
+        """Until every message handed to ``write_cap_later`` is written (or its failure logged)."""
+        self._later.join()
+
+    def _write_queued(self) -> None:
+        while True:
+            r = self._later.get()
+            try:
+                self.write_cap_once(r)
+            except Exception:  # an extra output: never stop the writer
+                log.exception("CAP message for %s/%d not written", r.alert_id, r.seq)
+            finally:
+                self._later.task_done()
 
     def _history(self, r: AlertRecord) -> list[AlertRecord]:
         """The episode's records known here (its CAP ``references``): this instance's and, with several

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -175,6 +176,31 @@ def test_the_cap_message_of_an_episode_taken_over_references_the_previous_owners
     outputs.emit([resolved])
     doc = (tmp_path / "cap" / cap_filename("flood-ost", 2)).read_bytes()
     assert cap_identifier("flood-ost", 1).encode() in doc
+
+
+def test_cap_messages_of_records_read_back_are_written_while_the_reader_reads_on(city, tmp_path):
+    """The reader hands what it reads back to the CAP writer's thread: a replica reading a long alerts topic at
+    start is not held up by the writing (its whole-city view waits for the reader)."""
+    pipeline, outputs = city
+    first = _episode("ost", seq=1, level=1, prev_level=0, last_ns=T0)
+    records = [first.record("firing", T0), replace(first, seq=2, level=2).record("update", T0 + S)]
+    let_through = threading.Event()
+    write = outputs.write_cap_once
+
+    def held_back(r) -> None:
+        let_through.wait(30)
+        write(r)
+
+    outputs.write_cap_once = held_back
+    view = pipeline.city_view
+    view.on_alert = outputs.write_cap_later  # as the runner wires it
+    assert view._take_alerts(_alerts_topic(*records))  # back at once, nothing written yet
+    assert view.alert_log.episode_records("flood-ost") == records
+    cap = tmp_path / "cap"
+    assert not list(cap.glob("*.xml"))
+    let_through.set()
+    outputs.wait_written()
+    assert {p.name for p in cap.glob("*.xml")} == {cap_filename("flood-ost", seq) for seq in (None, 1, 2)}
 
 
 @pytest.mark.broker

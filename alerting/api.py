@@ -128,8 +128,11 @@ class AlertApi:
         try:
             shared = self._share_silence(silence_id)
         except Exception as exc:  # the broker: the operator must know the other instances did not get it
+            if "deleted" in doc:
+                self._service.silence_deletion_unshared(silence_id)
             doc.update(shared=False, warning=f"done on this instance only: sharing it with the other instances "
-                                             f"failed ({type(exc).__name__}); repeat the request")
+                                             f"failed ({type(exc).__name__}); this instance shares it once the "
+                                             f"broker takes it")
             return _json(status, doc)
         if shared is not None:
             doc["shared"] = shared

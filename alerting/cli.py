@@ -13,7 +13,7 @@ from collections.abc import Callable
 from alerting.config import AlertingConfig
 from alerting.episodes import rfc3339
 from alerting.recovery import open_store
-from alerting.store import Silence
+from alerting.store import DELETED, Silence
 from alerting.templates import clean
 from stadtwacht.durations import parse_duration
 
@@ -51,9 +51,6 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
                 store.put_silence(s)
             out = {"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}
             status = _shared(out, share, s.id, s)
-            if out.get("shared"):
-                with store.transaction():
-                    store.mark_silence_shared(s.id)
             print(json.dumps(out))
             return status
         if args.action == "remove":
@@ -62,6 +59,8 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
                 return 2
             with store.transaction():
                 ok = store.delete_silence(args.id)
+                if ok and share is not None:  # until the service on this state directory reads the tombstone
+                    store.set_silence_sharing(args.id, DELETED)
             if not ok:
                 print(f"silence remove: no silence {args.id!r}", file=sys.stderr)
                 return 1
@@ -84,7 +83,8 @@ def _shared(out: dict, share: Callable[[str, Silence | None], None] | None, sile
         share(silence_id, silence)
     except Exception as exc:  # the broker: the operator must know the other instances did not get it
         out.update(shared=False, warning=f"done in this state directory only: sharing it with the other instances "
-                                         f"failed ({type(exc).__name__}: {exc}); run the command again")
+                                         f"failed ({type(exc).__name__}: {exc}); the service running on this state "
+                                         f"directory shares it once the broker takes it")
         print(out["warning"], file=sys.stderr)
         return 1
     out["shared"] = True

@@ -25,7 +25,7 @@ from alerting.outbox import Notifier, RetryPolicy
 from alerting.record import AlertRecord
 from alerting.recovery import STATE_FILE, open_store
 from alerting.routing import Router
-from alerting.store import Silence
+from alerting.store import DELETED, SHARED, Silence
 from alerting.templates import clean, render_event_message, render_followup_message
 from geodata.levels import DistrictLevel
 from stadtwacht.durations import parse_duration
@@ -314,6 +314,8 @@ class AlertService:
         with self._lock:
             with self._store.transaction():
                 ok = self._store.delete_silence(silence_id)
+                if ok and self._store.silence_sharing().get(silence_id) == SHARED:
+                    self._store.set_silence_sharing(silence_id, DELETED)  # until its tombstone is read back
             self._silences = self._store.silences()
             return ok
 
@@ -327,45 +329,63 @@ class AlertService:
 
     def take_shared_silence(self, silence_id: str, s: Silence | None) -> bool:
         """A silence shared by an instance (this one included) through the district topic: stored as given
-        (and noted as held by the topic), or removed (None); whether that changed anything here."""
+        (and remembered as held by the topic), or removed (None); whether that changed anything here. A
+        silence deleted here while the broker could not take the deletion stays deleted."""
         with self._lock:
+            state = self._store.silence_sharing().get(silence_id)
+            if s is not None and state == DELETED:
+                return False
             same = s == self.silence_by_id(silence_id)
             with self._store.transaction():
                 if s is None:
                     self._store.delete_silence(silence_id)
+                    self._store.set_silence_sharing(silence_id, None)
                 else:
                     if not same:
                         self._store.put_silence(s)
-                    self._store.mark_silence_shared(silence_id)
+                    if state != SHARED:
+                        self._store.set_silence_sharing(silence_id, SHARED)
             if same:
                 return False
             self._silences = self._store.silences()
             return True
 
-    def reconcile_shared_silences(self, alive: Collection[str]) -> list[Silence]:
-        """After reading the whole district topic (``alive``: the silences it holds): lift a silence the topic
-        held once but holds no more, and return those it never held, to be shared now.
+    def silence_deletion_unshared(self, silence_id: str) -> None:
+        """A silence deleted here whose deletion the broker did not take: shared by ``unshared_silences``."""
+        with self._lock, self._store.transaction():
+            self._store.set_silence_sharing(silence_id, DELETED)
 
-        A deletion made while this instance was away reaches it as a tombstone, but only until the compacted
-        topic drops the tombstone (``delete.retention.ms``); after that the silence simply is not there, and
-        kept here it would quietly suppress this instance's warnings. A silence created here while the broker
-        could not take it was never on the topic: it is sent again rather than lost."""
+    def unshared_silences(self, alive: Collection[str], whole: bool = False) -> list[tuple[str, Silence | None]]:
+        """What the district topic lacks, to be shared now (``alive``: the silences it holds, as read so far):
+        silences made here while the broker could not take them, and deletions (None) it did not take.
+
+        ``whole``: ``alive`` comes from reading the topic from its start to its end, so a silence it held once
+        but no longer holds is lifted here. A deletion made through another instance reaches this one as a
+        tombstone, but only until the compacted topic drops the tombstone (``delete.retention.ms``); after
+        that the silence simply is not there, and kept here it would quietly suppress this instance's
+        warnings."""
         alive = set(alive)
         with self._lock:
-            unshared: list[Silence] = []
+            out: list[tuple[str, Silence | None]] = []
             with self._store.transaction():
-                shared = self._store.shared_silence_ids()
+                sharing = self._store.silence_sharing()
                 for s in self._store.silences():
                     if s.source == "config" or s.id in alive:
                         continue
-                    if s.id in shared:
+                    if sharing.get(s.id) != SHARED:
+                        out.append((s.id, s))
+                    elif whole:
                         self._store.delete_silence(s.id)
+                        self._store.set_silence_sharing(s.id, None)
                         log.warning("silence %s lifted: the district topic no longer holds it (deleted through "
                                     "another instance while this one was away)", s.id)
-                    else:
-                        unshared.append(s)
+                for silence_id, state in sharing.items():
+                    if state == DELETED and silence_id in alive:
+                        out.append((silence_id, None))
+                    elif state == DELETED and whole:  # nothing left to delete
+                        self._store.set_silence_sharing(silence_id, None)
             self._silences = self._store.silences()
-            return unshared
+            return out
 
     def is_silenced(self, ep: Episode) -> bool:
         """Whether the silences known here cover an episode (also one another instance decides)."""

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   sent_ns INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS deliveries_channel_pending ON deliveries(channel, state, id);
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS shared_silences (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS silence_sharing (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
   topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY(topic, part));
 CREATE TABLE IF NOT EXISTS published (
@@ -239,14 +239,17 @@ class SqliteAlertStore:
                          "data=excluded.data", (s.id, _enc.encode(s)))
 
     def delete_silence(self, silence_id: str) -> bool:
-        self._db.execute("DELETE FROM shared_silences WHERE id=?", (silence_id,))
         return self._db.execute("DELETE FROM silences WHERE id=?", (silence_id,)).rowcount > 0
 
-    def mark_silence_shared(self, silence_id: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO shared_silences VALUES (?)", (silence_id,))
+    def set_silence_sharing(self, silence_id: str, state: str | None) -> None:
+        if state is None:
+            self._db.execute("DELETE FROM silence_sharing WHERE id=?", (silence_id,))
+        else:
+            self._db.execute("INSERT INTO silence_sharing VALUES (?,?) ON CONFLICT(id) DO UPDATE SET "
+                             "state=excluded.state", (silence_id, state))
 
-    def shared_silence_ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT id FROM shared_silences")}
+    def silence_sharing(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT id, state FROM silence_sharing"))
 
     def offsets(self) -> dict[tuple[str, int], int]:
         return {(t, p): o for t, p, o in self._db.execute("SELECT topic, part, next_offset FROM offsets")}

@@ -14,7 +14,7 @@ from typing import Protocol
 from alerting.episodes import Episode, EpisodeKey
 from alerting.record import AlertRecord
 
-__all__ = ["AlertStore", "Delivery", "Pending", "Silence"]
+__all__ = ["DELETED", "SHARED", "AlertStore", "Delivery", "Pending", "Silence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,10 @@ class Silence:
         return bool(set(self.districts) & set(record.districts) or set(self.sensors) & set(record.sensors))
 
 
+#: ``silence_sharing`` states
+SHARED, DELETED = "shared", "deleted"
+
+
 class AlertStore(Protocol):
     """What the service needs from a durable store (one instance per thread)."""
 
@@ -113,8 +117,9 @@ class AlertStore(Protocol):
     def silences(self) -> list[Silence]: ...
     def put_silence(self, s: Silence) -> None: ...
     def delete_silence(self, silence_id: str) -> bool: ...
-    # silences the district topic is known to hold (its record was read back, or the broker took it)
-    def mark_silence_shared(self, silence_id: str) -> None: ...
-    def shared_silence_ids(self) -> set[str]: ...
+    # what the district topic knows of a silence: SHARED (it holds it), DELETED (deleted here, the deletion not
+    # yet taken by the broker), None (nothing to remember)
+    def set_silence_sharing(self, silence_id: str, state: str | None) -> None: ...
+    def silence_sharing(self) -> dict[str, str]: ...
     def offsets(self) -> dict[tuple[str, int], int]: ...
     def set_offsets(self, offsets: dict[tuple[str, int], int]) -> None: ...

@@ -8,8 +8,9 @@ such an alert is forwarded to its owner as a record on the district's partition 
 ``"<district>|~ack|<alert_id>"``), which the owner applies like its own API's and then deletes (a tombstone).
 Silences created or deleted through any instance's API are shared the same way (key
 ``"|~silence|<silence_id>"`` on partition 0, the silence or a tombstone): every instance stores what it reads,
-so the owner of a district keeps it quiet whichever instance the operator used; each time the reader has read
-the topic from its start it reconciles this instance's silences with it (``on_replayed``). The same reader reads the
+so the owner of a district keeps it quiet whichever instance the operator used. What the broker did not take
+(created or deleted here during an outage) the reader shares later (``unshared``), and each time it has read the
+topic from its start it also lifts what the topic no longer holds. The same reader reads the
 alerts topic back into an ``AlertLog`` (every instance's records: the timeline, remote episodes' CAP messages).
 """
 
@@ -69,12 +70,14 @@ class CityView:
                  on_silence: Callable[[str, Silence | None], bool] = lambda silence_id, s: False,
                  silenced: Callable[[Episode], bool] = lambda ep: False, alerts_topic: str = "",
                  on_alert: Callable[[AlertRecord], None] = lambda record: None,
-                 on_replayed: Callable[[set[str]], list[Silence]] = lambda alive: []) -> None:
+                 unshared: Callable[[set[str], bool], list[tuple[str, Silence | None]]] = lambda alive, whole: [],
+                 share_retry_s: float = 30.0) -> None:
         """``on_silence``: stores a shared silence (None: removes it), whether that changed anything;
         ``silenced``: whether the silences known here cover an episode; ``alerts_topic`` (when set) is read
-        into ``alert_log``, ``on_alert`` called with each new record (after the log has it); ``on_replayed``:
-        called with the silences the topic holds each time it has been read from its start to its end
-        (at start and after a broker outage), returns silences of this instance to share now."""
+        into ``alert_log``, ``on_alert`` called with each new record (after the log has it); ``unshared``:
+        given the silences the topic holds and whether that is known from reading it whole (from its start,
+        at start and after a broker outage), what this instance has to share (None: a deletion); asked then and
+        every ``share_retry_s`` seconds."""
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.topic = topic
@@ -85,8 +88,9 @@ class CityView:
         self.silenced = silenced
         self.alerts_topic = alerts_topic
         self.on_alert = on_alert
-        self.on_replayed = on_replayed
-        self._replayed: dict[str, bool] | None = None  # while reading from the start: silence id -> alive
+        self.unshared = unshared
+        self.share_retry_s = share_retry_s
+        self._silence_alive: dict[str, bool] = {}  # silence id -> held by the topic, as read since its start
         self.alert_log = AlertLog()
         self._episodes: dict[bytes, Episode] = {}  # episode key -> newest active state
         self._lock = threading.Lock()
@@ -128,16 +132,15 @@ class CityView:
         except (msgspec.DecodeError, TypeError):
             log.warning("undecodable shared silence %r skipped", silence_id)
             return False
-        if self._replayed is not None:
-            self._replayed[silence_id] = silence is not None
+        self._silence_alive[silence_id] = silence is not None
         return self.on_silence(silence_id, silence)
 
-    def _replay_done(self) -> None:
-        """The topic read from its start to its end: reconcile this instance's silences with it."""
-        alive = {sid for sid, live in (self._replayed or {}).items() if live}
-        self._replayed = None
-        for s in self.on_replayed(alive):
-            send_silence(self.producer, self.topic, s.id, s)
+    def _share_unshared(self, whole: bool) -> None:
+        """Send what the topic lacks of this instance's silences (``whole``: the topic was read from its start
+        to its end, so what it no longer holds is lifted here)."""
+        alive = {sid for sid, live in self._silence_alive.items() if live}
+        for silence_id, silence in self.unshared(alive, whole):
+            send_silence(self.producer, self.topic, silence_id, silence)
 
     def episodes(self, skip: Collection[str] = ()) -> list[Episode]:
         """The active episodes, but those of the districts in ``skip``."""
@@ -200,7 +203,8 @@ class CityView:
                 tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
                 consumer.assign(tps)
                 consumer.seek_to_beginning(*tps)
-                self._replayed = {}
+                self._silence_alive = {}
+                replaying, shared_at = True, 0.0
                 delay = 1.0
                 alert_tps: list[TopicPartition] = []
                 looked = 0.0
@@ -219,14 +223,18 @@ class CityView:
                             continue
                         for r in records:
                             changed |= self.take(r.key, r.value)
-                    if self._replayed is not None:
+                    if replaying:
                         # the high watermark of a fetch answer, not ListOffsets(LATEST) (wrong on Tansu)
                         ends = [consumer.highwater(tp) for tp in tps]
                         if None not in ends and all(
                                 consumer.position(tp) >= end for tp, end in zip(tps, ends, strict=True)):
-                            self._replay_done()
+                            replaying, shared_at = False, time.monotonic()
+                            self._share_unshared(whole=True)
                             changed |= not self._caught_up
                             self._caught_up = True
+                    elif time.monotonic() - shared_at > self.share_retry_s:
+                        shared_at = time.monotonic()
+                        self._share_unshared(whole=False)
                     if changed:
                         self.on_change()
             except KafkaError as e:  # the main loop reports the broker's state; here: read again later

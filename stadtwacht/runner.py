@@ -162,7 +162,7 @@ class Runner:
                                                on_silence=alerts.take_shared_silence, silenced=alerts.is_silenced,
                                                alerts_topic=self.cfg.alerts_topic,
                                                on_alert=self.outputs.write_cap_later,
-                                               on_replayed=alerts.reconcile_shared_silences)
+                                               unshared=alerts.unshared_silences)
             self.pipeline.city_view.start()
         self._note_assignment()  # every topic at 0 until partitions are assigned
 

@@ -179,6 +179,7 @@ def test_silences_are_shared_with_the_other_instances(setup):
     assert status == 200 and out["shared"] is False and "this instance only" in out["warning"]
     assert call(api, "GET", "/api/silences")[1]["silences"] == []  # deleted here all the same
     assert call(api, "DELETE", f"/api/silences/{sid}")[0] == 404 and shared == [sid]  # nothing to hand on
+    assert svc.unshared_silences({sid}) == [(sid, None)]  # the deletion: shared once the broker takes it
     single = AlertApi(svc, TOKEN, share_silence=lambda i: None)  # no other instance: nothing to say
     assert "shared" not in call(single, "POST", "/api/silences", b'{"districts": ["nord"]}')[1]
 

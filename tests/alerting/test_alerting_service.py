@@ -234,38 +234,51 @@ def test_config_silence_and_active_view(tmp_path):
     svc.close()
 
 
-def test_silences_are_reconciled_with_what_the_district_topic_holds(tmp_path):
-    """After the district topic was read whole: a silence it held once but no longer holds (deleted through
-    another instance, its tombstone compacted away) is lifted; one it never held (made here while the broker
-    was away) is handed back for sharing; one it holds, and the configuration's, stay."""
+def test_silences_the_district_topic_lacks_are_shared_and_those_it_dropped_are_lifted(tmp_path):
+    """What the district topic lacks of this instance's silences (made or deleted here while the broker could not
+    take it) is handed back for sharing; once the topic was read whole, a silence it held once but no longer holds
+    (deleted through another instance, its tombstone compacted away) is lifted. The configuration's stay."""
     from alerting.config import SilenceConfig
     from alerting.store import Silence
 
-    clock = FakeClock()
-    svc = make(tmp_path, clock, silences=[SilenceConfig(id="w", hazard="air")])
+    def silence(silence_id: str, district: str) -> Silence:
+        return Silence(id=silence_id, districts=(district,), sensors=(), hazard="", starts_ns=T0, ends_ns=0,
+                       comment="", created_by="Schmidt", source="api")
+
+    svc = make(tmp_path, FakeClock(), silences=[SilenceConfig(id="w", hazard="air")])
     made_here = svc.silence(districts=["mitte"], comment="broker away")["id"]
+    for sid, district in (("kept", "ost"), ("gone", "west"), ("deleted-here", "nord")):  # read from the topic
+        assert svc.take_shared_silence(sid, silence(sid, district))
+    assert not svc.take_shared_silence("kept", silence("kept", "ost"))  # read again: nothing changes
+    assert svc.unsilence("deleted-here")
+    assert not svc.take_shared_silence("deleted-here", silence("deleted-here", "nord"))  # read again: stays deleted
 
-    def shared(silence_id: str, district: str) -> str:
-        assert svc.take_shared_silence(silence_id, Silence(
-            id=silence_id, districts=(district,), sensors=(), hazard="", starts_ns=T0, ends_ns=0, comment="",
-            created_by="Schmidt", source="api"))
-        return silence_id
+    def ids(pairs) -> list[tuple[str, str | None]]:
+        return [(sid, s and s.id) for sid, s in pairs]
 
-    kept = shared("kept", "ost")
-    shared("gone", "west")
-    assert not svc.take_shared_silence(kept, svc.silence_by_id(kept))  # read again: nothing changes
-    to_share = svc.reconcile_shared_silences({kept})
-    assert [s.id for s in to_share] == [made_here]
-    assert {s["id"] for s in svc.silences()} == {"w", made_here, kept}
+    topic = {"kept", "deleted-here"}  # "gone" was deleted elsewhere and its tombstone compacted away
+    assert ids(svc.unshared_silences(topic)) == [(made_here, made_here), ("deleted-here", None)]
+    assert {s["id"] for s in svc.silences()} == {"w", made_here, "kept", "gone"}  # reading on: nothing lifted
+    assert ids(svc.unshared_silences(topic, whole=True)) == [(made_here, made_here), ("deleted-here", None)]
+    assert {s["id"] for s in svc.silences()} == {"w", made_here, "kept"}
     svc.apply([level("west", 3)])  # no longer silenced
     svc.deliver_pending()
     assert len(refs(read_file_channel(tmp_path, "leitstelle"))) == 1
-    # once read back from the topic, the silence made here counts as shared like the others
-    assert not svc.take_shared_silence(made_here, to_share[0])
-    assert svc.reconcile_shared_silences({kept, made_here}) == []
-    assert svc.reconcile_shared_silences({kept}) == [] and svc.silence_by_id(made_here) is None
-    assert svc.unsilence(kept) and svc.reconcile_shared_silences(set()) == []  # deleted here: nothing to share
-    assert [s["id"] for s in svc.silences()] == ["w"]
+
+    # both read back from the topic: nothing left to share
+    assert not svc.take_shared_silence("deleted-here", None)
+    assert not svc.take_shared_silence(made_here, svc.silence_by_id(made_here))
+    topic = {"kept", made_here}
+    assert svc.unshared_silences(topic, whole=True) == []
+    # deleted through the API before it was read back, the broker did not take the deletion
+    other = svc.silence(districts=["sued"])["id"]
+    assert svc.unsilence(other)
+    svc.silence_deletion_unshared(other)
+    assert ids(svc.unshared_silences(topic | {other})) == [(other, None)]
+    assert svc.unshared_silences(topic, whole=True) == []  # the topic does not hold it: nothing left to delete
+    assert svc.unshared_silences(topic | {other}) == []
+    assert svc.unshared_silences({"kept"}, whole=True) == [] and svc.silence_by_id(made_here) is None
+    assert [s["id"] for s in svc.silences()] == ["w", "kept"]
     svc.close()
 
 
@@ -417,6 +430,16 @@ def test_silence_cli_shares_with_the_other_instances(tmp_path, capsys):
     assert out["shared"] is False and "no broker" in captured.err
     assert silence_command(file_config(tmp_path), argparse.Namespace(action="list", **ns)) == 0
     assert json.loads(capsys.readouterr().out)["id"] == out["id"]  # held here all the same
+    kept = out["id"]
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns),
+                           lambda sid, s: shared.append((sid, s))) == 0
+    ns["id"] = removed = json.loads(capsys.readouterr().out)["id"]  # shared, then deleted with the broker away
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns), broken) == 1
+    assert json.loads(capsys.readouterr().out)["shared"] is False
+    # the service on this state directory shares both once the broker takes them
+    svc = make(tmp_path)
+    assert [(sid, s and s.id) for sid, s in svc.unshared_silences({removed})] == [(kept, kept), (removed, None)]
+    svc.close()
 
 
 def test_started_notifier_delivers_and_stop_drains(tmp_path):

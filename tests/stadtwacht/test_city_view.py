@@ -204,18 +204,24 @@ def test_cap_messages_of_records_read_back_are_written_while_the_reader_reads_on
 
 
 @pytest.mark.broker
-def test_reading_the_district_topic_whole_reconciles_this_instances_silences(kafka_bootstrap, topic_prefix,
-                                                                            tmp_path):
+def test_the_reader_shares_what_the_district_topic_lacks_and_lifts_what_it_dropped(kafka_bootstrap, topic_prefix,
+                                                                                  tmp_path):
     """Through a broker: once the reader has read the district topic from its start, a silence this instance took
     from the topic before but the topic no longer holds (deleted while it was away, the tombstone compacted
     away) is lifted, one the topic holds stays, one deleted by a tombstone still there goes, and one made here
-    while the broker was away is shared (and counts as shared once read back)."""
+    while the broker was away is shared; later, what is made or deleted here and not yet on the topic is shared
+    on the reader's next round."""
     topic = f"{topic_prefix}.districts"
     create_topics(kafka_bootstrap, [topic], partitions=1)
 
     def silence(silence_id: str, district: str) -> Silence:
         return Silence(id=silence_id, districts=(district,), sensors=(), hazard="", starts_ns=T0, ends_ns=0,
                        comment="Wartung", created_by="Schmidt", source="api")
+
+    def on_topic() -> dict[str, bool]:
+        """Each silence on the topic: whether its newest record holds it (False: a tombstone)."""
+        return {r.key[len(SILENCE_KEY):].decode(): r.value is not None
+                for r in read_topic(kafka_bootstrap, topic, timeout=5)}
 
     prod = producer(kafka_bootstrap)
     send_silence(prod, topic, "kept", silence("kept", "ost"))
@@ -230,15 +236,17 @@ def test_reading_the_district_topic_whole_reconciles_this_instances_silences(kaf
             alerts.take_shared_silence(sid, silence(sid, district))
         made_here = alerts.silence(districts=["mitte"], comment="broker away")["id"]
         view = CityView(KafkaConfig(), kafka_bootstrap, topic, 1, prod, on_silence=alerts.take_shared_silence,
-                        on_replayed=alerts.reconcile_shared_silences)
+                        unshared=alerts.unshared_silences, share_retry_s=0.5)
         view.start()
-        shared_key = SILENCE_KEY + made_here.encode()
-        wait_until(lambda: view.caught_up and any(r.key == shared_key for r in read_topic(kafka_bootstrap, topic,
-                                                                                          timeout=5)),
-                   30, what="the silence made here on the topic")
+        wait_until(lambda: view.caught_up and on_topic().get(made_here), 30, what="the silence made here on the topic")
         assert {s["id"] for s in alerts.silences()} == {"kept", made_here}
-        wait_until(lambda: alerts.reconcile_shared_silences({"kept", made_here}) == [], 10,
+        wait_until(lambda: alerts.unshared_silences({"kept", made_here}, whole=True) == [], 10,
                    what="the silence made here read back")
+        later = alerts.silence(districts=["sued"])["id"]
+        assert alerts.unsilence("kept")  # as if the API's own sharing had failed
+        wait_until(lambda: on_topic().get(later) and on_topic()["kept"] is False, 30,
+                   what="the next round's silence and deletion on the topic")
+        assert {s["id"] for s in alerts.silences()} == {made_here, later}
     finally:
         if view is not None:
             view.stop()

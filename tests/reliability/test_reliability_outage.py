@@ -121,3 +121,81 @@ def test_broker_outage_loses_nothing_and_shows_in_readyz_and_metrics(tmp_path, t
            all_accounted_after_restore_s=round(drain_s, 1), drain_after_stream_end_s=round(after_stream_s, 1),
            readyz_503_samples=sum(1 for s in during if s[2] == 503), samples_during=len(during),
            lag_unknown_samples=sum(1 for s in during if math.isnan(s[4])))
+
+
+def test_a_silence_deleted_during_an_outage_stays_deleted_and_is_shared_after_it(tmp_path, topic_prefix,
+                                                                               broker_kind):
+    """With several instances (a district topic) a silence deleted through the API while the broker is cut off
+    answers ``"shared": false``. The instance is killed before its producer could deliver the deletion and
+    started again once the broker is back: reading the district topic from its start (which still holds the
+    silence) must not bring the silence back, and the instance sends the deletion itself, so the other
+    instances lift it too."""
+    if broker_kind == "apache":
+        pytest.skip("uses its own Tansu broker behind the proxy (runs in the Tansu pass)")
+    from stadtwacht.district_stage import SILENCE_KEY
+    from tests.support.service import ServiceProcess
+
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port, spare_pid=os.getpid())
+    broker = EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log").start()
+    bootstrap = f"127.0.0.1:{proxy.port}"
+    flood, alerts, districts = f"{topic_prefix}.flood", f"{topic_prefix}.alerts", f"{topic_prefix}.districts"
+    create_topics(bootstrap, [flood, alerts], partitions=2)
+    config = tmp_path / "stadtwacht.toml"
+    config.write_text(f"""
+[kafka]
+group_id = "{topic_prefix}-group"
+topics = ["{flood}"]
+community_topics = []
+alerts_topic = "{alerts}"
+district_topic = "{districts}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+""", encoding="utf-8")
+    auth = {"Authorization": "Bearer outage-token", "Content-Type": "application/json"}
+
+    def instance() -> ServiceProcess:
+        return ServiceProcess(config, bootstrap, tmp_path / "state", env={"STADTWACHT_API_TOKEN": "outage-token"},
+                              log=tmp_path / "run.log")
+
+    def on_topic(silence_id: str) -> bool | None:
+        """Whether the district topic's newest record of the silence holds it (None: no record)."""
+        held = None
+        for r in read_topic(bootstrap, districts, timeout=5):
+            if r.key == SILENCE_KEY + silence_id.encode():
+                held = r.value is not None
+        return held
+
+    def silences(proc: ServiceProcess) -> list[str]:
+        return [s["id"] for s in json.loads(proc.get("/api/silences", headers=auth)[1])["silences"]]
+
+    proc = instance()
+    try:
+        proc.start().wait_ready()
+        status, body = proc.get("/api/silences", data=b'{"districts": ["mitte"], "comment": "Wartung"}',
+                                headers=auth, method="POST")
+        answer = json.loads(body)
+        silence_id = answer["silence"]["id"]
+        assert status == 201 and answer["shared"] is True
+        wait_until(lambda: on_topic(silence_id), 30, what="the silence on the district topic")
+        proxy.cut()
+        status, body = proc.get(f"/api/silences/{silence_id}", headers=auth, method="DELETE", timeout=30)
+        answer = json.loads(body)
+        assert status == 200 and answer["shared"] is False and "once the broker takes it" in answer["warning"]
+        assert silences(proc) == []
+        proc.kill()  # before its producer could deliver the deletion
+        assert on_topic(silence_id) is True
+        proxy.restore()
+        proc = instance()
+        proc.start().wait_ready()
+        start_s = time.monotonic()
+        wait_until(lambda: on_topic(silence_id) is False, 60, what="the deletion on the district topic")
+        shared_after_s = time.monotonic() - start_s
+        assert silences(proc) == []
+        proc.check_alive()
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+        broker.stop()
+        proxy.close()
+    report("silence_deleted_during_outage", deletion_on_topic_after_restart_s=round(shared_after_s, 1))

@@ -11,13 +11,16 @@ import threading
 __all__ = ["TcpProxy"]
 
 
-def _owned_by(pid: int, local_port: int) -> bool:
-    """True when the loopback TCP socket bound to local_port belongs to process pid (via /proc)."""
+def _owned_by(pid: int, local_port: int, remote_port: int) -> bool:
+    """True when the loopback TCP socket from local_port to remote_port belongs to process pid (via /proc).
+
+    The remote port matters: Linux hands out one ephemeral port to several connections with different
+    destinations, so the local port alone may name another process's socket (the proxy's own upstream one)."""
     inode = None
     with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             cols = line.split()
-            if int(cols[1].split(":")[1], 16) == local_port:
+            if (int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)) == (local_port, remote_port):
                 inode = cols[9]
                 break
     if inode is None:
@@ -81,7 +84,7 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            spared = self.spare_pid is not None and _owned_by(self.spare_pid, client.getpeername()[1])
+            spared = self.spare_pid is not None and _owned_by(self.spare_pid, client.getpeername()[1], self.port)
             if not self._up.is_set() and not spared:
                 self.refused += 1
                 client.close()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from stadtwacht.broker import EmbeddedBroker, free_port
+from stadtwacht.district_stage import SILENCE_KEY
 from tests.reliability.harness import RunProcess, reading, report, write_flood_setup
 from tests.reliability.proxy import TcpProxy
 from tests.support.kafka_topics import create_topics, producer, read_topic
@@ -132,31 +133,18 @@ def test_a_silence_deleted_during_an_outage_stays_deleted_and_is_shared_after_it
     instances lift it too."""
     if broker_kind == "apache":
         pytest.skip("uses its own Tansu broker behind the proxy (runs in the Tansu pass)")
-    from stadtwacht.district_stage import SILENCE_KEY
-    from tests.support.service import ServiceProcess
-
     broker_port = free_port()
     proxy = TcpProxy(broker_port, spare_pid=os.getpid())
     broker = EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_path=tmp_path / "tansu.log").start()
     bootstrap = f"127.0.0.1:{proxy.port}"
-    flood, alerts, districts = f"{topic_prefix}.flood", f"{topic_prefix}.alerts", f"{topic_prefix}.districts"
-    create_topics(bootstrap, [flood, alerts], partitions=2)
-    config = tmp_path / "stadtwacht.toml"
-    config.write_text(f"""
-[kafka]
-group_id = "{topic_prefix}-group"
-topics = ["{flood}"]
-community_topics = []
-alerts_topic = "{alerts}"
-district_topic = "{districts}"
-session_timeout_ms = 6000
-heartbeat_interval_ms = 1000
-""", encoding="utf-8")
+    districts = f"{topic_prefix}.districts"
+    setup = write_flood_setup(tmp_path, topic_prefix, 1, extra_kafka=f'district_topic = "{districts}"')
+    create_topics(bootstrap, [setup.topic, setup.alerts_topic], partitions=2)
     auth = {"Authorization": "Bearer outage-token", "Content-Type": "application/json"}
 
-    def instance() -> ServiceProcess:
-        return ServiceProcess(config, bootstrap, tmp_path / "state", env={"STADTWACHT_API_TOKEN": "outage-token"},
-                              log=tmp_path / "run.log")
+    def instance() -> RunProcess:
+        return RunProcess(setup, bootstrap, tmp_path / "state", env={"STADTWACHT_API_TOKEN": "outage-token"},
+                          log=tmp_path / "run.log")
 
     def on_topic(silence_id: str) -> bool | None:
         """Whether the district topic's newest record of the silence holds it (None: no record)."""
@@ -166,7 +154,7 @@ heartbeat_interval_ms = 1000
                 held = r.value is not None
         return held
 
-    def silences(proc: ServiceProcess) -> list[str]:
+    def silences(proc: RunProcess) -> list[str]:
         return [s["id"] for s in json.loads(proc.get("/api/silences", headers=auth)[1])["silences"]]
 
     proc = instance()

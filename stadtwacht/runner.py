@@ -291,6 +291,8 @@ class Runner:
 
     # -- the loop --
     def run(self, stop: threading.Event) -> None:
+        log.info("loading the decode and detection kernels (the first start after an install compiles them, "
+                 "about a minute; not ready until then)")
         log.info("decode and detection kernels ready in %.1f s", self.pipeline.compile_kernels())
         if not self._connect_until(stop):
             self.health.stopping = True

@@ -82,6 +82,10 @@ def run_demo(cfg: Config, args: argparse.Namespace) -> int:
         service = Service(cfg, broker.bootstrap, state_dir, port=args.port, districts=districts,
                           sensors=args.sensors or str(DEMO_SENSORS_CSV), notify=args.notify, exercise=True,
                           token=token)
+        # A fresh install compiles the kernels on first use (about a minute on a small machine): done before the
+        # story starts, so the simulator does not run ahead of a pipeline that cannot read yet.
+        print("preparing the decode and detection kernels (compiled once after an install) ...", end=" ", flush=True)
+        print(f"ready in {service.pipeline.compile_kernels():.1f} s", flush=True)
         url = service.http.public_url
         print(f"""
 stadtwacht demo (EXERCISE) on an embedded Tansu broker at {broker.bootstrap}

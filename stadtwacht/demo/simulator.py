@@ -167,6 +167,7 @@ class Simulator:
         deadline = wall0 + int(duration_s * 1e9) if duration_s is not None else None
         self.stats = stats = SimulationStats(story_start_ns=start_ns)
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks=1,
+                                 enable_idempotence=False,  # a sensor gateway's producer; says so, not warns
                                  client_id="stadtwacht-simulator", **self._producer_config)
         log.info("simulator: %d messages over %.0f s wall (speed %.0fx)", len(plan), self.wall_seconds, self.speed)
         try:

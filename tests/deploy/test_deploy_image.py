@@ -57,6 +57,21 @@ def test_port_healthcheck_entrypoint_and_command():
     assert "stadtwacht" in scripts
 
 
+def test_numba_cache_is_on_the_writable_state_volume():
+    # the root filesystem is read-only at run time (k8s): numba must cache the compiled kernels where it may write,
+    # or every start compiles them again (about a minute) and a missing cache location fails the import
+    runtime = [(w, r) for w, r in _instructions()]
+    runtime = runtime[len(runtime) - 1 - [w for w, _ in runtime][::-1].index("FROM"):]
+    env = " ".join(r for w, r in runtime if w == "ENV")
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", env)
+    assert cache, "NUMBA_CACHE_DIR is not set in the runtime stage"
+    state = "/var/lib/stadtwacht"
+    assert cache.group(1).startswith(state + "/")
+    assert any(w == "RUN" and f"chown 10001:10001 {state}" in r for w, r in runtime)
+    deployment = (ROOT / "deploy" / "k8s" / "deployment.yaml").read_text(encoding="utf-8")
+    assert re.search(rf"- name: state\s+mountPath: {state}\n", deployment)
+
+
 def test_copied_sources_exist_in_the_context():
     for word, rest in _instructions():
         if word == "COPY" and "--from" not in rest:

@@ -60,8 +60,8 @@ def test_port_healthcheck_entrypoint_and_command():
 def test_numba_cache_is_on_the_writable_state_volume():
     # the root filesystem is read-only at run time (k8s): numba must cache the compiled kernels where it may write,
     # or every start compiles them again (about a minute) and a missing cache location fails the import
-    runtime = [(w, r) for w, r in _instructions()]
-    runtime = runtime[len(runtime) - 1 - [w for w, _ in runtime][::-1].index("FROM"):]
+    steps = _instructions()
+    runtime = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
     env = " ".join(r for w, r in runtime if w == "ENV")
     cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", env)
     assert cache, "NUMBA_CACHE_DIR is not set in the runtime stage"

@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most broker tests wait on subprocesses and sockets, so two workers halve the
+# suite's wall time even on two cores; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast test-apache bench lint system-deps clean
 
@@ -28,14 +31,15 @@ system-deps:
 # pulled the directories from under a run when another checkout's tests started beside it.
 test: $(STAMP) system-deps
 	mkdir -p .cache
-	$(BIN)/python -m pytest --basetemp=$(CURDIR)/.cache/pytest-tansu $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m broker --broker=apache --basetemp=$(CURDIR)/.cache/pytest-apache $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --basetemp=$(CURDIR)/.cache/pytest-tansu $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m broker --broker=apache --basetemp=$(CURDIR)/.cache/pytest-apache \
+	    $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not browser and not prometheus" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not browser and not prometheus" $(PYTEST_ARGS)
 
 test-apache: $(STAMP)
-	$(BIN)/python -m pytest -m broker --broker=apache $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m broker --broker=apache $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -218,7 +218,30 @@ class Runner:
             if self.consumer.assignment() != self.health.assigned:  # a rebalance that left this process nothing
                 self._note_assignment()  # (the clients call back only with partitions)
             return messages
-        new, self._new_partitions = self._new_partitions, []
+        owned = set(self.consumer.assignment())
+        # what is still assigned (a partition assigned and revoked again within one poll, or while a failed
+        # set-up waited for its retry, is not set up)
+        new = [tp for tp in dict.fromkeys(self._new_partitions) if tp in owned]
+        self._new_partitions = []
+        try:
+            return self._take_partitions(new, messages)
+        except KafkaError:
+            # a broker request failed half-way (e.g. a committed-offset or ListOffsets request timing out on
+            # a busy broker): take the partitions again next round and read this poll's records again, rather
+            # than skip them or leave partitions /readyz reports assigned but nobody set up (a district
+            # partition never watched)
+            self._new_partitions = new + self._new_partitions
+            first: dict[TP, int] = {}
+            for m in messages:
+                tp = (m.topic, m.partition)
+                first[tp] = min(first.get(tp, m.offset), m.offset)
+            for tp, offset in first.items():
+                if tp in owned:
+                    self.consumer.seek(tp, offset)
+            raise
+
+    def _take_partitions(self, new: list[TP], messages: list[RawMessage]) -> list[RawMessage]:
+        """Set up newly assigned partitions: district rebuilds, warm-up seeks, the offsets to hold alerts back to."""
         if self.district is not None:
             new, messages = self.district.assigned(new, messages)
         applied = self.pipeline.alerts.applied_offsets()

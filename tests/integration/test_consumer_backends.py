@@ -220,6 +220,67 @@ def test_runner_on_either_client_fires_and_commits(client, kafka_bootstrap, topi
 
 @pytest.mark.broker
 @pytest.mark.slow
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_broker_request_failing_while_partitions_are_set_up_is_retried(client, kafka_bootstrap, topic_prefix,
+                                                                        tmp_path):
+    """A ListOffsets and a committed-offset request failing once while the runner sets up its new partitions
+    (as on a busy broker): the next round sets them up again, so the district partition is watched and the
+    polled readings are read again, not skipped; the alert fires."""
+    _needs(client)
+    from kafka.errors import KafkaTimeoutError
+
+    from stadtwacht.config import load_config
+    from stadtwacht.metrics import new_registry
+    from stadtwacht.pipeline import Pipeline
+    from stadtwacht.runner import Runner
+    from tests.reliability.harness import alert_records, reading, write_flood_setup
+
+    districts = f"{topic_prefix}.districts"
+    setup = write_flood_setup(tmp_path, topic_prefix, 1,
+                              extra_kafka=f'client = "{client}"\ndistrict_topic = "{districts}"')
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, districts], partitions=1)
+    cfg, problems = load_config(setup.config)
+    assert not problems
+    prod = producer(kafka_bootstrap)
+    t0 = time.time_ns() - 600 * 10**9
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
+    prod.flush()
+    prod.close()
+    runner = Runner(Pipeline(cfg, new_registry(), tmp_path / "state", sensors_path=str(setup.registry)),
+                    kafka_bootstrap)
+    failed: list[str] = []
+    committed = runner.consumer.committed
+
+    def failing_once(name: str):
+        real = getattr(runner.consumer, name)
+
+        def call(*args, **kwargs):
+            if name not in failed:
+                failed.append(name)
+                raise KafkaTimeoutError(f"{name}: injected timeout")
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("beginning_offset", "committed"):
+        setattr(runner.consumer, name, failing_once(name))
+    try:
+        deadline = time.monotonic() + 40
+        while not runner.pipeline.alerts.active_records() and time.monotonic() < deadline:
+            runner.step()
+        assert failed == ["beginning_offset", "committed"]
+        assert committed((setup.topic, 0))[0] == 2
+        assert runner.health.assigned == runner.consumer.assignment()
+        assert runner.pipeline.watched_districts == set(runner.pipeline.layer.ids)
+    finally:
+        runner.close()
+    recs = wait_until(lambda: alert_records(kafka_bootstrap, setup.alerts_topic), 30, interval=1,
+                      what="the firing record")
+    assert [(r["event"], r["districts"]) for r in recs] == [("firing", ["mitte"])]
+
+
+@pytest.mark.broker
+@pytest.mark.slow
 def test_mixed_group_shares_partitions_and_rebalances(kafka_bootstrap, topic_prefix):
     """A kafka-python and a confluent member share one group (a rolling switch of clients): disjoint
     assignments covering every partition, each message read once, and a member leaving hands its

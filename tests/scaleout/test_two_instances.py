@@ -183,8 +183,9 @@ class _Scene:
 
     def close(self) -> None:
         self.producer.close()
-        for p in self.procs:
+        for i, p in enumerate(self.procs):
             p.stop()
+            print(f"--- the end of run-{i}.log (pytest shows it when the test failed) ---\n{p.tail()}")
         self.receiver.stop()
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
@@ -27,8 +27,8 @@ from ingest.kafka_python_reads import read_in_large_pieces
 from ingest.kafka_python_records import parse_records_compiled
 from stadtwacht.errors import StadtwachtError
 
-__all__ = ["DeadLetterSink", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options", "make_producer",
-           "open_consumer"]
+__all__ = ["DeadLetterSink", "DeliveryFailed", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options",
+           "flush_delivered", "make_producer", "open_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,25 @@ def client_options(cfg: KafkaConfig, bootstrap: str) -> dict:
     if cfg.security_protocol in ("SSL", "SASL_SSL"):
         opts["ssl_check_hostname"] = cfg.ssl_check_hostname
     return opts
+
+
+class DeliveryFailed(KafkaError):
+    """Records sent were not all acknowledged: the batch they came from must not be committed."""
+
+
+def flush_delivered(producer: KafkaProducer, futures: list[Future], timeout: float = 60.0) -> None:
+    """Flush, then make sure every one of ``futures`` was acknowledged.
+
+    kafka-python's ``flush`` only logs a batch that failed (e.g. its delivery timeout passed in a broker
+    outage) and raises when the timeout passes first; either way the records are not durable.
+    """
+    try:
+        producer.flush(timeout=timeout)
+    except KafkaTimeoutError as e:
+        raise DeliveryFailed(f"records not acknowledged within {timeout:.0f} s") from e
+    failed = [f for f in futures if f.failed()]
+    if failed:
+        raise DeliveryFailed(f"{len(failed)} of {len(futures)} record(s) not acknowledged: {failed[0].exception}")
 
 
 def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
@@ -337,13 +356,13 @@ class DeadLetterSink:
         self._suffix = suffix
         self._max = max_bytes
 
-    def send(self, letters: list[DeadLetter]) -> None:
+    def send(self, letters: list[DeadLetter]) -> list[Future]:
+        """Send (not flush) the letters; their delivery futures."""
+        futures = []
         for d in letters:
             key, value, headers = d.key, d.value, dead_letter_headers(d)
             if len(value or b"") > self._max or len(key or b"") > self._max:
                 headers.append(("stadtwacht.truncated", f"{len(value or b'')}/{len(key or b'')}".encode()))
                 value, key = (value or b"")[: self._max], None if key is None else key[: self._max]
-            self._producer.send(d.topic + self._suffix, key=key, value=value, headers=headers)
-
-    def flush(self, timeout: float = 30.0) -> None:
-        self._producer.flush(timeout=timeout)
+            futures.append(self._producer.send(d.topic + self._suffix, key=key, value=value, headers=headers))
+        return futures

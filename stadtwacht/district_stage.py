@@ -58,7 +58,7 @@ from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
 from ingest.batch import ReadingBatch
 from ingest.decode import RawMessage
-from ingest.kafka_io import GroupConsumer, client_options
+from ingest.kafka_io import GroupConsumer, client_options, flush_delivered
 from ingest.quantities import QUANTITIES
 
 __all__ = ["ACK_KEY", "EPISODE_KEY", "SILENCE_KEY", "AckCommand", "DistrictPublisher", "DistrictRecord",
@@ -143,7 +143,7 @@ class DistrictPublisher:
         # (sensor idx, rule idx) -> (level, value, threshold, time): this process's detection levels
         self._levels: dict[tuple[int, int], tuple[int, float, float, int]] = {}
         self._sent: dict[tuple[int, int], int] = {}  # -> event time of the last record sent
-        self.pending = 0
+        self._futures: list = []  # of the records sent since the last flush
 
     def publish(self, batch: ReadingBatch | None, events: DetectionBatch, deliver: bool) -> None:
         """Record the batch's transitions; send them unless a warm-up holds them back (then: ``snapshot``)."""
@@ -166,17 +166,24 @@ class DistrictPublisher:
                 self._send(key)
 
     def drop_sensors(self, mask: np.ndarray) -> None:
-        """Forget levels of sensors whose partitions were revoked (their new owner publishes them)."""
-        gone = set(np.flatnonzero(mask).tolist())
+        """Forget levels and seen markers of sensors whose partitions were revoked (their new owner publishes
+        them; this process too when it reads them again after a failed delivery)."""
+        rows = np.flatnonzero(mask)
+        self._seen_sent[rows[rows < self._seen_sent.shape[0]]] = False
+        gone = set(rows.tolist())
         if gone:
             for key in [k for k in self._levels if k[0] in gone]:
                 self._levels.pop(key, None)
                 self._sent.pop(key, None)
 
+    def send(self, key: bytes, value: bytes | None, partition: int) -> None:
+        self._futures.append(self.producer.send(self.topic, key=key, value=value, partition=partition))
+
     def flush(self) -> None:
-        if self.pending:
-            self.producer.flush(timeout=60)
-            self.pending = 0
+        """Every record sent since the last flush acknowledged (``DeliveryFailed`` otherwise)."""
+        if self._futures:
+            futures, self._futures = self._futures, []
+            flush_delivered(self.producer, futures)
 
     # -- helpers --
     def _districts(self, sensor: int) -> list[str]:
@@ -198,9 +205,7 @@ class DistrictPublisher:
         for d in self._districts(sensor):
             rec = DistrictRecord(district=d, sensor=sid, rule=rname, level=level, value=value,
                                  threshold=threshold, time_ns=time_ns, lat=lat, lon=lon)
-            self.producer.send(self.topic, key=f"{d}|{sid}|{rname}".encode(), value=_encode(rec),
-                               partition=self._part[d])
-            self.pending += 1
+            self.send(f"{d}|{sid}|{rname}".encode(), _encode(rec), self._part[d])
         self._sent[key] = time_ns
 
     def _send_markers(self, batch: ReadingBatch) -> None:
@@ -222,9 +227,7 @@ class DistrictPublisher:
             lat, lon = self._position(sensor)
             for d in self._districts(sensor):
                 rec = DistrictRecord(district=d, sensor=sid, quantity=QUANTITIES[qc], lat=lat, lon=lon)
-                self.producer.send(self.topic, key=f"{d}|{sid}|seen:{QUANTITIES[qc]}".encode(),
-                                   value=_encode(rec), partition=self._part[d])
-                self.pending += 1
+                self.send(f"{d}|{sid}|seen:{QUANTITIES[qc]}".encode(), _encode(rec), self._part[d])
 
 
 class DistrictStage:
@@ -349,8 +352,8 @@ class DistrictStage:
                 self.pipeline.alerts.ack(alert_id, ack.operator)
             except UnknownAlertError:
                 log.info("forwarded acknowledgement of %s: no such active alert here (ended?)", alert_id)
-            self.publisher.producer.send(self.topic, key=key, value=None, partition=p)
-        self.publisher.producer.flush(timeout=60)
+            self.publisher.send(key, None, p)
+        self.publisher.flush()
 
     def _note_watched(self) -> None:
         self.pipeline.watched_districts = {d for p in self.owned for d in self._districts_of.get(p, ())}
@@ -392,8 +395,8 @@ class DistrictStage:
                     sends.append((key, _encode(EpisodeState(episode=ended, active=False)), p))
         if sends:
             for key, value, p in sends:
-                self.publisher.producer.send(self.topic, key=key, value=value, partition=p)
-            self.publisher.producer.flush(timeout=60)
+                self.publisher.send(key, value, p)
+            self.publisher.flush()
 
     # -- helpers --
     def _owner_live(self, district: str) -> bool:

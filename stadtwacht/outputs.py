@@ -38,15 +38,19 @@ class AlertOutputs:
         self._later: queue.Queue[AlertRecord] = queue.Queue()
         self._writer: threading.Thread | None = None
 
-    def emit(self, records: list[AlertRecord]) -> None:
+    def emit(self, records: list[AlertRecord]) -> list:
+        """Send (not flush) the records to the alerts topic, write the JSONL and CAP outputs; the delivery
+        futures of the sends."""
+        futures = []
         for r in records:
             data = encode_record(r)
             if self.producer is not None:
-                self.producer.send(self.topic, key=r.alert_id.encode(), value=data)
+                futures.append(self.producer.send(self.topic, key=r.alert_id.encode(), value=data))
             if self.jsonl is not None:
                 self.jsonl.write(data + b"\n")
             if self.cap_dir is not None:
                 self._write_cap(r)
+        return futures
 
     def write_cap_once(self, r: AlertRecord) -> None:
         """The CAP message of a record read back from the alerts topic (another instance's, usually), unless

@@ -29,7 +29,7 @@ from kafka.errors import CommitFailedError, KafkaError
 
 from alerting.record import AlertRecord
 from ingest.decode import RawMessage
-from ingest.kafka_io import DeadLetterSink, make_producer, open_consumer
+from ingest.kafka_io import DeadLetterSink, DeliveryFailed, flush_delivered, make_producer, open_consumer
 from stadtwacht.city_view import CityView
 from stadtwacht.district_stage import DistrictStage, ensure_district_topic
 from stadtwacht.durations import parse_duration
@@ -127,6 +127,7 @@ class Runner:
         self._suppress_until: dict[TP, int] = {}
         self._new_partitions: list[TP] = []
         self._committed_at_assign: dict[TP, int] = {}
+        self._resume_from: dict[TP, int] = {}  # the last offset committed (or first read) per partition
         self._deferred: list[RawMessage] = []  # read during a warm-up, processed after it
         self._deferred_from: dict[TP, int] = {}  # first deferred offset per partition (commits stop there)
         self._applied: dict[TP, int] = dict(pipeline.alerts.applied_offsets())  # next offset per partition
@@ -212,6 +213,7 @@ class Runner:
                 self._deferred_from.pop(tp, None)
                 self._suppress_until.pop(tp, None)
                 self._committed_at_assign.pop(tp, None)
+                self._resume_from.pop(tp, None)
                 self._checkpoints.drop(tp)
             self.on_change()  # the page shows what this process watches
         if not self._new_partitions:
@@ -250,6 +252,8 @@ class Runner:
         for tp in new:
             committed, meta = self.consumer.committed(tp)
             self._committed_at_assign[tp] = committed or 0
+            if committed is not None:
+                self._resume_from[tp] = committed
             resume = max(committed or 0, applied.get(tp, 0))
             warm = _parse_warm(meta)
             if warm is None:  # brokers that drop commit metadata (Tansu): this process's own record
@@ -348,6 +352,30 @@ class Runner:
             log.warning("poll failed: %s; retrying", self.health.last_poll_error)
             time.sleep(1.0)
             return 0
+        try:
+            return self._process(messages)
+        except DeliveryFailed as e:
+            self._reread_from_commit(e)
+            return 0
+
+    def _reread_from_commit(self, cause: DeliveryFailed) -> None:
+        """A batch's dead letters, alert or district records were not acknowledged (e.g. the broker went away
+        while they were in flight), so its offsets stay uncommitted, but its state is applied. Re-read every
+        partition from its last commit as after a rebalance: state dropped and warmed up again with alerts
+        held back, the re-read's dead letters sent again, alert events not marked published sent again."""
+        owned = self.consumer.assignment()
+        self.health.last_poll_error = f"{type(cause).__name__}: {cause}"
+        log.error("%s; re-reading %d partition(s) from their last commit", cause, len(owned))
+        for tp in owned:
+            if tp in self._resume_from:
+                self.consumer.seek(tp, self._resume_from[tp])
+        self._revoked.extend(owned)
+        self._new_partitions.extend(owned)
+        self._backlog = True
+        time.sleep(1.0)
+
+    def _process(self, messages: list[RawMessage]) -> int:
+        """Decode, detect, roll up, alert, hand on and commit one polled batch."""
         # Partitions with unread messages after this poll (or an unknown lag) hold the event-time clock back,
         # so a batch mixing a partition far ahead with one still catching up flags nobody stale.
         lags = self.consumer.lag()
@@ -365,6 +393,8 @@ class Runner:
                 next_offsets[tp] = m.offset + 1
             per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
         per_topic.pop(self.cfg.district_topic, None)  # the readings topics' messages only (not the stages' own)
+        for tp in next_offsets.keys() - self._resume_from.keys():  # read before any commit: re-read from here
+            self._resume_from[tp] = min(m.offset for m in messages if (m.topic, m.partition) == tp)
         for topic, n in per_topic.items():  # one counter update per topic, not per message
             self.pipeline.metrics.messages_consumed.labels(topic).inc(n)
         district_messages: list[RawMessage] = []
@@ -497,12 +527,9 @@ class Runner:
         upto = 0
         if records or self._backlog:
             upto, records = self.pipeline.alerts.unpublished()
-        if dead:
-            self.dead_letters.send(dead)
-        if records:
-            self.outputs.emit(records)
         if dead or records:
-            self.producer.flush(timeout=60)
+            self._backlog = True  # until they are acknowledged
+            flush_delivered(self.producer, self.dead_letters.send(dead) + self.outputs.emit(records))
         if records:
             self.pipeline.alerts.mark_published(upto)
         self._backlog = False
@@ -515,6 +542,7 @@ class Runner:
         self._save_local_warm(meta)
         try:
             self.consumer.commit(next_offsets, meta)
+            self._resume_from.update(next_offsets)
         except CommitFailedError as e:
             # the group rebalanced under us: the new owner re-processes from the last commit
             log.warning("commit failed after a rebalance (%s); the new owner re-reads these offsets", e)

@@ -20,7 +20,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ingest.config import IngestConfig, KafkaConfig, validate
 from ingest.decode import RawMessage, ReadingDecoder
-from ingest.kafka_io import DeadLetterSink, GroupConsumer, make_producer, open_consumer
+from ingest.kafka_io import DeadLetterSink, GroupConsumer, flush_delivered, make_producer, open_consumer
 from ingest.sensor_index import SensorIndex
 from tests.support.kafka_topics import by_reason, create_topics, producer, read_topic
 from tests.support.service import wait_until
@@ -132,9 +132,7 @@ def test_consume_dead_letter_commit_restart_lag(client, kafka_bootstrap, topic_p
         assert len(decoded.batch) == 30 + 50
         prod = make_producer(cfg, kafka_bootstrap)
         try:
-            sink = DeadLetterSink(prod, cfg.dlq_suffix)
-            sink.send(decoded.dead)
-            sink.flush()
+            flush_delivered(prod, DeadLetterSink(prod, cfg.dlq_suffix).send(decoded.dead))
         finally:
             prod.close()
         assert by_reason(read_topic(kafka_bootstrap, topic + ".dlq", expect=2)) == {"malformed": 1,

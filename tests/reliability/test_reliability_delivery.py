@@ -1,0 +1,80 @@
+"""Reliability: records the broker did not acknowledge are produced again, never lost and never fatal.
+
+kafka-python's ``flush`` only logs a batch that failed (its delivery timeout passed in a broker outage, or the
+broker refused it), so a dead letter, a district record or an alert event could vanish while the offsets of the
+readings behind it were committed. Here the first record sent to each of the dead-letter, district and alerts
+topics fails (the send's future fails, as the producer reports a delivery that gave up); the runner must re-read
+from its last commit and end with every record on its topic (the alert event once, the dead letter at least
+once), the alert fired once, everything committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
+
+from tests.integration.test_consumer_backends import CLIENTS, _needs
+from tests.reliability.harness import alert_records, reading, write_flood_setup
+from tests.support.kafka_topics import by_reason, create_topics, producer, read_topic
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_records_not_acknowledged_are_produced_again_and_their_batch_re_read(client, kafka_bootstrap, topic_prefix,
+                                                                            tmp_path, caplog):
+    _needs(client)
+    from stadtwacht.config import load_config
+    from stadtwacht.metrics import new_registry
+    from stadtwacht.pipeline import Pipeline
+    from stadtwacht.runner import Runner
+
+    districts = f"{topic_prefix}.districts"
+    setup = write_flood_setup(tmp_path, topic_prefix, 1,
+                              extra_kafka=f'client = "{client}"\ndistrict_topic = "{districts}"')
+    dlq = setup.topic + ".dlq"
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, districts, dlq], partitions=1)
+    cfg, problems = load_config(setup.config)
+    assert not problems
+    prod = producer(kafka_bootstrap)
+    t0 = time.time_ns() - 600 * 10**9
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
+    prod.send(setup.topic, key=b"pegel-0", value=b"{not json")
+    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
+    prod.flush()
+    prod.close()
+    runner = Runner(Pipeline(cfg, new_registry(), tmp_path / "state", sensors_path=str(setup.registry)),
+                    kafka_bootstrap)
+    committed = runner.consumer.committed
+    send = runner.producer.send
+    failed: list[str] = []
+
+    def first_send_per_topic_fails(topic, *args, **kwargs):
+        if topic not in failed:
+            failed.append(topic)
+            return Future().failure(KafkaTimeoutError(f"{topic}: injected delivery timeout"))
+        return send(topic, *args, **kwargs)
+
+    runner.producer.send = first_send_per_topic_fails
+    caplog.set_level(logging.ERROR, logger="stadtwacht.runner")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                committed((setup.topic, 0))[0] == 3 and runner.pipeline.alerts.active_records()
+                and not runner.pipeline.alerts.unpublished()[1]):
+            runner.step()
+        assert sorted(failed) == sorted([dlq, districts, setup.alerts_topic])
+        assert committed((setup.topic, 0))[0] == 3
+    finally:
+        runner.close()
+    rereads = [r.getMessage() for r in caplog.records if "re-reading" in r.getMessage()]
+    assert len(rereads) >= 2 and "injected delivery timeout" in rereads[0], rereads
+    # at least once: the round that failed on the district record had sent the dead letter already
+    letters = by_reason(read_topic(kafka_bootstrap, dlq, expect=3, timeout=10))
+    assert list(letters) == ["malformed"] and letters["malformed"] in (1, 2), letters
+    records = alert_records(kafka_bootstrap, setup.alerts_topic, expect=2, timeout=10)
+    assert [(r["event"], r["districts"], r["seq"]) for r in records] == [("firing", ["mitte"], 1)]

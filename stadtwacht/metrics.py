@@ -49,12 +49,13 @@ class PipelineMetrics:
     warming_up: Gauge
     partial_view: Gauge
     outbox_oldest: Gauge
+    rereads: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
         info = Info("stadtwacht_build", "stadtwacht build information", registry=registry)
         info.info({"version": __version__})
-        return cls(
+        metrics = cls(
             readings_accepted=Counter("stadtwacht_readings_accepted", "Readings accepted by ingest",
                                       ["quantity"], registry=registry),
             messages_consumed=Counter("stadtwacht_messages_consumed", "Kafka messages consumed from a readings topic",
@@ -94,4 +95,11 @@ class PipelineMetrics:
             outbox_oldest=Gauge("stadtwacht_outbox_oldest_seconds",
                                 "Age of the oldest notification still waiting in the outbox (0 when empty)",
                                 registry=registry),
+            rereads=Counter("stadtwacht_rereads", "Times every partition was re-read from its last commit because "
+                            "a batch's records were not acknowledged by the broker (cause=delivery) or a broker "
+                            "request failed while the batch was processed (cause=broker)", ["cause"],
+                            registry=registry),
         )
+        for cause in ("delivery", "broker"):  # 0 from the start: an increase() over a first re-read counts it
+            metrics.rereads.labels(cause)
+        return metrics

@@ -354,17 +354,19 @@ class Runner:
             return 0
         try:
             return self._process(messages)
-        except DeliveryFailed as e:
+        except KafkaError as e:  # part of the batch's outputs may be out, its offsets are not committed
             self._reread_from_commit(e)
             return 0
 
-    def _reread_from_commit(self, cause: DeliveryFailed) -> None:
+    def _reread_from_commit(self, cause: KafkaError) -> None:
         """A batch's dead letters, alert or district records were not acknowledged (e.g. the broker went away
-        while they were in flight), so its offsets stay uncommitted, but its state is applied. Re-read every
-        partition from its last commit as after a rebalance: state dropped and warmed up again with alerts
-        held back, the re-read's dead letters sent again, alert events not marked published sent again."""
+        while they were in flight, or refused them), or a broker request failed half-way through it: its offsets
+        stay uncommitted, but its state is applied. Re-read every partition from its last commit as after a
+        rebalance: state dropped and warmed up again with alerts held back, the re-read's dead letters sent
+        again, alert events not marked published sent again."""
         owned = self.consumer.assignment()
         self.health.last_poll_error = f"{type(cause).__name__}: {cause}"
+        self.pipeline.metrics.rereads.labels("delivery" if isinstance(cause, DeliveryFailed) else "broker").inc()
         log.error("%s; re-reading %d partition(s) from their last commit", cause, len(owned))
         for tp in owned:
             if tp in self._resume_from:

@@ -27,6 +27,7 @@ COUNTERS = {
     "stadtwacht_detections_total",
     "stadtwacht_alert_events_total",
     "stadtwacht_notifications_total",
+    "stadtwacht_rereads_total",
 }
 GAUGES = {
     "stadtwacht_consumer_lag",

@@ -28,7 +28,7 @@ from ingest.kafka_python_records import parse_records_compiled
 from stadtwacht.errors import StadtwachtError
 
 __all__ = ["DeadLetterSink", "DeliveryFailed", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options",
-           "flush_delivered", "make_producer", "open_consumer"]
+           "flush_delivered", "make_producer", "open_consumer", "send_checked"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,15 @@ def client_options(cfg: KafkaConfig, bootstrap: str) -> dict:
 
 class DeliveryFailed(KafkaError):
     """Records sent were not all acknowledged: the batch they came from must not be committed."""
+
+
+def send_checked(producer: KafkaProducer, topic: str, **kwargs) -> Future:
+    """``producer.send``, a failure raised as ``DeliveryFailed`` naming the topic (the metadata wait for a
+    topic the broker does not have, and does not create, times out after ``max_block_ms``)."""
+    try:
+        return producer.send(topic, **kwargs)
+    except KafkaError as e:
+        raise DeliveryFailed(f"cannot produce to {topic}: {e}") from e
 
 
 def flush_delivered(producer: KafkaProducer, futures: list[Future], timeout: float = 60.0) -> None:
@@ -364,5 +373,5 @@ class DeadLetterSink:
             if len(value or b"") > self._max or len(key or b"") > self._max:
                 headers.append(("stadtwacht.truncated", f"{len(value or b'')}/{len(key or b'')}".encode()))
                 value, key = (value or b"")[: self._max], None if key is None else key[: self._max]
-            futures.append(self._producer.send(d.topic + self._suffix, key=key, value=value, headers=headers))
+            futures.append(send_checked(self._producer, d.topic + self._suffix, key=key, value=value, headers=headers))
         return futures

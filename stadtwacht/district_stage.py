@@ -58,7 +58,7 @@ from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
 from ingest.batch import ReadingBatch
 from ingest.decode import RawMessage
-from ingest.kafka_io import GroupConsumer, client_options, flush_delivered
+from ingest.kafka_io import GroupConsumer, client_options, flush_delivered, send_checked
 from ingest.quantities import QUANTITIES
 
 __all__ = ["ACK_KEY", "EPISODE_KEY", "SILENCE_KEY", "AckCommand", "DistrictPublisher", "DistrictRecord",
@@ -177,7 +177,7 @@ class DistrictPublisher:
                 self._sent.pop(key, None)
 
     def send(self, key: bytes, value: bytes | None, partition: int) -> None:
-        self._futures.append(self.producer.send(self.topic, key=key, value=value, partition=partition))
+        self._futures.append(send_checked(self.producer, self.topic, key=key, value=value, partition=partition))
 
     def flush(self) -> None:
         """Every record sent since the last flush acknowledged (``DeliveryFailed`` otherwise)."""

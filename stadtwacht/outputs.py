@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING
 
 from alerting.cap import CapError, cap_filename, write_cap
 from alerting.record import AlertRecord, encode_record
+from ingest.kafka_io import send_checked
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -45,7 +46,7 @@ class AlertOutputs:
         for r in records:
             data = encode_record(r)
             if self.producer is not None:
-                futures.append(self.producer.send(self.topic, key=r.alert_id.encode(), value=data))
+                futures.append(send_checked(self.producer, self.topic, key=r.alert_id.encode(), value=data))
             if self.jsonl is not None:
                 self.jsonl.write(data + b"\n")
             if self.cap_dir is not None:

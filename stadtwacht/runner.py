@@ -529,11 +529,12 @@ class Runner:
         upto = 0
         if records or self._backlog:
             upto, records = self.pipeline.alerts.unpublished()
-        if dead or records:
-            self._backlog = True  # until they are acknowledged
-            flush_delivered(self.producer, self.dead_letters.send(dead) + self.outputs.emit(records))
-        if records:
+        self._backlog = True  # until they are acknowledged
+        if records:  # first and on their own: a dead-letter topic the producer cannot reach must not hold them back
+            flush_delivered(self.producer, self.outputs.emit(records))
             self.pipeline.alerts.mark_published(upto)
+        if dead:
+            flush_delivered(self.producer, self.dead_letters.send(dead))
         self._backlog = False
 
     def _commit(self, next_offsets: dict[TP, int]) -> None:

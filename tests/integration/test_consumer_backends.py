@@ -182,24 +182,11 @@ def test_consume_dead_letter_commit_restart_lag(client, kafka_bootstrap, topic_p
 def test_runner_on_either_client_fires_and_commits(client, kafka_bootstrap, topic_prefix, tmp_path):
     """The whole Kafka loop (config key -> runner -> consumer): one high gauge reading fires one alert."""
     _needs(client)
-    from stadtwacht.config import load_config
-    from stadtwacht.metrics import new_registry
-    from stadtwacht.pipeline import Pipeline
-    from stadtwacht.runner import Runner
-    from tests.reliability.harness import alert_records, reading, write_flood_setup
+    from tests.reliability.harness import alert_records, in_process_runner, reading
 
-    setup = write_flood_setup(tmp_path, topic_prefix, 1, extra_kafka=f'client = "{client}"')
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic], partitions=1)
-    cfg, problems = load_config(setup.config)
-    assert not problems and cfg.kafka.client == client
-    prod = producer(kafka_bootstrap)
     t0 = time.time_ns() - 600 * 10**9
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
-    prod.flush()
-    prod.close()
-    runner = Runner(Pipeline(cfg, new_registry(), tmp_path / "state", sensors_path=str(setup.registry)),
-                    kafka_bootstrap)
+    setup, runner, _ = in_process_runner(kafka_bootstrap, topic_prefix, tmp_path, client,
+                                         [reading("pegel-0", t0, 300.0), reading("pegel-0", t0 + 10**9, 500.0)])
     try:
         assert type(runner.consumer).__module__ == ("ingest.kafka_confluent" if client == "confluent"
                                                     else "ingest.kafka_io")
@@ -227,26 +214,12 @@ def test_a_broker_request_failing_while_partitions_are_set_up_is_retried(client,
     _needs(client)
     from kafka.errors import KafkaTimeoutError
 
-    from stadtwacht.config import load_config
-    from stadtwacht.metrics import new_registry
-    from stadtwacht.pipeline import Pipeline
-    from stadtwacht.runner import Runner
-    from tests.reliability.harness import alert_records, reading, write_flood_setup
+    from tests.reliability.harness import alert_records, in_process_runner, reading
 
-    districts = f"{topic_prefix}.districts"
-    setup = write_flood_setup(tmp_path, topic_prefix, 1,
-                              extra_kafka=f'client = "{client}"\ndistrict_topic = "{districts}"')
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, districts], partitions=1)
-    cfg, problems = load_config(setup.config)
-    assert not problems
-    prod = producer(kafka_bootstrap)
     t0 = time.time_ns() - 600 * 10**9
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
-    prod.flush()
-    prod.close()
-    runner = Runner(Pipeline(cfg, new_registry(), tmp_path / "state", sensors_path=str(setup.registry)),
-                    kafka_bootstrap)
+    setup, runner, _ = in_process_runner(kafka_bootstrap, topic_prefix, tmp_path, client,
+                                         [reading("pegel-0", t0, 300.0), reading("pegel-0", t0 + 10**9, 500.0)],
+                                         district_topic=True)
     failed: list[str] = []
     committed = runner.consumer.committed
 

@@ -113,6 +113,32 @@ def reading(sensor: str, t_ns: int, value: float, quantity: str = "water_level")
                        "values": {quantity: value}}).encode()
 
 
+def in_process_runner(bootstrap: str, prefix: str, workdir: Path, client: str, values: list[bytes],
+                      district_topic: bool = False, more_topics: tuple[str, ...] = ()):
+    """(setup, Runner, metrics registry): an in-process runner on a one-gauge flood setup (``client`` as the
+    readings consumer, optionally with a district topic) whose readings topic already holds ``values``."""
+    from stadtwacht.config import load_config
+    from stadtwacht.metrics import new_registry
+    from stadtwacht.pipeline import Pipeline
+    from stadtwacht.runner import Runner
+    from tests.support.kafka_topics import create_topics, producer
+
+    districts = f'\ndistrict_topic = "{prefix}.districts"' if district_topic else ""
+    setup = write_flood_setup(workdir, prefix, 1, extra_kafka=f'client = "{client}"{districts}')
+    create_topics(bootstrap, [setup.topic, setup.alerts_topic, *([f"{prefix}.districts"] if district_topic else []),
+                              *more_topics], partitions=1)
+    cfg, problems = load_config(setup.config)
+    assert not problems and cfg.kafka.client == client
+    prod = producer(bootstrap)
+    for v in values:
+        prod.send(setup.topic, key=b"pegel-0", value=v)
+    prod.flush()
+    prod.close()
+    registry = new_registry()
+    return setup, Runner(Pipeline(cfg, registry, workdir / "state", sensors_path=str(setup.registry)),
+                         bootstrap), registry
+
+
 def alternating_stream(gauges: list[str], rounds: int, t0_ns: int, step_s: int = 1):
     """Round r: every gauge reads LOW (even r) or HIGH (odd r) at t0 + r*step; yields (key, value, t_ns)."""
     for r in range(rounds):

@@ -17,8 +17,8 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
 from tests.integration.test_consumer_backends import CLIENTS, _needs
-from tests.reliability.harness import alert_records, reading, write_flood_setup
-from tests.support.kafka_topics import by_reason, create_topics, producer, read_topic
+from tests.reliability.harness import alert_records, in_process_runner, reading
+from tests.support.kafka_topics import by_reason, read_topic
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -30,27 +30,12 @@ def test_records_not_acknowledged_are_produced_again_and_their_batch_re_read(cli
     """how: the send's future fails (a delivery that gave up), or the send raises (the producer's metadata wait
     for the topic timed out, as when the topic is missing and the broker does not create topics)."""
     _needs(client)
-    from stadtwacht.config import load_config
-    from stadtwacht.metrics import new_registry
-    from stadtwacht.pipeline import Pipeline
-    from stadtwacht.runner import Runner
-
-    districts = f"{topic_prefix}.districts"
-    setup = write_flood_setup(tmp_path, topic_prefix, 1,
-                              extra_kafka=f'client = "{client}"\ndistrict_topic = "{districts}"')
-    dlq = setup.topic + ".dlq"
-    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, districts, dlq], partitions=1)
-    cfg, problems = load_config(setup.config)
-    assert not problems
-    prod = producer(kafka_bootstrap)
     t0 = time.time_ns() - 600 * 10**9
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0, 300.0))
-    prod.send(setup.topic, key=b"pegel-0", value=b"{not json")
-    prod.send(setup.topic, key=b"pegel-0", value=reading("pegel-0", t0 + 10**9, 500.0))
-    prod.flush()
-    prod.close()
-    registry = new_registry()
-    runner = Runner(Pipeline(cfg, registry, tmp_path / "state", sensors_path=str(setup.registry)), kafka_bootstrap)
+    dlq, districts = f"{topic_prefix}.flood.dlq", f"{topic_prefix}.districts"
+    setup, runner, registry = in_process_runner(
+        kafka_bootstrap, topic_prefix, tmp_path, client,
+        [reading("pegel-0", t0, 300.0), b"{not json", reading("pegel-0", t0 + 10**9, 500.0)],
+        district_topic=True, more_topics=(dlq,))
     committed = runner.consumer.committed
     send = runner.producer.send
     failed: list[str] = []

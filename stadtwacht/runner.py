@@ -349,7 +349,7 @@ class Runner:
             self.health.last_poll_error = f"{type(e).__name__}: {e}"
             self.pipeline.metrics.broker_up.set(0)
             self._lag_unknown()
-            log.warning("poll failed: %s; retrying", self.health.last_poll_error)
+            log.warning("poll (or setting up assigned partitions) failed: %s; retrying", self.health.last_poll_error)
             time.sleep(1.0)
             return 0
         try:
@@ -562,7 +562,10 @@ class Runner:
             try:
                 if self.producer is not None:
                     self.producer.flush(timeout=10)
-                    self.producer.close(timeout=5)
+                    self.producer.close(timeout=5)  # (kafka-python 3.0 flushes here too, raising as flush does)
+            except KafkaError as e:  # a batch is committed only after its records were acknowledged
+                log.warning("stopping with records not acknowledged (%s); the offsets behind them are not "
+                            "committed, the next owner reads them again", e)
             finally:
                 if self.consumer is not None:
                     self.consumer.close()

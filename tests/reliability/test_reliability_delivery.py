@@ -71,3 +71,23 @@ def test_records_not_acknowledged_are_produced_again_and_their_batch_re_read(cli
     assert list(letters) == ["malformed"] and letters["malformed"] in (1, 2), letters
     records = alert_records(kafka_bootstrap, setup.alerts_topic)
     assert [(r["event"], r["districts"], r["seq"]) for r in records] == [("firing", ["mitte"], 1)]
+
+
+def test_stopping_while_records_are_not_acknowledged_is_clean(kafka_bootstrap, topic_prefix, tmp_path, caplog):
+    """A stop during a broker outage: the last flush times out; close says so and still closes the consumer
+    (it raised out of the shutdown before)."""
+    _, runner, _ = in_process_runner(kafka_bootstrap, topic_prefix, tmp_path, "kafka-python", [])
+    real_flush = runner.producer.flush
+
+    def timing_out(timeout=None):
+        real_flush(timeout=timeout)
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    runner.producer.flush = timing_out
+    caplog.set_level(logging.WARNING, logger="stadtwacht.runner")
+    try:
+        runner.close()
+    finally:
+        runner.producer.flush = real_flush  # the producer's __del__ closes it again
+    assert runner.consumer._consumer._closed
+    assert any("stopping with records not acknowledged" in r.getMessage() for r in caplog.records)

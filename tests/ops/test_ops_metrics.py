@@ -192,7 +192,7 @@ def test_labels_have_bounded_cardinality_and_no_sensor_ids(running):
     s = _metrics(running)
     sensor_ids = {g for g, _ in GAUGES} | {f"air-{i}" for i in range(N_PM10)} | {"air-x", "air-y", "x"}
     allowed = {"quantity", "reason", "topic", "partition", "hazard", "kind", "level", "event", "channel",
-               "outcome", "district", "le", "version", "generation", "implementation", "major", "minor",
+               "outcome", "district", "le", "version", "generation", "implementation", "major", "minor", "cause",
                "patchlevel"}
     for name, labels, _ in s:
         assert set(labels) <= allowed, (name, labels)

@@ -233,11 +233,7 @@ class Runner:
             # than skip them or leave partitions /readyz reports assigned but nobody set up (a district
             # partition never watched)
             self._new_partitions = new + self._new_partitions
-            first: dict[TP, int] = {}
-            for m in messages:
-                tp = (m.topic, m.partition)
-                first[tp] = min(first.get(tp, m.offset), m.offset)
-            for tp, offset in first.items():
+            for tp, offset in _first_offsets(messages).items():
                 if tp in owned:
                     self.consumer.seek(tp, offset)
             raise
@@ -395,8 +391,8 @@ class Runner:
                 next_offsets[tp] = m.offset + 1
             per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
         per_topic.pop(self.cfg.district_topic, None)  # the readings topics' messages only (not the stages' own)
-        for tp in next_offsets.keys() - self._resume_from.keys():  # read before any commit: re-read from here
-            self._resume_from[tp] = min(m.offset for m in messages if (m.topic, m.partition) == tp)
+        if next_offsets.keys() - self._resume_from.keys():  # read before any commit: re-read from here
+            self._resume_from = {**_first_offsets(messages), **self._resume_from}
         for topic, n in per_topic.items():  # one counter update per topic, not per message
             self.pipeline.metrics.messages_consumed.labels(topic).inc(n)
         district_messages: list[RawMessage] = []
@@ -569,6 +565,14 @@ class Runner:
             finally:
                 if self.consumer is not None:
                     self.consumer.close()
+
+
+def _first_offsets(messages: list[RawMessage]) -> dict[TP, int]:
+    """The first offset of each partition in a poll's messages (they come in offset order per partition)."""
+    first: dict[TP, int] = {}
+    for m in messages:
+        first.setdefault((m.topic, m.partition), m.offset)
+    return first
 
 
 class _LastClientError(logging.Handler):

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds until the demo stops (default: the story length)")
     p.add_argument("--speed", type=float, default=None, help="simulated seconds per wall second")
     p.add_argument("--port", type=int, default=9108, help="HTTP port for the page, metrics and API")
+    p.add_argument("--host", help="HTTP address to listen on (default [http] host, 127.0.0.1; 0.0.0.0 in a "
+                                  "container whose port is published)")
     p.add_argument("--state-dir", type=Path, help="default: a fresh temporary directory")
 
     p = sub.add_parser("replay", help="run recorded readings (JSON Lines or sensor.community CSV) without Kafka")

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,14 @@ from alerting.cap import cap_filename
 __all__ = ["HttpServer", "StateFeed"]
 
 log = logging.getLogger(__name__)
+
+#: A Host header fit to build links from: a name or IPv4 address, or an IPv6 literal, with an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches a server bound to ``host`` (all interfaces: the loopback)."""
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
 
 
 class StateFeed:
@@ -81,7 +90,9 @@ class HttpServer:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self.public_url = public_url or f"http://{host}:{self.port}"
+        #: ``[alerting] public_url`` when set: links in the CAP feed then use it, not the address asked for
+        self.configured_url = public_url
+        self.public_url = public_url or _local_url(host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     def start(self) -> HttpServer:
@@ -161,6 +172,14 @@ def _make_handler(srv: HttpServer) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._dispatch("DELETE")
 
+        def _base_url(self) -> str:
+            """The configured public URL, else the one the client asked for (behind a Service name or a
+            published port, the bind address would be unreachable: 0.0.0.0 in a container)."""
+            host = self.headers.get("Host", "")
+            if srv.configured_url or not _HOST.fullmatch(host):
+                return srv.public_url
+            return f"http://{host}"
+
         def _dispatch(self, method: str) -> None:
             path = urlsplit(self.path).path
             try:
@@ -185,7 +204,7 @@ def _make_handler(srv: HttpServer) -> type[BaseHTTPRequestHandler]:
                 elif path == "/events":
                     self._events()
                 elif path in ("/cap/atom.xml", "/cap/feed.atom"):
-                    feed = atom_feed(srv.active_records(), base_url=srv.public_url, self_path="/cap/atom.xml")
+                    feed = atom_feed(srv.active_records(), base_url=self._base_url(), self_path="/cap/atom.xml")
                     self._send(200, feed, "application/atom+xml; charset=utf-8")
                 elif path.startswith("/cap/") and path.endswith(".xml"):
                     self._cap(unquote(path[len("/cap/"):-len(".xml")]))

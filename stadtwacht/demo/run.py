@@ -72,6 +72,8 @@ def run_demo(cfg: Config, args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="stadtwacht-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(cfg, state_dir)
+    if args.host:
+        cfg = msgspec.structs.replace(cfg, http=msgspec.structs.replace(cfg.http, host=args.host))
     token = api_token(cfg, generate=True)
     districts, districts_named = demo_districts(cfg, args.districts)
     stop = threading.Event()

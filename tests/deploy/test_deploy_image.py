@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import tomllib
 from pathlib import Path
+
+from tests.deploy.build_context import dockerignore_patterns, ignored
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -79,25 +80,14 @@ def test_copied_sources_exist_in_the_context():
                 assert (ROOT / source).exists(), source
 
 
-def _ignored(name: str, patterns: list[str]) -> bool:
-    ignored = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        p = pattern.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name, p.removeprefix("**/")):
-            ignored = not negate
-    return ignored
-
-
 def test_dockerignore_keeps_the_package_and_drops_the_rest():
-    patterns = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    patterns = dockerignore_patterns()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     for needed in ["pyproject.toml", project["project"]["readme"], *packages]:
-        assert not _ignored(needed, patterns), f"{needed} is needed by pip install but ignored"
-    for dropped in [".git", ".venv", "tests", "channels.env", "deploy/config/channels.env"]:
-        assert _ignored(dropped, patterns), f"{dropped} must stay out of the build context"
+        assert not ignored(needed, patterns), f"{needed} is needed by pip install but ignored"
+    for kept in ["stadtwacht/web/app.js", "detection/default_rules.toml", "geodata/stuttgart_sensors.csv"]:
+        assert not ignored(kept, patterns), f"{kept} is package data but ignored"
+    for dropped in [".git", ".venv", "tests", "channels.env", "deploy/config/channels.env",
+                    "detection/__pycache__/numba-0/engine.nbi", ".venv/lib/site.py", "tests/deploy/x.py"]:
+        assert ignored(dropped, patterns), f"{dropped} must stay out of the build context"

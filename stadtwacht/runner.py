@@ -317,12 +317,15 @@ class Runner:
         log.info("loading the decode and detection kernels (the first start after an install compiles them, "
                  "about a minute; not ready until then)")
         log.info("decode and detection kernels ready in %.1f s", self.pipeline.compile_kernels())
+        # the full collection holds the GIL for 0.1-0.5 s: before the Kafka clients' IO threads exist (they
+        # would miss heartbeats and log "blocking the event loop"); what connecting builds is frozen after
+        freeze_startup_heap()
         if not self._connect_until(stop):
             self.health.stopping = True
             return
         log.info("consuming %s as group %r", ", ".join(self.topics), self.cfg.group_id)
         self.pipeline.alerts.start()
-        freeze_startup_heap()
+        gc.freeze()
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         try:
             try:

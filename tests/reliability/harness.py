@@ -114,7 +114,7 @@ def reading(sensor: str, t_ns: int, value: float, quantity: str = "water_level")
 
 
 def in_process_runner(bootstrap: str, prefix: str, workdir: Path, client: str, values: list[bytes],
-                      district_topic: bool = False, more_topics: tuple[str, ...] = ()):
+                      district_topic: bool = False, more_topics: tuple[str, ...] = (), connect: bool = True):
     """(setup, Runner, metrics registry): an in-process runner on a one-gauge flood setup (``client`` as the
     readings consumer, optionally with a district topic) whose readings topic already holds ``values``."""
     from stadtwacht.config import load_config
@@ -136,7 +136,7 @@ def in_process_runner(bootstrap: str, prefix: str, workdir: Path, client: str, v
     prod.close()
     registry = new_registry()
     return setup, Runner(Pipeline(cfg, registry, workdir / "state", sensors_path=str(setup.registry)),
-                         bootstrap), registry
+                         bootstrap, connect=connect), registry
 
 
 def alternating_stream(gauges: list[str], rounds: int, t0_ns: int, step_s: int = 1):

@@ -24,6 +24,7 @@ from stadtwacht.durations import parse_duration
 
 __all__ = [
     "AppriseChannel",
+    "BrokenChannel",
     "Channel",
     "ConsoleChannel",
     "FileChannel",
@@ -115,8 +116,9 @@ class ConsoleChannel:
         return SendOutcome(True)
 
 
-class _BrokenChannel:
-    """A channel whose URL could not be resolved: every send fails permanently (config error shown once)."""
+class BrokenChannel:
+    """A channel whose URL could not be resolved: every send fails permanently. The service still starts
+    (the other channels keep warning) and says so at once: an ERROR log and ``stadtwacht_channels_unusable``."""
 
     def __init__(self, name: str, tags: tuple[str, ...], reason: str) -> None:
         self.name, self.tags, self.label, self.reason = name, tags, "invalid://", reason
@@ -144,5 +146,5 @@ def build_channels(cfg: AlertingConfig, environ: Mapping[str, str]) -> dict[str,
             interval = parse_duration(c.min_interval) / 1e9 if c.min_interval else None
             out[c.name] = make_channel(c.name, resolve_channel_url(c, environ), tags, interval)
         except ChannelSecretError as exc:
-            out[c.name] = _BrokenChannel(c.name, tags, str(exc))
+            out[c.name] = BrokenChannel(c.name, tags, str(exc))
     return out

@@ -17,6 +17,9 @@ class AlertingMetrics:
             "stadtwacht_notifications", "Notification send attempts by channel (service://host) and outcome "
             "(success, retry, failed, expired).", ["channel", "outcome"], registry=registry)
         self.outbox_depth = Gauge("stadtwacht_outbox_depth", "Outbox deliveries not yet sent.", registry=registry)
+        self.channels_unusable = Gauge(
+            "stadtwacht_channels_unusable", "Configured channels that cannot send: their URL's secret (${VAR} or "
+            "url_file) could not be resolved at start (the log names them).", registry=registry)
         self.active_alerts = Gauge("stadtwacht_active_alerts", "Active alert episodes by hazard and level.",
                                    ["hazard", "level"], registry=registry)
         self.alert_events = Counter("stadtwacht_alert_events", "Alert events by event (firing, update, resolved).",

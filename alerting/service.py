@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from alerting.channels import Channel, build_channels, make_channel
+from alerting.channels import BrokenChannel, Channel, build_channels, make_channel
 from alerting.config import AlertingConfig
 from alerting.episodes import Episode, episode_view, rfc3339, step
 from alerting.errors import UnknownAlertError
@@ -67,6 +67,11 @@ class AlertService:
             self._channels[f"notify-{i}"] = make_channel(f"notify-{i}", url, (EVERYTHING_TAG,))
         self._router = Router(config.routes, {n: c.tags for n, c in self._channels.items()})
         self._metrics = AlertingMetrics(registry)
+        unusable = [c for c in self._channels.values() if isinstance(c, BrokenChannel)]
+        for c in unusable:
+            log.error("%s: every notification routed to it fails until that is fixed and the service restarted",
+                      c.reason)
+        self._metrics.channels_unusable.set(len(unusable))
         self._group_wait_ns = parse_duration(config.group_wait)
         self._group_rules = [(g.hazard, g.min_level, parse_duration(g.wait)) for g in config.group_rules]
         self._repeat_ns = parse_duration(config.repeat_interval) if config.repeat_interval else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -118,9 +119,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg, problems = load_config(args.config)
     messages = [str(p) for p in problems]
     if not problems:
+        from alerting.errors import ChannelSecretError
+        from alerting.redaction import resolve_channel_url
         from geodata.districts import DistrictLayer
         from geodata.registry import SensorRegistry
 
+        for channel in cfg.alerting.channels:  # the secrets the service would resolve at start, from here
+            try:
+                resolve_channel_url(channel, os.environ)
+            except ChannelSecretError as e:
+                messages.append(str(e))
         geo = cfg.geodata
         try:
             path = args.districts or geo.districts

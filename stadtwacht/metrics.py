@@ -74,7 +74,7 @@ class PipelineMetrics:
                                       ["topic"], registry=registry),
             batch_seconds=Histogram("stadtwacht_batch_seconds", "Processing time of one poll batch",
                                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                             1, 2.5, 5),
+                                             1, 2.5, 5, 10, 30, 60),
                                     registry=registry),
             detections=Counter("stadtwacht_detections", "Detection level transitions",
                                ["hazard", "kind", "level"], registry=registry),

@@ -6,10 +6,12 @@ import tomllib
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 
 from alerting.config import AlertingConfig, ChannelConfig, validate
 from alerting.errors import ChannelSecretError
 from alerting.redaction import redact_url, resolve_channel_url
+from alerting.service import AlertService
 
 GOOD = """
 group_wait = "30s"
@@ -131,3 +133,27 @@ def test_log_filter_redacts_urls_in_apprise_messages():
     assert RedactingLogFilter().filter(rec)
     assert rec.getMessage() == "Could not load E-Mail URL: mailto://smtp.example.org"
     assert redact_text("a json://u:tok@h.example.org/x b") == "a json://h.example.org b"
+
+
+def test_a_channel_whose_secret_is_missing_is_reported_at_start(tmp_path, caplog):
+    """The service starts (the other channels keep warning) and says at once which channel cannot send."""
+    cfg = AlertingConfig(channels=[
+        ChannelConfig(name="mail", url="mailto://ops:${SMTP_PASS}@127.0.0.1:9?to=a@example.org", tags=["x"]),
+        ChannelConfig(name="hook", url="json://127.0.0.1:9/${HOOK_PATH}", tags=["x"]),
+    ])
+    caplog.set_level("ERROR", logger="stadtwacht.alerting")
+    reg = CollectorRegistry()
+    svc = AlertService(cfg, tmp_path / "state", {"mitte": "Mitte"}, reg, environ={"HOOK_PATH": "h"})
+    try:
+        assert reg.get_sample_value("stadtwacht_channels_unusable") == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert errors == ["channel 'mail': environment variable SMTP_PASS is not set: every notification routed "
+                          "to it fails until that is fixed and the service restarted"]
+    finally:
+        svc.close()
+    reg = CollectorRegistry()
+    svc = AlertService(cfg, tmp_path / "state2", {"mitte": "Mitte"}, reg, environ={"HOOK_PATH": "h", "SMTP_PASS": "s"})
+    try:
+        assert reg.get_sample_value("stadtwacht_channels_unusable") == 0
+    finally:
+        svc.close()

@@ -35,6 +35,7 @@ GAUGES = {
     "stadtwacht_active_alerts",
     "stadtwacht_district_level",
     "stadtwacht_outbox_depth",
+    "stadtwacht_channels_unusable",
     "stadtwacht_outbox_oldest_seconds",
     "stadtwacht_broker_up",
     "stadtwacht_last_reading_timestamp_seconds",
@@ -188,6 +189,35 @@ def test_rules_reference_only_exposed_metrics():
     for rule in _alert_rules():
         unknown = metric_names(rule["expr"]) - EXPOSED - SYNTHETIC
         assert not unknown, f"{rule['alert']}: unknown metrics {sorted(unknown)}"
+
+
+def _finite_buckets() -> dict[str, list[float]]:
+    """Histogram name -> its finite upper bounds, from the metrics a pipeline registers."""
+    from alerting.metrics import AlertingMetrics
+    from stadtwacht.metrics import PipelineMetrics, new_registry
+
+    registry = new_registry()
+    PipelineMetrics.create(registry)
+    AlertingMetrics(registry)
+    out: dict[str, list[float]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf":
+                out.setdefault(sample.name.removesuffix("_bucket"), []).append(float(sample.labels["le"]))
+    return out
+
+
+def test_quantile_thresholds_lie_within_the_histograms_buckets():
+    """histogram_quantile never answers above the largest finite bucket: a threshold there can never fire."""
+    buckets = _finite_buckets()
+    assert set(buckets) == HISTOGRAMS
+    found = 0
+    for rule in _alert_rules():
+        for name, threshold in re.findall(r"histogram_quantile\(.*?(\w+)_bucket.*?\)+\s*>\s*([0-9.]+)",
+                                          " ".join(rule["expr"].split())):
+            found += 1
+            assert float(threshold) < max(buckets[name]), (rule["alert"], name, threshold, buckets[name])
+    assert found >= 2
 
 
 def test_rules_have_severity_and_text():

@@ -59,3 +59,14 @@ def test_check_config_accepts_the_deploy_config():
                             capture_output=True, text=True, env={**_example_env(), "PATH": "/usr/bin:/bin"},
                             cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_config_names_the_channel_secrets_that_are_not_set():
+    """check-config resolves the channel URLs as the service would at start, from its own environment."""
+    env = {k: v for k, v in _example_env().items() if k != "STADTWACHT_WEBHOOK_URL"}
+    result = subprocess.run([sys.executable, "-m", "stadtwacht", "check-config", "--config", str(TOML)],
+                            capture_output=True, text=True, env={**env, "PATH": "/usr/bin:/bin"}, cwd=REPO, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "channel 'webhook': environment variable STADTWACHT_WEBHOOK_URL is not set" in result.stderr
+    assert "1 problem(s)" in result.stderr and "channel 'mail'" not in result.stderr
+    assert _example_env()["STADTWACHT_MAIL_URL"] not in result.stdout + result.stderr

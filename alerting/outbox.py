@@ -41,6 +41,9 @@ class Notifier:
                  policy: RetryPolicy, clock: Callable[[], int]) -> None:
         self._db_path, self._channels, self._metrics = db_path, dict(channels), metrics
         self._policy, self._clock = policy, clock
+        for ch in self._channels.values():  # every series from the start: increase() misses a first 0 -> 1
+            for outcome in ("success", "retry", "failed", "expired"):
+                metrics.notifications.labels(ch.label, outcome)
         self._wake = {name: threading.Event() for name in self._channels}
         self._send_locks = {name: threading.Lock() for name in self._channels}  # one sender per channel
         self._stop = threading.Event()

@@ -495,6 +495,7 @@ class DistrictStage:
         if drop.any():
             rollup.reset_sensors(drop)
         rollup.forget_districts(districts)
+        self.pipeline.drop_district_levels(self.pipeline.layer.ids[d] for d in districts.tolist())
 
     def _reconcile(self, districts: set[int]) -> list[AlertRecord]:
         """Bring the alert state of some districts in line with the rebuilt levels (Pipeline.reconcile, scoped)."""

@@ -80,8 +80,8 @@ class PipelineMetrics:
                                ["hazard", "kind", "level"], registry=registry),
             district_level=Gauge("stadtwacht_district_level", "Current level per district and hazard",
                                  ["district", "hazard"], registry=registry),
-            broker_up=Gauge("stadtwacht_broker_up", "1 while the last broker poll succeeded",
-                            registry=registry),
+            broker_up=Gauge("stadtwacht_broker_up", "1 while the last broker poll succeeded, 0 while it fails "
+                            "(NaN before the first attempt: the kernels compile first)", registry=registry),
             last_reading=Gauge("stadtwacht_last_reading_timestamp_seconds",
                                "Event time of the newest accepted reading", registry=registry),
             warming_up=Gauge("stadtwacht_warming_up",
@@ -100,6 +100,8 @@ class PipelineMetrics:
                             "request failed while the batch was processed (cause=broker)", ["cause"],
                             registry=registry),
         )
+        # unknown until the first connect or poll: a start compiling kernels for minutes is not a broker outage
+        metrics.broker_up.set(float("nan"))
         for cause in ("delivery", "broker"):  # 0 from the start: an increase() over a first re-read counts it
             metrics.rereads.labels(cause)
         return metrics

@@ -7,6 +7,7 @@ alert records) the caller hands on before committing offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -339,6 +340,14 @@ class Pipeline:
             hazard, rest = divmod(k, 64 * 128)
             kind, level = divmod(rest, 128)
             self.metrics.detections.labels(HAZARDS[hazard], KINDS[kind], str(level)).inc(c)
+
+    def drop_district_levels(self, districts: Iterable[str]) -> None:
+        """Stop exporting the levels of districts another instance decides now: that one exports them, and a
+        value left here would show the district's old level beside the owner's (dashboards take the max)."""
+        for district in districts:
+            for hazard in HAZARDS:
+                with contextlib.suppress(KeyError):
+                    self.metrics.district_level.remove(district, hazard)
 
     def _set_district_levels(self, changes: list[DistrictLevel]) -> None:
         if not changes:

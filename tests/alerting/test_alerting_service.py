@@ -301,6 +301,10 @@ def test_metrics(tmp_path):
     reg = CollectorRegistry()
     clock = FakeClock()
     svc = make(tmp_path, clock, registry=reg)
+    # every channel's outcomes are exported at 0 from the start: Prometheus' increase() cannot see a series
+    # that appears at 1, so a channel's first failure would never fire StadtwachtNotificationsFailing
+    for outcome in ("success", "retry", "failed", "expired"):
+        assert reg.get_sample_value("stadtwacht_notifications_total", {"channel": "file://", "outcome": outcome}) == 0
     svc.apply([level("mitte", 3, t=T0 - 2 * S), level("west", 1, hazard="air", quantity="pm10")])
     assert value(reg, "stadtwacht_active_alerts", hazard="flood", level="3") == 1
     assert value(reg, "stadtwacht_alert_events_total", event="firing") == 2

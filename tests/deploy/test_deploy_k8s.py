@@ -126,15 +126,15 @@ def test_secret_is_referenced_and_exemplified(deployment):
     assert "STADTWACHT_API_TOKEN" in secret["stringData"]
 
 
-def test_service_selects_the_pods_and_is_annotated_for_scraping(deployment):
+def test_service_selects_the_pods_and_is_scraped_by_one_job_only(deployment):
     service = _kind("Service")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
-    notes = service["metadata"]["annotations"]
-    assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+    # the example job finds it by label; annotations would add a second scrape under a generic job's name
+    assert not any(k.startswith("prometheus.io/") for k in service["metadata"].get("annotations", {}))
     (port,) = service["spec"]["ports"]
-    assert port["name"] == "http" and port["targetPort"] == "http" and int(notes["prometheus.io/port"]) == 9108
+    assert port["name"] == "http" and port["targetPort"] == "http" and port["port"] == 9108
 
 
 def test_pod_disruption_budget(deployment):

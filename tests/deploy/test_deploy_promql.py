@@ -274,15 +274,18 @@ def test_promtool_check_config():
     assert "1 rule files found" in res.stdout
 
 
-def test_kubernetes_scrape_example_keeps_annotated_stadtwacht_endpoints():
+def test_kubernetes_scrape_example_keeps_the_stadtwacht_service_http_endpoints():
     # Debian's promtool is built without Kubernetes discovery, so this file is checked structurally only.
     config = _load(PROMETHEUS / "prometheus-k8s.example.yml")
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "stadtwacht"
     assert job["kubernetes_sd_configs"] == [{"role": "endpoints"}]
     keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
-    assert keeps["__meta_kubernetes_service_annotation_prometheus_io_scrape"] == "true"
-    assert keeps["__meta_kubernetes_service_label_app_kubernetes_io_name"] == "stadtwacht"
+    assert keeps == {"__meta_kubernetes_service_label_app_kubernetes_io_name": "stadtwacht",
+                     "__meta_kubernetes_endpoint_port_name": "http"}
+    service = yaml.safe_load((DEPLOY / "k8s" / "service.yaml").read_text(encoding="utf-8"))
+    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "stadtwacht"
+    assert service["spec"]["ports"][0]["name"] == "http"
 
 
 # --- Grafana dashboard ------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ class PipelineMetrics:
         metrics = cls(
             readings_accepted=Counter("stadtwacht_readings_accepted", "Readings accepted by ingest",
                                       ["quantity"], registry=registry),
-            messages_consumed=Counter("stadtwacht_messages_consumed", "Kafka messages consumed from a readings topic",
+            messages_consumed=Counter("stadtwacht_messages_consumed", "Kafka messages consumed from a readings topic "
+                                      "(once: a re-read after a restart or rebalance is not counted again)",
                                       ["topic"], registry=registry),
             dead_letter_messages=Counter("stadtwacht_dead_letter_messages",
                                          "Messages (or batch elements) sent to a dead-letter topic",

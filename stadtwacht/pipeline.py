@@ -180,7 +180,8 @@ class Pipeline:
             events = DetectionBatch.empty()
         events = DetectionBatch.concat([events, self.engine.tick(self.now_ns())])
         result.detections = len(events)
-        self._count_detections(events)
+        if deliver:  # a re-read's detections were counted the first time
+            self._count_detections(events)
         if self.district_out is not None:
             self.district_out.publish(batch, events, deliver)
             return result

@@ -388,11 +388,13 @@ class Runner:
         started = time.perf_counter()
         next_offsets: dict[TP, int] = {}
         per_topic: dict[str, int] = {}
+        applied = self._applied
         for m in messages:
             tp = (m.topic, m.partition)
             if m.offset + 1 > next_offsets.get(tp, -1):
                 next_offsets[tp] = m.offset + 1
-            per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
+            if m.offset >= applied.get(tp, 0):  # a re-read (warm-up, redelivery) was counted the first time
+                per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
         per_topic.pop(self.cfg.district_topic, None)  # the readings topics' messages only (not the stages' own)
         if next_offsets.keys() - self._resume_from.keys():  # read before any commit: re-read from here
             self._resume_from = {**_first_offsets(messages), **self._resume_from}

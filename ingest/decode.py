@@ -48,7 +48,7 @@ __all__ = ["SENSOR_ID_PATTERN", "DecodeLimits", "Decoded", "RawMessage", "Readin
 #: Sensor ids are plain tokens so they can never inject markup into a message, CAP or the page.
 SENSOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
-_valid_sensor_id = re.compile(SENSOR_ID_PATTERN).match
+_valid_sensor_id = re.compile(SENSOR_ID_PATTERN).fullmatch  # fullmatch: "$" alone lets a trailing "\n" pass
 AwareTime = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
 
 
@@ -392,17 +392,29 @@ class ReadingDecoder:
         all_lat, all_lon = cols.lat, cols.lon
         bad_position = np.zeros(per.shape[0], dtype=bool)  # per reading
         ri = np.flatnonzero(~(np.isnan(all_lat) & np.isnan(all_lon)))  # readings that carry a position
+        moves = np.zeros(0, np.int64)  # readings whose position a sensor takes, if they are accepted
         if ri.size:
             lat, lon = all_lat[ri], all_lon[ri]
             bad = ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
             bad_position[ri[bad]] = True
-            ok = ~bad & (rsensor[ri] >= 0)
-            self.sensors.set_positions(rsensor[ri[ok]], lat[ok], lon[ok])
+            moves = ri[~bad & (rsensor[ri] >= 0)]
+            moves = moves[~self.sensors.registered[rsensor[moves]]]  # a registry position wins
+        if moves.size:  # the unknown-sensor check sees the poll's positions ...
+            moved = rsensor[moves]
+            before = self.sensors.lat[moved].copy()
+            self.sensors.lat[moved] = all_lat[moves]
         # one compiled pass: reading columns repeated per value, each value's reason (0 = ok; codes index
-        # _ROW_REASONS; the unknown-sensor check sees the positions just recorded)
+        # _ROW_REASONS)
         time_ns, message, sensor, reason, rejected = expand_check(
             per, cols.time_us, cols.msg, rsensor, quantity, value, bad_position, self.sensors.lat, PHYSICAL_MIN,
             PHYSICAL_MAX, self._clock_ns() + self.limits.max_future_ns)
+        if moves.size:  # ... but only accepted readings give a sensor their position
+            self.sensors.lat[moved] = before
+            if rejected:
+                refused = np.zeros(per.shape[0], dtype=bool)
+                refused[np.repeat(np.arange(per.shape[0]), per)[reason > 0]] = True
+                moves = moves[~refused[moves]]
+            self.sensors.set_positions(rsensor[moves], all_lat[moves], all_lon[moves])
 
         if rejected:
             element = np.repeat(cols.elem, per)
@@ -467,7 +479,7 @@ class _Columns:
 
 
 _ROW_REASONS = ("ok", "unknown_quantity", "not_finite", "out_of_range", "future", "bad_position",
-                "unknown_sensor", "bad_sensor_id")
+                "unknown_sensor", "bad_sensor_id", "bad_time")
 
 
 def _row_detail(code: int, s: str, q: int, v: float) -> str:
@@ -482,6 +494,8 @@ def _row_detail(code: int, s: str, q: int, v: float) -> str:
         return "lat/lon outside WGS84 bounds or only one of them given"
     if code == 7:
         return f"sensor_id must match {SENSOR_ID_PATTERN}"
+    if code == 8:
+        return "time before 1970 or after 2262 (an unset or placeholder date such as 0001-01-01?)"
     return f"sensor {s!r} is not in the registry and the reading has no lat/lon"
 
 

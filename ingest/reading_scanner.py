@@ -897,7 +897,9 @@ def _expand_check(rows, time_us, msg, sensor, quantity, value, bad_position, sen
     bad = 0
     i = 0
     for r in range(rows.shape[0]):
-        t = time_us[r] * 1000
+        tu = time_us[r]
+        in_time = 0 <= tu <= 9_223_372_036_854_775  # 1970 .. 2262: what int64 ns hold (no wrap-around)
+        t = tu * 1000 if in_time else 0
         m = msg[r]
         s = sensor[r]
         for _ in range(rows[r]):
@@ -911,6 +913,8 @@ def _expand_check(rows, time_us, msg, sensor, quantity, value, bad_position, sen
                 code = 1
             elif s < 0:
                 code = 7
+            elif not in_time:
+                code = 8
             elif not np.isfinite(x):
                 code = 2
             elif x < low[q] or x > high[q]:

@@ -61,6 +61,12 @@ BAD = [
     ("only lat", reading(sensor="new1", lat=48.0), "bad_position"),
     ("unknown sensor without position", reading(sensor="nobody"), "unknown_sensor"),
     ("markup in sensor id", reading(sensor="<script>alert(1)</script>", lat=48.7, lon=9.1), "bad_sensor_id"),
+    ("sensor id ending in a newline", reading(sensor="pegel-x\n", lat=48.7, lon=9.1), "bad_sensor_id"),
+    # an unset date (Go's and .NET's zero time) or a sentinel: int64 ns would wrap round to another date
+    ("year 1", reading(time="0001-01-01T00:00:00Z"), "bad_time"),
+    ("year 9999", reading(time="9999-12-31T23:59:59Z"), "bad_time"),
+    ("wraps to now", reading(time="2611-06-09T10:40:13Z"), "bad_time"),
+    ("before 1970", reading(time="1969-12-31T23:59:59Z"), "bad_time"),
     ("deep nesting", b"[" * 5000 + b"]" * 5000, "malformed"),
     ("top-level number", b"42", "malformed"),
 ]
@@ -108,6 +114,39 @@ def test_unknown_sensor_with_position_is_mapped_later():
     assert not out.dead
     i = dec.sensors.get("citizen-1")
     assert dec.sensors.lat[i] == 48.8 and dec.sensors.moved[i]
+
+
+def test_a_rejected_reading_gives_its_sensor_no_position():
+    """Bad input has no effect: a rejected reading's lat/lon neither places a new sensor (its next reading
+    without a position is still unknown) nor moves a known one."""
+    dec = decoder()
+    bad = dec.decode([msg(reading(sensor="citizen-2", lat=48.8, lon=9.2, values={"pm10": -1.0}))])
+    assert [d.reason for d in bad.dead] == ["out_of_range"]
+    out = dec.decode([msg(reading(sensor="citizen-2"))])
+    assert [d.reason for d in out.dead] == ["unknown_sensor"]
+    dec.decode([msg(reading(sensor="citizen-2", lat=48.8, lon=9.2))])
+    i = dec.sensors.get("citizen-2")
+    dec.sensors.moved[i] = False
+    dec.decode([msg(reading(sensor="citizen-2", time="2030-01-01T00:00:00Z", lat=0.0, lon=0.0))])  # future
+    assert (dec.sensors.lat[i], dec.sensors.lon[i], dec.sensors.moved[i]) == (48.8, 9.2, False)
+
+
+def test_a_reading_in_the_same_poll_may_place_its_sensor_for_the_others():
+    dec = decoder()
+    out = dec.decode([msg(reading(sensor="citizen-3"), offset=0),
+                      msg(reading(sensor="citizen-3", lat=48.8, lon=9.2), offset=1)])
+    assert not out.dead and len(out.batch) == 2
+
+
+def test_a_registered_sensor_keeps_its_registry_position():
+    """A trusted station's position (and with it its districts and impact area) comes from the registry,
+    not from whatever a reading carries (a feed sending 0,0 took LUBW stations out of every district)."""
+    dec = decoder()
+    i = dec.sensors.get("s1")
+    dec.sensors.moved[i] = False  # mapped once
+    out = dec.decode([msg(reading(sensor="s1", lat=0.0, lon=0.0))])
+    assert not out.dead and len(out.batch) == 1
+    assert (dec.sensors.lat[i], dec.sensors.lon[i], dec.sensors.moved[i]) == (48.78, 9.18, False)
 
 
 def test_community_push_format():

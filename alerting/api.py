@@ -167,12 +167,20 @@ class AlertApi:
                 s = msgspec.json.decode(body, type=_SilenceBody)
                 if s.hazard not in ("", "flood", "air", "sensor"):
                     return _json(400, {"error": "unknown hazard"})
+                if not (s.districts or s.sensors):  # it would match every alert of the city
+                    return _json(400, {"error": "give districts or sensors: a city-wide silence is refused"})
+                unknown = sorted(set(s.districts) - self._service.districts.keys())
+                if unknown:
+                    return _json(400, {"error": f"unknown district(s): {', '.join(unknown)}"})
                 ends = 0
                 if s.duration:
                     try:
-                        ends = self._service.now_ns() + parse_duration(s.duration)
+                        duration = parse_duration(s.duration)
                     except ValueError as exc:
                         return _json(400, {"error": str(exc)})
+                    if duration <= 0:
+                        return _json(400, {"error": "duration must be positive (leave it out: until removed)"})
+                    ends = self._service.now_ns() + duration
                 sil = self._service.silence(districts=s.districts, sensors=s.sensors, hazard=s.hazard,
                                             ends_ns=ends, comment=s.comment, created_by=s.created_by)
                 return _json(201, {"silence": sil})

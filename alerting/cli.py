@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from alerting.config import AlertingConfig
 from alerting.episodes import rfc3339
-from alerting.recovery import open_store
+from alerting.recovery import STATE_FILE, open_store
 from alerting.store import DELETED, Silence
 from alerting.templates import clean
 from stadtwacht.durations import parse_duration
@@ -24,6 +24,9 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
                     share: Callable[[str, Silence | None], None] | None = None) -> int:
     """Run one silence action; prints JSON; exit code 0 on success, 2 on a usage error, 1 if not found or
     not shared. ``share`` hands a silence added (None: removed) here to the other instances."""
+    if share is None and not (args.state_dir / STATE_FILE).is_file():  # mistyped: no service would read it
+        print(f"silence: no alert state in {args.state_dir} (give the --state-dir of the service)", file=sys.stderr)
+        return 2
     store, _ = open_store(args.state_dir)
     try:
         if args.action == "list":
@@ -38,13 +41,15 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
                 print("silence add: give --district or --sensor", file=sys.stderr)
                 return 2
             try:
-                duration = parse_duration(args.duration) if args.duration else 0
+                duration = 0 if args.duration == "forever" else parse_duration(args.duration)
+                if args.duration != "forever" and duration <= 0:
+                    raise ValueError(f"duration {args.duration!r} must be positive (\"forever\": until removed)")
             except ValueError as exc:
                 print(f"silence add: {exc}", file=sys.stderr)
                 return 2
             now = time.time_ns()
-            s = Silence(id=uuid.uuid4().hex[:12], districts=(args.district,) if args.district else (),
-                        sensors=(args.sensor,) if args.sensor else (), hazard="", starts_ns=now,
+            s = Silence(id=uuid.uuid4().hex[:12], districts=tuple(args.district), sensors=tuple(args.sensor),
+                        hazard="", starts_ns=now,
                         ends_ns=now + duration if duration else 0, comment=clean(args.comment, 500),
                         created_by=clean(args.operator, 100), source="cli")
             with store.transaction():

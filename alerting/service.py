@@ -312,7 +312,11 @@ class AlertService:
             with self._store.transaction():
                 self._store.put_silence(s)
             self._silences = self._store.silences()
-            return self._silence_view(s)
+            view = self._silence_view(s)
+            log.warning("silence %s set by %r: districts %s, sensors %s, hazard %s, until %s (%s)", s.id,
+                        s.created_by, list(s.districts) or "any", list(s.sensors) or "any", s.hazard or "any",
+                        view["ends"] or "removed", s.comment)
+            return view
 
     def unsilence(self, silence_id: str) -> bool:
         """Remove a silence; False when there was none with that id."""
@@ -322,6 +326,8 @@ class AlertService:
                 if ok and self._store.silence_sharing().get(silence_id) == SHARED:
                     self._store.set_silence_sharing(silence_id, DELETED)  # until its tombstone is read back
             self._silences = self._store.silences()
+            if ok:
+                log.warning("silence %s removed", silence_id)
             return ok
 
     def silences(self) -> list[dict[str, Any]]:

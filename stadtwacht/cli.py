@@ -91,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (overrides [kafka]); with "
                                                             "[kafka] district_topic, add and remove are shared")
     p.add_argument("action", choices=["list", "add", "remove"])
-    p.add_argument("--district")
-    p.add_argument("--sensor")
-    p.add_argument("--duration", default="2h")
+    p.add_argument("--district", action="append", default=[], help="district id (repeatable)")
+    p.add_argument("--sensor", action="append", default=[], help="sensor id (repeatable)")
+    p.add_argument("--duration", default="2h", help='e.g. "2h"; "forever" = until removed')
     p.add_argument("--comment", default="")
     p.add_argument("--operator", default="cli")
     p.add_argument("--id", help="silence id (remove)")
@@ -260,6 +260,17 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     setup_logging(args.log_level, args.log_format)
+    if args.action == "add" and args.district:  # an id the layer does not have silences nothing
+        from geodata.districts import DistrictLayer
+
+        geo = cfg.geodata
+        layer = (DistrictLayer.from_file(geo.districts, geo.id_column, geo.name_column, geo.metric_crs,
+                                         geo.number_column) if geo.districts else DistrictLayer.demo())
+        unknown = sorted(set(args.district) - set(layer.ids))
+        if unknown:
+            print(f"silence add: unknown district(s): {', '.join(unknown)} (ids: {', '.join(layer.ids)})",
+                  file=sys.stderr)
+            return 2
     if args.action == "list" or not cfg.kafka.district_topic:
         return silence_command(cfg.alerting, args)
     # several instances: the change also goes to the others, as one made through any instance's API

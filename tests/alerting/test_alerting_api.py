@@ -91,6 +91,30 @@ def test_silences_api(setup):
     assert call(api, "DELETE", f"/api/silences/{sid}")[0] == 404
 
 
+@pytest.mark.parametrize(("body", "error"), [
+    ({}, "city-wide silence is refused"),  # no scope matches every alert of the city, until removed
+    ({"hazard": "flood", "duration": "2h"}, "city-wide silence is refused"),
+    ({"districts": ["nowhere"]}, "unknown district(s): nowhere"),
+    ({"districts": ["mitte"], "duration": "0s"}, "duration must be positive"),
+])
+def test_a_silence_that_would_hide_more_or_less_than_meant_is_refused(setup, body, error):
+    _, api, _ = setup
+    status, out = call(api, "POST", "/api/silences", json.dumps(body).encode())
+    assert status == 400 and error in out["error"], out
+    assert call(api, "GET", "/api/silences")[1]["silences"] == []
+
+
+def test_silences_set_and_removed_are_logged(setup, caplog):
+    _, api, _ = setup
+    body = {"districts": ["mitte"], "duration": "2h", "comment": "Wartung", "created_by": "Erika Muster"}
+    sid = call(api, "POST", "/api/silences", json.dumps(body).encode())[1]["silence"]["id"]
+    call(api, "DELETE", f"/api/silences/{sid}")
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and sid in r.getMessage()]
+    assert len(logged) == 2, logged
+    assert "'Erika Muster'" in logged[0] and "['mitte']" in logged[0] and "Wartung" in logged[0]
+    assert logged[1] == f"silence {sid} removed"
+
+
 def test_secrets_never_in_api_metrics_or_logs(setup, caplog):
     svc, api, reg = setup
     a = svc.apply([level("mitte", 3)])[0].alert_id

@@ -388,8 +388,9 @@ def test_silence_cli(tmp_path, capsys):
     import json
 
     from alerting.cli import silence_command
-    ns = dict(state_dir=tmp_path / "state", district="mitte", sensor=None, duration="2h", comment="<b>Bau</b>",
+    ns = dict(state_dir=tmp_path / "state", district=["mitte"], sensor=[], duration="2h", comment="<b>Bau</b>",
               operator="cli", id=None)
+    make(tmp_path).close()  # the service's state directory
     assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns)) == 0
     sid = json.loads(capsys.readouterr().out)["id"]
     import time
@@ -404,6 +405,32 @@ def test_silence_cli(tmp_path, capsys):
     assert silence_command(file_config(tmp_path), argparse.Namespace(action="remove", **ns)) == 1
 
 
+def test_silence_cli_refuses_what_would_silence_other_than_meant(tmp_path, capsys):
+    """A mistyped state directory (no service reads it) and a zero duration (it meant "forever") are errors;
+    several districts and sensors go into one silence."""
+    import argparse
+    import json
+
+    from alerting.cli import silence_command
+    ns = dict(state_dir=tmp_path / "typo", district=["mitte", "nord"], sensor=["pegel-1"], duration="2h",
+              comment="", operator="cli", id=None)
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns)) == 2
+    assert "no alert state in" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    make(tmp_path).close()
+    ns["state_dir"] = tmp_path / "state"
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **{**ns, "duration": "0s"})) == 2
+    assert "must be positive" in capsys.readouterr().err
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns)) == 0
+    capsys.readouterr()
+    forever = argparse.Namespace(action="add", **{**ns, "duration": "forever"})
+    assert silence_command(file_config(tmp_path), forever) == 0
+    assert json.loads(capsys.readouterr().out)["ends"] is None
+    assert silence_command(file_config(tmp_path), argparse.Namespace(action="list", **ns)) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(s["districts"], s["sensors"], s["ends"] is None) for s in listed] == [
+        (["mitte", "nord"], ["pegel-1"], False), (["mitte", "nord"], ["pegel-1"], True)]
+
+
 def test_silence_cli_shares_with_the_other_instances(tmp_path, capsys):
     """With several instances the command hands what it added or removed to the others; when that fails it
     says so (exit code 1) and the change holds in its state directory only."""
@@ -412,8 +439,9 @@ def test_silence_cli_shares_with_the_other_instances(tmp_path, capsys):
 
     from alerting.cli import silence_command
     shared: list = []
-    ns = dict(state_dir=tmp_path / "state", district="mitte", sensor=None, duration="2h", comment="", operator="cli",
-              id=None)
+    ns = dict(state_dir=tmp_path / "state", district=["mitte"], sensor=[], duration="2h", comment="",
+              operator="cli", id=None)
+    make(tmp_path).close()  # the service's state directory
     assert silence_command(file_config(tmp_path), argparse.Namespace(action="add", **ns),
                            lambda sid, s: shared.append((sid, s))) == 0
     out = json.loads(capsys.readouterr().out)

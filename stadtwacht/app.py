@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from alerting.api import AlertApi
-from stadtwacht.config import Config
+from stadtwacht.config import Config, ConfigError, Problem
 from stadtwacht.http import HttpServer, StateFeed
 from stadtwacht.metrics import new_registry
 from stadtwacht.pipeline import Pipeline
@@ -27,7 +27,11 @@ def api_token(cfg: Config, generate: bool = False) -> str | None:
     """The API token from the environment or a file (never from the TOML itself)."""
     token = os.environ.get(cfg.http.api_token_env, "").strip()
     if not token and cfg.http.api_token_file:
-        token = Path(cfg.http.api_token_file).read_text(encoding="utf-8").strip()
+        try:
+            token = Path(cfg.http.api_token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError([Problem("", None, "http.api_token_file", f"cannot read {cfg.http.api_token_file}: "
+                                                                         f"{e.strerror}")]) from None
     if not token and generate:
         token = secrets.token_urlsafe(18)
     return token or None

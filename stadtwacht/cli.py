@@ -13,9 +13,11 @@ from pathlib import Path
 import msgspec
 
 from stadtwacht import __version__
-from stadtwacht.config import Config, ConfigError, load_config
+from stadtwacht.config import Config, ConfigError, Problem, load_config
 from stadtwacht.errors import StadtwachtError
 from stadtwacht.logs import setup_logging
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 __all__ = ["main"]
 
@@ -31,7 +33,7 @@ def _common(p: argparse.ArgumentParser, config_required: bool = False) -> None:
     p.add_argument("--notify", action="append", default=[], metavar="APPRISE_URL",
                    help="extra notification channel (repeatable); receives every alert event")
     p.add_argument("--log-format", choices=["text", "json"], help="override [logging] format")
-    p.add_argument("--log-level", help="override [logging] level")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="override [logging] level")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
     p.add_argument("--speed", type=float, default=None)
     p.add_argument("--duration", type=float, default=None)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
 
     p = sub.add_parser("check-config", help="validate configuration, district layer and sensor registry")
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", type=Path, help="output CSV (default: see the detector's docs)")
     p.add_argument("--config", type=Path, help="take [detection.anomaly] from this configuration")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
 
     p = sub.add_parser("silence", help="list, add or remove silences in a state directory (with [kafka] "
@@ -97,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--comment", default="")
     p.add_argument("--operator", default="cli")
     p.add_argument("--id", help="silence id (remove)")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     return parser
 
@@ -279,8 +281,8 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
     bootstrap = args.bootstrap or cfg.kafka.bootstrap_servers
     if not bootstrap:
-        raise ConfigError([("kafka.bootstrap_servers", "needed (or --bootstrap): with kafka.district_topic a "
-                                                       "silence is shared with every instance")])
+        raise ConfigError([Problem(str(args.config), None, "kafka.bootstrap_servers", "needed (or --bootstrap): "
+                                   "with kafka.district_topic a silence is shared with every instance")])
 
     def share(silence_id, silence) -> None:
         producer = make_producer(cfg.kafka, bootstrap)
@@ -305,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    except StadtwachtError as e:  # a layer, registry or state store that cannot be used: say which, no traceback
+        print(f"stadtwacht {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a port in use, a file missing or not writable
+        print(f"stadtwacht {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -80,7 +80,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}"
+        return f"{where}: {self.key}: {self.message}" if where else f"{self.key}: {self.message}"
 
 
 class ConfigError(StadtwachtError):

@@ -70,3 +70,35 @@ def test_check_config_names_the_channel_secrets_that_are_not_set():
     assert "channel 'webhook': environment variable STADTWACHT_WEBHOOK_URL is not set" in result.stderr
     assert "1 problem(s)" in result.stderr and "channel 'mail'" not in result.stderr
     assert _example_env()["STADTWACHT_MAIL_URL"] not in result.stdout + result.stderr
+
+
+def _stadtwacht(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stadtwacht", *args], capture_output=True, text=True, cwd=REPO,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})}, timeout=120)
+
+
+def test_start_up_errors_are_one_line_naming_the_cause_not_a_traceback(tmp_path):
+    """What an operator mistypes gets one line saying what and where, and a non-zero exit (no traceback, which
+    in a JSON log stream is a dozen lines of plain text)."""
+    import socket
+
+    missing = tmp_path / "nowhere.geojson"
+    token_toml = tmp_path / "token.toml"
+    token_toml.write_text(f'[http]\napi_token_file = "{tmp_path / "no-token"}"\n', encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = [
+            (["run", "--bootstrap", "127.0.0.1:1", "--districts", str(missing), "--state-dir", str(tmp_path / "a")],
+             2, str(missing)),
+            (["run", "--config", str(token_toml), "--bootstrap", "127.0.0.1:1", "--state-dir", str(tmp_path / "b")],
+             2, "http.api_token_file: cannot read"),
+            (["run", "--bootstrap", "127.0.0.1:1", "--metrics-port", str(port), "--state-dir", str(tmp_path / "c")],
+             1, "Address already in use"),
+            (["run", "--bootstrap", "127.0.0.1:1", "--log-level", "verbose"], 2, "invalid choice: 'VERBOSE'"),
+        ]
+        for args, code, says in cases:
+            done = _stadtwacht(*args)
+            assert done.returncode == code and says in done.stderr, (args, done.returncode, done.stderr[-2000:])
+            assert "Traceback" not in done.stderr, done.stderr

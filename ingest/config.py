@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import msgspec
 
@@ -66,6 +67,10 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_future: str = "5m"
 
 
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
 def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
     """Semantic problems as (key path, message)."""
     problems: list[tuple[str, str]] = []
@@ -87,6 +92,17 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
                                          "pip install stadtwacht[confluent]"))
     if not kafka.dlq_suffix:
         problems.append(("kafka.dlq_suffix", "must not be empty (dead letters would loop into the input)"))
+    # the Kafka clients take an unknown protocol as plaintext: a typo must not turn TLS and SASL off in silence
+    if kafka.security_protocol not in _PROTOCOLS:
+        problems.append(("kafka.security_protocol", f"must be one of {', '.join(_PROTOCOLS)} (exactly)"))
+    elif kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL_"):
+        problems.append(("kafka.sasl_mechanism", f"needs security_protocol SASL_SSL or SASL_PLAINTEXT, not "
+                                                 f"{kafka.security_protocol} (it would be ignored)"))
+    for topic in {*kafka.topics, *kafka.community_topics, kafka.alerts_topic} | (
+            {kafka.district_topic} if kafka.district_topic else set()):
+        if not _TOPIC.fullmatch(topic):
+            problems.append(("kafka.topics", f"{topic!r} is not a legal Kafka topic name (letters, digits, . _ -; "
+                                             f"at most 249)"))
     if ingest.max_message_bytes < 64:
         problems.append(("ingest.max_message_bytes", "must be >= 64"))
     try:

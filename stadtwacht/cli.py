@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from ingest.config import validate as validate_ingest
 from stadtwacht import __version__
 from stadtwacht.config import Config, ConfigError, Problem, load_config
 from stadtwacht.errors import StadtwachtError
@@ -164,6 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.topic:
         cfg = msgspec.structs.replace(cfg, kafka=msgspec.structs.replace(cfg.kafka, topics=args.topic))
+        problems = validate_ingest(cfg.kafka, cfg.ingest)
+        if problems:  # the topics given on the command line, checked as the file's are
+            raise ConfigError([Problem("--topic", None, key, message) for key, message in problems])
     state_dir = args.state_dir or Path(cfg.state.dir)
     token = api_token(cfg)
     if token is None:

@@ -97,6 +97,8 @@ def test_start_up_errors_are_one_line_naming_the_cause_not_a_traceback(tmp_path)
             (["run", "--bootstrap", "127.0.0.1:1", "--metrics-port", str(port), "--state-dir", str(tmp_path / "c")],
              1, "Address already in use"),
             (["run", "--bootstrap", "127.0.0.1:1", "--log-level", "verbose"], 2, "invalid choice: 'VERBOSE'"),
+            (["run", "--bootstrap", "127.0.0.1:1", "--topic", "bad topic!"], 2,
+             "--topic: kafka.topics: 'bad topic!' is not a legal Kafka topic name"),
         ]
         for args, code, says in cases:
             done = _stadtwacht(*args)

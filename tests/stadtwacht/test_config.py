@@ -48,6 +48,11 @@ CASES = [
     ("[nonsense]\na = 1\n", [(1, "nonsense")], "unknown section"),
     ("[kafka]\nauto_offset_reset = \"sometimes\"\n", [(2, "kafka.auto_offset_reset")], "earliest"),
     ("[ingest]\nmax_future = \"soon\"\n", [(2, "ingest.max_future")], "duration"),
+    # kafka-python takes an unknown protocol as plaintext: TLS and SASL would be off without a word
+    ("[kafka]\nsecurity_protocol = \"SASL_SLL\"\n", [(2, "kafka.security_protocol")], "SASL_SSL"),
+    ("[kafka]\nsecurity_protocol = \"sasl_ssl\"\n", [(2, "kafka.security_protocol")], "exactly"),
+    ("[kafka]\nsasl_mechanism = \"PLAIN\"\n", [(2, "kafka.sasl_mechanism")], "would be ignored"),
+    ("[kafka]\ntopics = [\"bad topic!\"]\n", [(2, "kafka.topics")], "not a legal Kafka topic name"),
     ("[logging]\nformat = \"xml\"\n", [(2, "logging.format")], "json"),
     ("[[rules]]\nname = \"a\"\nquantity = \"pm10\"\nlevels = [1.0]\nlevel_names = [\"x\"]\n"
      "[[rules]]\nname = \"b\"\nquantity = \"pm10\"\nlevels = \"high\"\n",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -9,8 +10,10 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from alerting.api import AlertApi
+from alerting.errors import StateStoreError
 from stadtwacht.config import Config, ConfigError, Problem
 from stadtwacht.http import HttpServer, StateFeed
 from stadtwacht.metrics import new_registry
@@ -49,6 +52,26 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """One service per state directory: a second would share the first's outbox and episodes (notifications
+    twice or lost). The lock goes with the process: a crash or kill releases it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    f = (state_dir / "service.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise StateStoreError(str(state_dir), f"another stadtwacht service uses it (pid {holder}); give each "
+                                              f"its own --state-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class Service:
     """One stadtwacht process: consume, detect, alert, and serve HTTP on one port."""
 
@@ -56,6 +79,7 @@ class Service:
                  districts: str | None = None, sensors: str | None = None, notify: list[str] = (),
                  exercise: bool = False, token: str | None = None, topics: list[str] | None = None) -> None:
         self.cfg = cfg
+        self._state_lock = lock_state_dir(Path(state_dir))
         self.registry = new_registry()
         self.health = Health()
         self.pipeline = Pipeline(cfg, self.registry, state_dir, districts_path=districts, sensors_path=sensors,
@@ -116,3 +140,4 @@ class Service:
             self.runner.run(stop)
         finally:
             self.http.stop()
+            self._state_lock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,19 @@ def test_start_up_errors_are_one_line_naming_the_cause_not_a_traceback(tmp_path)
             done = _stadtwacht(*args)
             assert done.returncode == code and says in done.stderr, (args, done.returncode, done.stderr[-2000:])
             assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_second_service_on_the_same_state_directory_is_refused(tmp_path):
+    """Two services on one state directory would share its outbox and episodes: the second says so and stops."""
+    from stadtwacht.app import lock_state_dir
+
+    held = lock_state_dir(tmp_path / "state")
+    try:
+        done = _stadtwacht("run", "--bootstrap", "127.0.0.1:1", "--state-dir", str(tmp_path / "state"))
+        assert done.returncode == 2, done.stderr
+        assert f"another stadtwacht service uses it (pid {os.getpid()})" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        held.close()
+    with lock_state_dir(tmp_path / "state"):  # released with its holder
+        pass

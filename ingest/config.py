@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+from collections.abc import Mapping
 
 import msgspec
 
@@ -69,6 +71,26 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_BROKER = re.compile(r"(?:[A-Za-z_]+://)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
+def bootstrap_problem(bootstrap: str) -> str | None:
+    """Why a bootstrap list (``host:port[,host:port...]``) is not one, or None; a client would retry it forever."""
+    bad = [b for b in bootstrap.split(",") if not _BROKER.fullmatch(b.strip())]
+    return f"not host:port: {', '.join(repr(b) for b in bad)}" if bad else None
+
+
+def environment_problems(kafka: KafkaConfig, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What the process environment and file system lack for the configured connection (checked where it runs)."""
+    problems = []
+    if kafka.sasl_plain_password_env and kafka.sasl_plain_password_env not in environ:
+        problems.append(("kafka.sasl_plain_password_env",
+                         f"environment variable {kafka.sasl_plain_password_env} is not set (an empty password)"))
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, key)
+        if path and not os.access(path, os.R_OK):
+            problems.append((f"kafka.{key}", f"cannot read {path}"))
+    return problems
 
 
 def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
@@ -98,6 +120,8 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
     elif kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL_"):
         problems.append(("kafka.sasl_mechanism", f"needs security_protocol SASL_SSL or SASL_PLAINTEXT, not "
                                                  f"{kafka.security_protocol} (it would be ignored)"))
+    if kafka.bootstrap_servers and (why := bootstrap_problem(kafka.bootstrap_servers)):
+        problems.append(("kafka.bootstrap_servers", why))
     for topic in {*kafka.topics, *kafka.community_topics, kafka.alerts_topic} | (
             {kafka.district_topic} if kafka.district_topic else set()):
         if not _TOPIC.fullmatch(topic):

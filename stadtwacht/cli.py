@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from ingest.config import bootstrap_problem, environment_problems
 from ingest.config import validate as validate_ingest
 from stadtwacht import __version__
 from stadtwacht.config import Config, ConfigError, Problem, load_config
@@ -127,6 +128,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from geodata.districts import DistrictLayer
         from geodata.registry import SensorRegistry
 
+        messages += [f"{key}: {message}" for key, message in environment_problems(cfg.kafka, os.environ)]
         for channel in cfg.alerting.channels:  # the secrets the service would resolve at start, from here
             try:
                 resolve_channel_url(channel, os.environ)
@@ -168,6 +170,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         problems = validate_ingest(cfg.kafka, cfg.ingest)
         if problems:  # the topics given on the command line, checked as the file's are
             raise ConfigError([Problem("--topic", None, key, message) for key, message in problems])
+    if why := bootstrap_problem(bootstrap):
+        raise ConfigError([Problem("--bootstrap" if args.bootstrap else str(args.config), None,
+                                   "kafka.bootstrap_servers", why)])
+    problems = environment_problems(cfg.kafka, os.environ)
+    if problems:  # permanent: retrying the connection would not mend them
+        raise ConfigError([Problem("environment", None, key, message) for key, message in problems])
     state_dir = args.state_dir or Path(cfg.state.dir)
     token = api_token(cfg)
     if token is None:

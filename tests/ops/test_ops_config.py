@@ -84,6 +84,10 @@ def test_start_up_errors_are_one_line_naming_the_cause_not_a_traceback(tmp_path)
     import socket
 
     missing = tmp_path / "nowhere.geojson"
+    sasl_toml = tmp_path / "sasl.toml"
+    sasl_toml.write_text('[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"\n'
+                         'sasl_plain_username = "stadtwacht"\nsasl_plain_password_env = "NO_SUCH_PASSWORD"\n',
+                         encoding="utf-8")
     token_toml = tmp_path / "token.toml"
     token_toml.write_text(f'[http]\napi_token_file = "{tmp_path / "no-token"}"\n', encoding="utf-8")
     with socket.socket() as taken:
@@ -98,6 +102,10 @@ def test_start_up_errors_are_one_line_naming_the_cause_not_a_traceback(tmp_path)
             (["run", "--bootstrap", "127.0.0.1:1", "--metrics-port", str(port), "--state-dir", str(tmp_path / "c")],
              1, "Address already in use"),
             (["run", "--bootstrap", "127.0.0.1:1", "--log-level", "verbose"], 2, "invalid choice: 'VERBOSE'"),
+            (["run", "--bootstrap", "kafka:notaport"], 2, "--bootstrap: kafka.bootstrap_servers: not host:port"),
+            (["run", "--config", str(sasl_toml), "--bootstrap", "127.0.0.1:1"], 2,
+             "environment variable NO_SUCH_PASSWORD is not set"),
+            (["check-config", "--config", str(sasl_toml)], 1, "environment variable NO_SUCH_PASSWORD is not set"),
             (["run", "--bootstrap", "127.0.0.1:1", "--topic", "bad topic!"], 2,
              "--topic: kafka.topics: 'bad topic!' is not a legal Kafka topic name"),
         ]

@@ -53,6 +53,8 @@ CASES = [
     ("[kafka]\nsecurity_protocol = \"sasl_ssl\"\n", [(2, "kafka.security_protocol")], "exactly"),
     ("[kafka]\nsasl_mechanism = \"PLAIN\"\n", [(2, "kafka.sasl_mechanism")], "would be ignored"),
     ("[kafka]\ntopics = [\"bad topic!\"]\n", [(2, "kafka.topics")], "not a legal Kafka topic name"),
+    ("[kafka]\nbootstrap_servers = \"kafka:9092,kafka:notaport\"\n", [(2, "kafka.bootstrap_servers")],
+     "not host:port: 'kafka:notaport'"),
     ("[logging]\nformat = \"xml\"\n", [(2, "logging.format")], "json"),
     ("[[rules]]\nname = \"a\"\nquantity = \"pm10\"\nlevels = [1.0]\nlevel_names = [\"x\"]\n"
      "[[rules]]\nname = \"b\"\nquantity = \"pm10\"\nlevels = \"high\"\n",

@@ -119,13 +119,22 @@ def _setup_logs(args: argparse.Namespace, cfg: Config | None) -> None:
     setup_logging(level, fmt)
 
 
+def _district_layer(cfg: Config, path: str | None):
+    """The layer at ``path`` read with the configured columns, or the built-in one."""
+    from geodata.districts import DistrictLayer
+
+    geo = cfg.geodata
+    if not path:
+        return DistrictLayer.demo()
+    return DistrictLayer.from_file(path, geo.id_column, geo.name_column, geo.metric_crs, geo.number_column)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg, problems = load_config(args.config)
     messages = [str(p) for p in problems]
     if not problems:
         from alerting.errors import ChannelSecretError
         from alerting.redaction import resolve_channel_url
-        from geodata.districts import DistrictLayer
         from geodata.registry import SensorRegistry
 
         messages += [f"{key}: {message}" for key, message in environment_problems(cfg.kafka, os.environ)]
@@ -137,8 +146,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         geo = cfg.geodata
         try:
             path = args.districts or geo.districts
-            layer = (DistrictLayer.from_file(path, geo.id_column, geo.name_column, geo.metric_crs, geo.number_column)
-                     if path else DistrictLayer.demo())
+            layer = _district_layer(cfg, path)
             messages += [f"district layer: {m}" for m in layer.check(geo.overlap_tolerance_m2,
                                                                       geo.gap_tolerance_m2)]
             sensors_path = args.sensors or geo.sensors
@@ -275,11 +283,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     setup_logging(args.log_level, args.log_format)
     if args.action == "add" and args.district:  # an id the layer does not have silences nothing
-        from geodata.districts import DistrictLayer
-
-        geo = cfg.geodata
-        layer = (DistrictLayer.from_file(geo.districts, geo.id_column, geo.name_column, geo.metric_crs,
-                                         geo.number_column) if geo.districts else DistrictLayer.demo())
+        layer = _district_layer(cfg, cfg.geodata.districts)
         unknown = sorted(set(args.district) - set(layer.ids))
         if unknown:
             print(f"silence add: unknown district(s): {', '.join(unknown)} (ids: {', '.join(layer.ids)})",

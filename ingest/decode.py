@@ -118,6 +118,17 @@ def _reason_of(err: Exception) -> tuple[str, str]:
     return "malformed", text
 
 
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
+def _hint(detail: str, data: bytes) -> str:
+    """A JSON error at a NaN or Infinity token (what Python's json.dumps writes by default) says so."""
+    m = _AT_BYTE.search(detail)
+    if m and data[int(m.group(1)):].lstrip(b"-")[:3] in (b"NaN", b"Inf"):
+        return detail + ": NaN and Infinity are not JSON (leave the quantity out; json.dumps(allow_nan=False))"
+    return detail
+
+
 class ReadingDecoder:
     """Decodes poll batches of raw messages into one :class:`ReadingBatch` plus dead letters."""
 
@@ -295,7 +306,7 @@ class ReadingDecoder:
             return 1
         except Exception as err:  # any decode failure is bad input, never a crash
             reason, detail = _reason_of(err)
-            dead.append(_dl(msg, reason, detail))
+            dead.append(_dl(msg, reason, _hint(detail, data)))
             return 0
 
     def _times_us(self, readings: list, slow: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -405,9 +416,10 @@ class ReadingDecoder:
             self.sensors.lat[moved] = all_lat[moves]
         # one compiled pass: reading columns repeated per value, each value's reason (0 = ok; codes index
         # _ROW_REASONS)
+        now_ns = self._clock_ns()
         time_ns, message, sensor, reason, rejected = expand_check(
             per, cols.time_us, cols.msg, rsensor, quantity, value, bad_position, self.sensors.lat, PHYSICAL_MIN,
-            PHYSICAL_MAX, self._clock_ns() + self.limits.max_future_ns)
+            PHYSICAL_MAX, now_ns + self.limits.max_future_ns)
         if moves.size:  # ... but only accepted readings give a sensor their position
             self.sensors.lat[moved] = before
             if rejected:
@@ -429,7 +441,8 @@ class ReadingDecoder:
                 code = int(reason[r])
                 e = int(element[r])
                 sid = self.sensors.id_of(int(sensor[r])) if sensor[r] >= 0 else ""
-                detail = _row_detail(code, sid, int(quantity[r]), float(value[r]))
+                detail = _row_detail(code, sid, int(quantity[r]), float(value[r]), int(time_ns[r]), now_ns,
+                                     msg.value, e)
                 dead.append(_dl(msg, _ROW_REASONS[code], detail, readings=c, element=None if e < 0 else e))
             batch = ReadingBatch(sensor[keep], quantity[keep], time_ns[keep], value[keep], message[keep])
         else:
@@ -482,14 +495,19 @@ _ROW_REASONS = ("ok", "unknown_quantity", "not_finite", "out_of_range", "future"
                 "unknown_sensor", "bad_sensor_id", "bad_time")
 
 
-def _row_detail(code: int, s: str, q: int, v: float) -> str:
+def _row_detail(code: int, s: str, q: int, v: float, t_ns: int, now_ns: int, raw: bytes | None,
+                element: int) -> str:
+    """What a feed owner needs to mend the reading: the key, value, range or times at fault."""
     if code == 1:
-        return f"unknown quantity in 'values'; canonical: {', '.join(QUANTITY_CODE)}"
-    q = QUANTITIES[q]
-    if code in (2, 3):
-        return f"{q}={v!r} outside the physical range"
+        return (f"unknown quantity {_unknown_keys(raw, element)} in 'values' (the whole reading is rejected); "
+                f"canonical: {', '.join(QUANTITY_CODE)}")
+    if code == 2:
+        return f"{QUANTITIES[q]}={v!r} is not a finite number"
+    if code == 3:
+        return f"{QUANTITIES[q]}={v!r} outside the physical range {PHYSICAL_MIN[q]:g} .. {PHYSICAL_MAX[q]:g}"
     if code == 4:
-        return "time is in the future beyond ingest.max_future"
+        return (f"time {_utc(t_ns)} is ahead of the clock ({_utc(now_ns)}) by more than ingest.max_future "
+                f"(a local time sent with Z or +00:00?)")
     if code == 5:
         return "lat/lon outside WGS84 bounds or only one of them given"
     if code == 7:
@@ -497,6 +515,21 @@ def _row_detail(code: int, s: str, q: int, v: float) -> str:
     if code == 8:
         return "time before 1970 or after 2262 (an unset or placeholder date such as 0001-01-01?)"
     return f"sensor {s!r} is not in the registry and the reading has no lat/lon"
+
+
+def _utc(t_ns: int) -> str:
+    return _dt.datetime.fromtimestamp(t_ns / 1e9, _dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _unknown_keys(raw: bytes | None, element: int) -> str:
+    """The keys of the reading's 'values' that are no quantity, read again from the original (rejections only)."""
+    try:
+        doc = msgspec.json.decode(raw)
+        reading = doc[element] if element >= 0 else doc
+        keys = [k for k in reading["values"] if k not in QUANTITY_CODE]
+    except Exception:  # the detail is best effort; the reason stands
+        return "?"
+    return ", ".join(repr(k) for k in keys[:5]) or "?"
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:

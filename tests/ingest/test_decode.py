@@ -116,6 +116,20 @@ def test_unknown_sensor_with_position_is_mapped_later():
     assert dec.sensors.lat[i] == 48.8 and dec.sensors.moved[i]
 
 
+@pytest.mark.parametrize(("value", "detail"), [
+    (reading(values={"pm10": 1.0, "temperature": 3.0}), "unknown quantity 'temperature' in 'values'"),
+    ([reading(), reading(values={"PM10": 2.0})], "unknown quantity 'PM10' in 'values'"),
+    (reading(values={"pm10": -5.0}), "pm10=-5.0 outside the physical range 0 .. 2000"),
+    (reading(time="2030-01-01T00:00:00Z"), "time 2030-01-01T00:00:00Z is ahead of the clock (2026-11-18T11:06:40Z)"),
+    (b'{"sensor_id":"s1","time":"' + T.encode() + b'","values":{"pm10":NaN}}', "NaN and Infinity are not JSON"),
+    (b'[{"sensor_id":"s1","time":"' + T.encode() + b'","values":{"o3":-Infinity}}]', "NaN and Infinity are not JSON"),
+])
+def test_the_detail_names_what_to_mend(value, detail):
+    """A feed owner reads the dead letter's detail: the key, the value and its range, the times at fault."""
+    (dead,) = decoder().decode([msg(value)]).dead
+    assert detail in dead.detail, dead.detail
+
+
 def test_a_rejected_reading_gives_its_sensor_no_position():
     """Bad input has no effect: a rejected reading's lat/lon neither places a new sensor (its next reading
     without a position is still unknown) nor moves a known one."""

@@ -284,17 +284,20 @@ class ReadingDecoder:
                 elem_of.append(-1)
                 return 1
             if data[:1] == b"[" or data.lstrip()[:1] == b"[":
+                mark = len(dead)
                 try:
                     rs = self._many.decode(data)
-                    elems = range(len(rs))
+                    elems, total = range(len(rs)), len(rs)
                     if not rs:
                         dead.append(_dl(msg, "malformed", "empty array: no readings"))
                         return 0
                 except msgspec.ValidationError:
                     rs, elems = self._decode_elements(msg, dead)
-                if len(rs) > lim.max_readings_per_message:
-                    detail = f"{len(rs)} readings (limit {lim.max_readings_per_message})"
-                    dead.append(_dl(msg, "oversized", detail, readings=len(rs)))
+                    total = len(rs) + len(dead) - mark
+                if total > lim.max_readings_per_message:  # every element counts, good or bad
+                    del dead[mark:]  # one dead letter for the whole message, not one more per bad element
+                    detail = f"{total} readings (limit {lim.max_readings_per_message})"
+                    dead.append(_dl(msg, "oversized", detail, readings=total))
                     return 0
                 readings.extend(rs)
                 msg_of.extend([m] * len(rs))

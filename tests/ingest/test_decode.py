@@ -89,6 +89,18 @@ def test_oversized_message():
     assert [d.reason for d in out.dead] == ["oversized"]
 
 
+@pytest.mark.parametrize("last", [{"x": 1}, reading(values={"pm10": -1.0}), reading()])
+def test_too_many_readings_count_every_element_good_or_bad(last):
+    """max_readings_per_message is about the message: four elements over a limit of three are oversized
+    whichever of them is bad (it depended on which path took the message), with one dead letter."""
+    dec = decoder()
+    dec.limits = type(dec.limits)(max_readings_per_message=3)
+    out = dec.decode([msg([reading()] * 3 + [last])])
+    assert len(out.batch) == 0
+    assert [(d.reason, d.element, d.readings) for d in out.dead] == [("oversized", None, 4)]
+    assert dec.decode([msg([reading()] * 2 + [last])]).batch.value.size >= 2
+
+
 def test_good_reading_becomes_columns():
     out = decoder().decode([msg(reading(values={"pm10": 12.5, "no2": 40.0}))])
     assert not out.dead

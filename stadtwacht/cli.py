@@ -157,7 +157,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if messages:
         for m in messages:
             print(m, file=sys.stderr)
-        print(f"{len(messages)} problem(s)", file=sys.stderr)
+        count = sum(m.count("\n") + 1 for m in messages)  # an error may list several lines of a file
+        print(f"{count} problem(s)", file=sys.stderr)
         return 1
     print(f"configuration OK: {len(cfg.rules)} rules, {len(cfg.alerting.channels)} channels")
     return 0

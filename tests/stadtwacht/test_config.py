@@ -91,3 +91,11 @@ def test_check_config_cli(tmp_path, capsys):
     assert main(["check-config", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2: kafka.group_id" in err
+
+
+def test_check_config_counts_every_problem_line(tmp_path, capsys):
+    registry = tmp_path / "sensors.csv"
+    registry.write_text("sensor_id,name,kind,lat,lon\ns1,Eins,flood,48.7,9.1\n", encoding="utf-8")
+    assert main(["check-config", "--sensors", str(registry)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"{len(lines) - 1} problem(s)" and len(lines) >= 3, lines

@@ -20,6 +20,10 @@ the strings are parsed as RFC 3339 for the whole poll batch at once with numpy
 (:func:`rfc3339_us`). Any message the fast path cannot take as it is (a
 decode error, or a time string msgspec would reject) is decoded again by the
 strict schema, so results and dead letters are exactly those of the strict path.
+
+msgspec keeps the last of a repeated key; the scanner declines such messages and
+the struct paths reject them (:mod:`ingest.duplicate_keys`) after a colon count
+that lets messages which cannot repeat a key pass without the exact check.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 
 from ingest.batch import ReadingBatch
 from ingest.deadletter import DeadLetter
+from ingest.duplicate_keys import duplicate_key
 from ingest.quantities import PHYSICAL_MAX, PHYSICAL_MIN, QUANTITIES, QUANTITY_CODE
 from ingest.reading_scanner import ScanResult, SensorTable, expand_check, group_spans, scan_messages
 from ingest.sensor_index import SensorIndex
@@ -257,16 +262,18 @@ class ReadingDecoder:
                     first = data[0]  # data is not empty here; strip only when it starts with whitespace
                     if first == 0x5B or (first in _WHITESPACE and data.lstrip()[:1] == b"["):
                         rs = fast_many(data)
-                        if rs and len(rs) <= lim.max_readings_per_message:
+                        if rs and len(rs) <= lim.max_readings_per_message and not _repeats_key(data, rs):
                             readings.extend(rs)
                             msg_of.extend([m] * len(rs))
                             elem_of.extend(range(len(rs)))
                             continue
                     else:
-                        readings.append(fast_one(data))
-                        msg_of.append(m)
-                        elem_of.append(-1)
-                        continue
+                        r = fast_one(data)
+                        if not _repeats_key(data, (r,)):
+                            readings.append(r)
+                            msg_of.append(m)
+                            elem_of.append(-1)
+                            continue
                 except Exception:  # the strict path below decides and explains
                     pass
             slow += self._decode_strict(m, msg, readings, msg_of, elem_of, dead)
@@ -279,7 +286,9 @@ class ReadingDecoder:
         lim = self.limits
         try:
             if msg.topic in self.community_topics:
-                readings.append(self._community.decode(data, msg.timestamp_ms))
+                reading = self._community.decode(data, msg.timestamp_ms)
+                _check_keys(data)
+                readings.append(reading)
                 msg_of.append(m)
                 elem_of.append(-1)
                 return 1
@@ -291,7 +300,8 @@ class ReadingDecoder:
                     if not rs:
                         dead.append(_dl(msg, "malformed", "empty array: no readings"))
                         return 0
-                except msgspec.ValidationError:
+                    _check_keys(data)
+                except (msgspec.ValidationError, _RepeatedKey):
                     rs, elems = self._decode_elements(msg, dead)
                     total = len(rs) + len(dead) - mark
                 if total > lim.max_readings_per_message:  # every element counts, good or bad
@@ -303,7 +313,9 @@ class ReadingDecoder:
                 msg_of.extend([m] * len(rs))
                 elem_of.extend(elems)
                 return len(rs)
-            readings.append(self._one.decode(data))
+            reading = self._one.decode(data)
+            _check_keys(data)
+            readings.append(reading)
             msg_of.append(m)
             elem_of.append(-1)
             return 1
@@ -337,7 +349,9 @@ class ReadingDecoder:
         elems: list[int] = []
         for e, raw in enumerate(self._raw_list.decode(msg.value)):
             try:
-                out.append(self._one.decode(raw))
+                reading = self._one.decode(raw)
+                _check_keys(bytes(raw))
+                out.append(reading)
                 elems.append(e)
             except Exception as err:  # any decode failure is bad input, never a crash
                 reason, detail = _reason_of(err)
@@ -477,6 +491,29 @@ class ReadingDecoder:
 
 
 _Scan = tuple[ScanResult, list[str], np.ndarray]  # see ReadingDecoder._scan
+
+
+class _RepeatedKey(ValueError):
+    """A key given twice in one object: rejected as malformed (msgspec alone would keep the last value)."""
+
+
+def _check_keys(data: bytes) -> None:
+    key = duplicate_key(data)
+    if key is not None:
+        raise _RepeatedKey(f"key {key!r} given twice in one object (which value is meant?)")
+
+
+def _colons(r: _FastReading) -> int:
+    """The colons a reading's JSON has when no key repeats (one per key, those inside its strings)."""
+    return (3 + len(r.values) + (r.lat == r.lat) + (r.lon == r.lon) + r.sensor_id.count(":")
+            + r.time.count(":"))
+
+
+def _repeats_key(data: bytes, readings: Iterable[_FastReading]) -> bool:
+    """Whether a message msgspec took repeats a key; the exact check only when the colons do not add up
+    (a colon more per repeated key, or colons in other keys) or escapes could hide one."""
+    suspect = b"\\" in data or data.count(b":") != sum(map(_colons, readings))
+    return suspect and duplicate_key(data) is not None
 
 
 @dataclass(slots=True)

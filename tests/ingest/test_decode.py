@@ -175,6 +175,65 @@ def test_a_registered_sensor_keeps_its_registry_position():
     assert (dec.sensors.lat[i], dec.sensors.lon[i], dec.sensors.moved[i]) == (48.78, 9.18, False)
 
 
+_R = b'"sensor_id":"s1","time":"2026-11-18T04:00:00+01:00"'
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+@pytest.mark.parametrize("value", [
+    b'{' + _R + b',"values":{"pm10":12.5,"pm10":1500}}',
+    b'{' + _R + b',"values":{"pm10":12.5,"pm\\u0031\\u0030":1500}}',  # the same key, escaped
+    b'{' + _R + b',"values":{"pm10":12.5},"time":"2026-11-18T05:00:00+01:00"}',
+    b'{' + _R + b',"values":{"pm10":12.5},"lat":48.7,"lon":9.1,"lat":48.8}',
+    b'{"sensor_id":"s\\u003a1","time":"2026-11-18T04:00:00Z","values":{"pm10":1,"pm10":2}}',  # a colon unseen
+])
+def test_a_key_given_twice_is_malformed_not_the_last_one(value, columnar):
+    """JSON leaves repeated keys undefined and msgspec keeps the last: {"pm10": 12.5, "pm10": 1500} was read as
+    1500. Which value the sender meant is unknown, so the reading is rejected, naming the key."""
+    dec = decoder()
+    dec.columnar = columnar
+    out = dec.decode([msg(value)])
+    assert len(out.batch) == 0
+    assert [d.reason for d in out.dead] == ["malformed"]
+    assert "given twice in one object" in out.dead[0].detail
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_key_given_twice_rejects_only_its_element(columnar):
+    dec = decoder()
+    dec.columnar = columnar
+    value = b'[' + b", ".join(b'{' + _R + b',"values":' + v + b'}'
+                              for v in (b'{"pm10":1}', b'{"no2":2,"no2":3}', b'{"o3":4}')) + b']'
+    out = dec.decode([msg(value)])
+    assert out.batch.value.tolist() == [1.0, 4.0]
+    assert [(d.reason, d.element, d.detail) for d in out.dead] == [
+        ("malformed", 1, "key 'no2' given twice in one object (which value is meant?)")]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_colons_and_escapes_without_a_repeated_key_are_accepted(columnar):
+    """The cheap filter in front of the exact check counts colons: ids and times with colons, spaces round
+    them, escaped keys and a quantity that is no key's twin all still decode."""
+    dec = decoder()
+    dec.columnar = columnar
+    values = [
+        b'{"sensor_id" : "a:b:c", "time" : "2026-11-18T04:00:00+01:00", "values" : {"pm10" : 1, "no2":2},'
+        b' "lat" : 48.7, "lon" : 9.1}',
+        b'{"sensor_id":"s1","time":"2026-11-18T04:00:00.5+01:00","values":{"pm\\u0031\\u0030":3}}',
+        b'[{"sensor_id":"s1","time":"2026-11-18T04:00:00Z","values":{"o3":4}},'
+        b' {"sensor_id":"s1","time":"2026-11-18T04:00:00Z","values":{"o3":5}}]',
+    ]
+    out = dec.decode([msg(v, offset=i) for i, v in enumerate(values)])
+    assert not out.dead
+    assert out.batch.value.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_community_push_with_a_key_given_twice_is_malformed():
+    push = b'{"esp8266id":"4711","esp8266id":"4712","sensordatavalues":[{"value_type":"SDS_P1","value":"1"}]}'
+    out = decoder().decode([msg(push, topic="sensors.community", ts=NOW_NS // 1_000_000)])
+    assert [(d.reason, d.detail) for d in out.dead] == [
+        ("malformed", "key 'esp8266id' given twice in one object (which value is meant?)")]
+
+
 def test_community_push_format():
     push = {"esp8266id": "4711", "software_version": "NRZ-2020-129",
             "sensordatavalues": [{"value_type": "SDS_P1", "value": "23.4"}, {"value_type": "SDS_P2", "value": "9.1"},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,8 +10,10 @@ from urllib.parse import urlsplit
 from alerting.config import ChannelConfig
 from alerting.errors import ChannelSecretError
 
-__all__ = ["RedactingLogFilter", "redact_text", "redact_url", "resolve_channel_url"]
+__all__ = ["redact_url", "resolve_channel_url"]
 
+#: Schemes of network addresses (Kafka listeners, HTTP), never of tokens.
+_HOST_SCHEMES = frozenset({"plaintext", "ssl", "tcp", "http", "https"})
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -39,44 +40,31 @@ def resolve_channel_url(channel: ChannelConfig, environ: Mapping[str, str]) -> s
     return url
 
 
-def redact_url(url: str) -> str:
-    """Service and host only, e.g. 'mailto://smtp.example.org'; safe for logs, metrics, errors and APIs."""
+def redact_url(url: str, keep_port: bool = False) -> str:
+    """Service and host only, e.g. 'mailto://smtp.example.org'; safe for logs, metrics, errors and APIs.
+
+    ``keep_port`` keeps the port of a host that is kept (for logs: which listener, e.g. librdkafka's
+    ``ssl://kafka-1:9093/1`` becomes ``ssl://kafka-1:9093``); channel labels stay service + host.
+    """
     scheme, sep, _ = url.partition("://")
     if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,31}", scheme):
         return "invalid://"
     scheme = scheme.lower()
     if scheme in ("file", "console"):
         return f"{scheme}://"
+    host, port = "", None
     try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        host = ""
-    # Some services put tokens where a host would be (e.g. tgram://bottoken/...): keep only host-like names.
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port if keep_port else None
+    except ValueError:  # not a URL (no host), or a port out of range (the host stays)
+        pass
+    # Some services put tokens where a host would be (e.g. tgram://bottoken/...): keep only host-like names,
+    # single-label ones (a compose service "kafka") only for schemes that always name a host.
     if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[?[0-9a-fA-F:]+\]?", host) or (
-        "." not in host and host != "localhost" and ":" not in host
+        "." not in host and host != "localhost" and ":" not in host and scheme not in _HOST_SCHEMES
     ):
         host = ""
+    if host and port is not None:
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     return f"{scheme}://{host}"
-
-
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>]*")
-
-
-def redact_text(text: str) -> str:
-    """Every URL inside a text replaced by its redacted form (service + host)."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
-
-
-class RedactingLogFilter(logging.Filter):
-    """Rewrites log records so no URL (hence no channel secret) passes; attach to handlers or the apprise logger.
-
-    apprise's own "privacy" masking keeps the first and last character of passwords and the full query
-    string; this filter reduces every URL to service + host instead.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        clean = redact_text(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
-        return True

@@ -19,12 +19,14 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+|(?:token|password|passwd|secret)\s*[=:]\
 
 def redact_text(text: str) -> str:
     """Every URL cut to service and host, every bearer/token/password value masked."""
-    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL.sub(lambda m: redact_url(m.group(0), keep_port=True), text)
     return _BEARER.sub(lambda m: f"{m.group(1)}***", text)
 
 
 class _Redacting(logging.Filter):
-    """Masks anything that looks like a credential in a URL (user:password@, tokens in query strings)."""
+    """Masks anything that looks like a credential (user:password@, tokens in paths and query strings), in
+    our records and in those of apprise and the Kafka clients alike: apprise's own "privacy" masking keeps
+    the first and last character of passwords and the whole query string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()

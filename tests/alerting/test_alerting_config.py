@@ -124,17 +124,6 @@ def test_resolve_from_env_and_file(tmp_path):
         resolve_channel_url(ChannelConfig(name="c", url_file=str(tmp_path / "missing"), tags=["t"]), {})
 
 
-def test_log_filter_redacts_urls_in_apprise_messages():
-    import logging
-
-    from alerting.redaction import RedactingLogFilter, redact_text
-    rec = logging.LogRecord("apprise", logging.ERROR, __file__, 1, "Could not load E-Mail URL: %s", (
-        "mailto://ops:p...Z@smtp.example.org:9?to=a@example.org&mode=insecure",), None)
-    assert RedactingLogFilter().filter(rec)
-    assert rec.getMessage() == "Could not load E-Mail URL: mailto://smtp.example.org"
-    assert redact_text("a json://u:tok@h.example.org/x b") == "a json://h.example.org b"
-
-
 def test_a_channel_whose_secret_is_missing_is_reported_at_start(tmp_path, caplog):
     """The service starts (the other channels keep warning) and says at once which channel cannot send."""
     cfg = AlertingConfig(channels=[

@@ -210,7 +210,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stadtwacht.metrics import new_registry
     from stadtwacht.outputs import AlertOutputs
     from stadtwacht.pipeline import Pipeline
-    from stadtwacht.replay import replay_files
+    from stadtwacht.replay import last_delivery_id, replay_files, undelivered
 
     cfg = _load(args)
     _setup_logs(args, cfg)
@@ -234,10 +234,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             dead = open(args.dead_letters_out, "wb") if args.dead_letters_out else None  # noqa: SIM115
             outputs = AlertOutputs(pipeline, jsonl=out, cap_dir=args.cap_dir)
             if args.notify:
+                queued_before = last_delivery_id(pipeline)
                 pipeline.alerts.start()
             summary = replay_files(pipeline, args.inputs, outputs, dead)
+            if out is sys.stdout.buffer:  # a write error now, not at interpreter exit after "done"
+                try:
+                    out.flush()
+                except OSError as e:
+                    raise OSError(e.errno, e.strerror, "standard output") from e
+            problems = summary.problems(args.dead_letters_out)
             if args.notify:
                 pipeline.alerts.stop(deadline_s=30.0)
+                if missed := undelivered(pipeline, queued_before):
+                    problems.append(missed)
             if dead:
                 dead.close()
         finally:
@@ -245,6 +254,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 out.close()
             pipeline.alerts.close()
     print(f"replay: {summary}", file=sys.stderr)
+    if problems:  # ran, but not what was asked: a script must not take it for done
+        print(f"stadtwacht replay: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -261,7 +273,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_anomaly_score(args: argparse.Namespace) -> int:
-    from detection.anomaly_score import score_csv
+    from detection.anomaly_score import SeriesError, write_scores
 
     setup_logging(args.log_level, args.log_format)
     config = None
@@ -270,9 +282,15 @@ def cmd_anomaly_score(args: argparse.Namespace) -> int:
         if problems:
             raise ConfigError(problems)
         config = cfg.detection.anomaly
-    out = score_csv(args.input, args.output, config)
-    if out is not None:
-        print(out, file=sys.stderr)
+    try:
+        scored = write_scores(args.input, args.output, config)
+    except SeriesError as e:  # read, but nothing to score: no output written
+        print(f"stadtwacht anomaly-score: {e}", file=sys.stderr)
+        return 1
+    print(scored.path, file=sys.stderr)
+    if scored.rejected:
+        print(f"anomaly-score: {scored.rejected} of {scored.rows} rows rejected, not scored and left out of the "
+              f"output (first: {scored.first_rejected})", file=sys.stderr)
     return 0
 
 

@@ -38,6 +38,9 @@ class AlertOutputs:
         self._cap_lock = threading.Lock()
         self._later: queue.Queue[AlertRecord] = queue.Queue()
         self._writer: threading.Thread | None = None
+        #: CAP messages written and not written (logged) since start; replay's exit code reflects the latter
+        self.cap_written = 0
+        self.cap_failed = 0
 
     def emit(self, records: list[AlertRecord]) -> list:
         """Send (not flush) the records to the alerts topic, write the JSONL and CAP outputs; the delivery
@@ -105,7 +108,9 @@ class AlertOutputs:
                 write_cap(self.cap_dir, r, self._history(r), self._polygons, exercise=self.pipeline.exercise,
                           approximate_areas=layer.approximate, unit=_unit(r.quantity),
                           top_level=self.pipeline.top_level(r.hazard, r.quantity))
+            self.cap_written += 1
         except (CapError, OSError) as e:  # CAP is an extra output: never block the alert itself
+            self.cap_failed += 1
             log.error("CAP message for %s/%d not written: %s", r.alert_id, r.seq, e)
 
 

@@ -13,6 +13,7 @@ import gzip
 import io
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -29,7 +30,8 @@ from ingest.sensor_index import SensorIndex
 from stadtwacht.outputs import AlertOutputs
 from stadtwacht.pipeline import Pipeline
 
-__all__ = ["ReplaySummary", "is_archive_csv", "read_archive_csv", "replay_files"]
+__all__ = ["ReplaySummary", "is_archive_csv", "last_delivery_id", "read_archive_csv", "replay_files",
+           "undelivered"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,29 @@ class ReplaySummary:
         self.accepted = 0
         self.dead = 0
         self.records = 0
+        self.dead_reasons: Counter[str] = Counter()  # reason -> readings dead-lettered for it
+        self.cap_dir: Path | None = None
+        self.cap_written = 0  # CAP messages written to cap_dir
+        self.cap_missing = 0  # and those not written (each logged with its cause)
 
     def __str__(self) -> str:
         return (f"{self.accepted} readings accepted, {self.dead} dead-lettered, "
                 f"{self.records} alert events")
+
+    def problems(self, dead_letters_out: Path | None = None) -> list[str]:
+        """Why the replay failed (empty when it did not): nothing accepted, CAP messages not written."""
+        problems = []
+        if self.accepted == 0:
+            if self.dead:
+                reasons = ", ".join(f"{r} {n}" for r, n in self.dead_reasons.most_common())
+                where = f"see {dead_letters_out}" if dead_letters_out else "--dead-letters-out FILE says why"
+                problems.append(f"no reading accepted: all {self.dead} dead-lettered ({reasons}; {where})")
+            else:
+                problems.append("no reading accepted: the input holds no readings")
+        if self.cap_missing:
+            problems.append(f"{self.cap_missing} of {self.cap_missing + self.cap_written} CAP messages not "
+                            f"written to {self.cap_dir}")
+        return problems
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -137,6 +158,7 @@ def replay_files(pipeline: Pipeline, inputs: list[Path], outputs: AlertOutputs,
                     done += step
             bar.update(max(0, path.stat().st_size - done))
     outputs.emit(pipeline.tick())
+    summary.cap_dir, summary.cap_written, summary.cap_missing = outputs.cap_dir, outputs.cap_written, outputs.cap_failed
     return summary
 
 
@@ -145,10 +167,29 @@ def _account(summary: ReplaySummary, result, n: int | None, outputs: AlertOutput
     summary.accepted += result.accepted
     summary.dead += sum(d.readings for d in result.dead)
     summary.records += len(result.records)
+    for d in result.dead:
+        summary.dead_reasons[d.reason] += d.readings
     outputs.emit(result.records)
     if dead_out is not None:
         for d in result.dead:
             dead_out.write(_dead_line(d))
+
+
+def last_delivery_id(pipeline: Pipeline) -> int:
+    """The newest notification delivery in the outbox (0 when none): those of a replay come after it."""
+    return max((d["id"] for d in pipeline.alerts.outbox()), default=0)
+
+
+def undelivered(pipeline: Pipeline, after_id: int) -> str | None:
+    """What of the notifications queued after delivery ``after_id`` was not delivered, as one phrase."""
+    queued = [d for d in pipeline.alerts.outbox() if d["id"] > after_id]
+    missed = Counter((d["channel"], d["state"]) for d in queued if d["state"] != "sent")
+    if not missed:
+        return None
+    labels = pipeline.alerts.channel_labels
+    detail = ", ".join(f"{channel} ({labels.get(channel, '?')}) {n} {state}"
+                       for (channel, state), n in sorted(missed.items()))
+    return f"{missed.total()} of {len(queued)} notifications not delivered: {detail}"
 
 
 def _dead_line(d: DeadLetter) -> bytes:

@@ -27,6 +27,7 @@ from ingest.deadletter import DeadLetter
 from ingest.decode import RawMessage
 from ingest.quantities import QUANTITY_CODE
 from ingest.sensor_index import SensorIndex
+from stadtwacht.errors import StadtwachtError
 from stadtwacht.outputs import AlertOutputs
 from stadtwacht.pipeline import Pipeline
 
@@ -76,40 +77,62 @@ def is_archive_csv(path: Path) -> bool:
     return ".csv" in path.suffixes
 
 
+class ArchiveError(StadtwachtError):
+    """A file taken for a sensor.community archive CSV that is not one, or a row of it that cannot be read."""
+
+
 def read_archive_csv(path: Path, sensors: SensorIndex, chunk: int = CHUNK) -> Iterator[ReadingBatch]:
     """sensor.community archive rows as batches (P1 -> pm10, P2 -> pm2_5; ids ``sc-<sensor_id>``)."""
     with _open(path) as raw:
         reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8"), delimiter=";")
-        header = next(reader)
-        col = {name: i for i, name in enumerate(header)}
-        missing = {"sensor_id", "lat", "lon", "timestamp", "P1", "P2"} - col.keys()
-        if missing:
-            raise ValueError(f"{path}: not a sensor.community archive CSV (missing {sorted(missing)})")
-        rows: list[list[str]] = []
-        for row in reader:
-            rows.append(row)
-            if len(rows) >= chunk:
-                yield _archive_batch(rows, col, sensors)
-                rows = []
-        if rows:
-            yield _archive_batch(rows, col, sensors)
+        try:
+            header = next(reader, [])
+            col = {name: i for i, name in enumerate(header)}
+            missing = {"sensor_id", "lat", "lon", "timestamp", "P1", "P2"} - col.keys()
+            if missing:
+                raise ArchiveError(f"{path}: not a sensor.community archive CSV (no column {', '.join(sorted(missing))}"
+                                   " in its first line; JSON Lines files are read by any other name)")
+            rows: list[list[str]] = []
+            line = 2
+            for row in reader:
+                rows.append(row)
+                if len(rows) >= chunk:
+                    yield _archive_batch(rows, col, sensors, path, line)
+                    line += len(rows)
+                    rows = []
+            if rows:
+                yield _archive_batch(rows, col, sensors, path, line)
+        except UnicodeDecodeError as e:
+            raise ArchiveError(f"{path}: not UTF-8 text ({e.reason})") from None
 
 
-def _float_column(rows: list[list[str]], i: int) -> np.ndarray:
-    return np.array([r[i] if i < len(r) and r[i] else "nan" for r in rows], dtype=np.float64)
+def _column(rows: list[list[str]], i: int, dtype: str, empty: str, path: Path, line: int) -> np.ndarray:
+    """Column ``i`` parsed as ``dtype`` (``empty`` for a missing field); the first row it cannot read named."""
+    texts = [r[i] if i < len(r) and r[i] else empty for r in rows]
+    try:
+        return np.array(texts, dtype=dtype)
+    except ValueError:
+        for k, text in enumerate(texts):
+            try:
+                np.array(text, dtype=dtype)
+            except ValueError:
+                what = "a number" if dtype == "float64" else "a date and time"
+                raise ArchiveError(f"{path}: line {line + k}: {text!r} is not {what}") from None
+        raise
 
 
-def _archive_batch(rows: list[list[str]], col: dict[str, int], sensors: SensorIndex) -> ReadingBatch:
+def _archive_batch(rows: list[list[str]], col: dict[str, int], sensors: SensorIndex, path: Path,
+                   line: int) -> ReadingBatch:
     ids = [community_sensor_id(r[col["sensor_id"]]) for r in rows]
     sensor = sensors.lookup(ids)
-    lat, lon = _float_column(rows, col["lat"]), _float_column(rows, col["lon"])
+    lat, lon = (_column(rows, col[c], "float64", "nan", path, line) for c in ("lat", "lon"))
     has = np.isfinite(lat) & np.isfinite(lon)
     sensors.set_positions(sensor[has], lat[has], lon[has])
-    stamps = [r[col["timestamp"]].rstrip("Z").split("+")[0] for r in rows]
-    time_ns = np.array(stamps, dtype="datetime64[ns]").astype(np.int64)
+    stamps = [[r[col["timestamp"]].rstrip("Z").split("+")[0]] for r in rows]
+    time_ns = _column(stamps, 0, "datetime64[ns]", "", path, line).astype(np.int64)
     parts = []
     for name, q in (("P1", "pm10"), ("P2", "pm2_5")):
-        v = _float_column(rows, col[name])
+        v = _column(rows, col[name], "float64", "nan", path, line)
         ok = np.isfinite(v)
         parts.append(ReadingBatch.from_columns(sensor[ok], np.full(ok.sum(), QUANTITY_CODE[q]), time_ns[ok], v[ok]))
     return ReadingBatch.concat(parts).sorted_by_time()

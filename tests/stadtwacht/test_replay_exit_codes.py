@@ -130,3 +130,22 @@ def test_replay_exits_1_when_an_output_file_cannot_be_opened(tmp_path, capsys, o
     rc, err = _replay(capsys, _good(tmp_path), option, target)
     assert rc == 1
     assert err[-1] == f"stadtwacht replay: [Errno 2] No such file or directory: '{target}'"
+
+
+_ARCHIVE_HEADER = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2\n"
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("a,b\n1,2\n", "not a sensor.community archive CSV (no column P1, P2, lat, lon, sensor_id, timestamp"),
+    (_ARCHIVE_HEADER + "1;SDS011;2;48.7;9.1;2020-01-01T00:00:00;12;;;3;;\n"
+     "1;SDS011;2;48.7;9.1;yesterday;12;;;3;;\n", "line 3: 'yesterday' is not a date and time"),
+    (_ARCHIVE_HEADER + "1;SDS011;2;48.7;9.1;2020-01-01T00:00:00;abc;;;3;;\n", "line 2: 'abc' is not a number"),
+])
+def test_a_csv_that_is_no_archive_is_refused_in_one_line(tmp_path, capsys, rows, message):
+    """A .csv is taken for a sensor.community archive: one that is not, or a row it cannot read, is named
+    (it was a traceback, and the exit code 0)."""
+    src = tmp_path / "in.csv"
+    src.write_text(rows, encoding="utf-8")
+    rc, err = _replay(capsys, src)
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith(f"stadtwacht replay: {src}: ") and message in err[0], err

@@ -28,6 +28,7 @@ Response = tuple[int, dict[str, str], bytes]
 
 class _AckBody(msgspec.Struct, forbid_unknown_fields=True):
     operator: str
+    level: int | None = None  # the level the operator saw (the page sends it): refused (409) when it rose since
 
 
 class _SilenceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -37,6 +38,7 @@ class _SilenceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     duration: str = ""  # e.g. "2h"; empty = until removed
     comment: str = ""
     created_by: str = ""
+    max_level: int | None = None  # the highest level it covers (the page: the row's level); None = every level
 
 
 def _json(status: int, obj: Any) -> Response:
@@ -159,6 +161,11 @@ class AlertApi:
             ack = msgspec.json.decode(body, type=_AckBody)
             if not ack.operator.strip():
                 return _json(400, {"error": "operator is required"})
+            ep = self._service.episode(m.group(1)) if ack.level is not None else None
+            if ep is not None and ack.level is not None and ep.level > ack.level:
+                # an acknowledgement covers the level acknowledged and lower ones: this one was not seen yet
+                return _json(409, {"error": f"the level rose to {ep.level} ({ep.level_name}) since level {ack.level}: "
+                                            "acknowledge the new level", "level": ep.level})
             return _json(200, {"alert": self._service.ack(m.group(1), ack.operator)})
         if path == "/api/silences":
             if method == "GET":
@@ -172,6 +179,8 @@ class AlertApi:
                 unknown = sorted(set(s.districts) - self._service.districts.keys())
                 if unknown:
                     return _json(400, {"error": f"unknown district(s): {', '.join(unknown)}"})
+                if s.max_level is not None and s.max_level < 1:
+                    return _json(400, {"error": "max_level must be at least 1 (leave it out: every level)"})
                 ends = 0
                 if s.duration:
                     try:
@@ -182,7 +191,8 @@ class AlertApi:
                         return _json(400, {"error": "duration must be positive (leave it out: until removed)"})
                     ends = self._service.now_ns() + duration
                 sil = self._service.silence(districts=s.districts, sensors=s.sensors, hazard=s.hazard,
-                                            ends_ns=ends, comment=s.comment, created_by=s.created_by)
+                                            ends_ns=ends, comment=s.comment, created_by=s.created_by,
+                                            max_level=s.max_level)
                 return _json(201, {"silence": sil})
             return _json(405, {"error": "method not allowed"})
         m = _SILENCE.match(path)

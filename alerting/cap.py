@@ -15,7 +15,17 @@ air       2      Immediate  Moderate  Observed   Avoid
 air       >= 3   Immediate  Severe    Observed   Avoid, Shelter
 sensor    >= 1   Future     Minor     Observed   Assess
 (any)     resolved: Past    Minor     Observed   AllClear
+(lost)    resolved: Unknown (last)    Unknown    Monitor
 ========  =====  =========  ========  =========  ===================
+
+"lost": a flood or air episode that ended because its sensor turned stale or faulty (a ``resolved``
+record without a threshold, ``alerting.templates.measurement_lost``) is no all-clear: an ``Update``
+with urgency and certainty Unknown, the severity of the episode's last level, responseType Monitor,
+and a "Messausfall" / "Measurement lost" headline.
+
+Times in the texts (``description``) are Europe/Berlin local time, as in the notifications; the
+machine fields (``sent``, ``onset``) are CAP times. A rate-of-rise rule's value is a rate: with the
+rules' aggregates (``aggregates``: rule name -> aggregate) its unit is per hour ("cm/h").
 
 Categories: flood ``Met`` (CAP: "meteorological, inc. flood"), air ``Env`` and ``Health``,
 sensor ``Infra``. ``Evacuate`` is never generated: ordering an evacuation is a human decision.
@@ -38,8 +48,7 @@ from lxml import etree
 
 from alerting.errors import AlertingError
 from alerting.record import AlertRecord
-from alerting.templates import duration_text
-from ingest.quantities import UNITS
+from alerting.templates import duration_text, is_rate, local_time, measurement_lost, rule_unit
 
 __all__ = [
     "CAP_NS",
@@ -152,6 +161,10 @@ _ALL_CLEAR_INSTRUCTION = (
     "Keine besonderen Maßnahmen mehr erforderlich.",
     "No special measures required any more.",
 )
+_LOST_INSTRUCTION = (
+    "Keine Entwarnung: Lage vor Ort prüfen; bis zur Klärung Vorsicht wie zuletzt gewarnt.",
+    "Not an all-clear: check the situation on site; until then take the care last warned of.",
+)
 
 # Characters XML 1.0 forbids (C0 controls other than tab/newline/CR, surrogates, U+FFFE/FFFF).
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -195,7 +208,8 @@ def cap_time(rfc3339: str) -> str:
 
 
 def cap_grade(hazard: str, level: int, event: str, top_level: int | None = None) -> Grade:
-    """Urgency, severity, certainty and responses for a hazard level (see the module table)."""
+    """Urgency, severity, certainty and responses for a hazard level (see the module table; an episode ended
+    for want of a measurement is graded by ``cap_message``, which knows its last level)."""
     if event == "resolved":
         return _ALL_CLEAR
     rows = GRADES[hazard]
@@ -204,16 +218,17 @@ def cap_grade(hazard: str, level: int, event: str, top_level: int | None = None)
     return rows[min(max(level, 1), len(rows)) - 1]
 
 
-def _number(value: float, lang: str) -> str:
-    if not math.isfinite(value):
+def _number(value: float | None, lang: str) -> str:
+    if value is None or not math.isfinite(value):
         return "k. A." if lang == "de" else "n/a"
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return text.replace(".", ",") if lang == "de" else text
 
 
-def _quantity_name(quantity: str, lang: str) -> str:
+def _quantity_name(quantity: str, lang: str, rate: bool = False) -> str:
     names = _QUANTITY.get(quantity)
-    return quantity if names is None else names[0 if lang == "de" else 1]
+    name = quantity if names is None else names[0 if lang == "de" else 1]
+    return f"{name} ({'Anstieg' if lang == 'de' else 'rise'})" if rate else name
 
 
 def _clean_join(items: Sequence[str]) -> str:
@@ -224,7 +239,10 @@ def headline(record: AlertRecord, lang: str) -> str:
     """A one-line summary in ``lang`` ("de" or "en"): what, how bad, where."""
     event = _EVENT.get(record.hazard, {"de": record.hazard, "en": record.hazard})[lang]
     where = _clean_join(record.district_names or record.districts)
-    if record.event == "resolved":
+    if measurement_lost(record):
+        text = (f"Messausfall {event}, keine Entwarnung: {where}" if lang == "de"
+                else f"Measurement lost, {event.lower()}, not an all-clear: {where}")
+    elif record.event == "resolved":
         text = f"Entwarnung {event}: {where}" if lang == "de" else f"All clear, {event.lower()}: {where}"
     else:
         text = f"{event} – {xml_text(record.level_name)}: {where}"
@@ -234,8 +252,13 @@ def headline(record: AlertRecord, lang: str) -> str:
 _TEXT = {
     "de": {
         "active": "{q}: {value} (Schwellwert {threshold}), Stufe {level} „{level_name}“ seit {since}.",
+        "fallen": "{q}: {value} (unter {threshold} gefallen, Aufhebungswert von Stufe {previous}), "
+        "Stufe {level} „{level_name}“ seit {since}.",
         "resolved": "Entwarnung: {q} {value}, wieder unter {threshold}. "
         "Die Warnung seit {since} ist aufgehoben.",
+        "lost": "Messausfall: Die Warnung (zuletzt Stufe {previous} „{previous_name}“, seit {since}) endet, weil "
+        "der Messwert fehlt oder die Sonde gestört ist; letzter Wert {q} {value}. Keine Entwarnung: ohne "
+        "Messwert ist die Lage unbekannt.",
         "trend": "Stufe {trend} von {previous} auf {level}.",
         "up": "erhöht",
         "down": "gesenkt",
@@ -243,7 +266,12 @@ _TEXT = {
     },
     "en": {
         "active": "{q}: {value} (threshold {threshold}), level {level} “{level_name}” since {since}.",
+        "fallen": "{q}: {value} (fell below {threshold}, the clear value of level {previous}), "
+        "level {level} “{level_name}” since {since}.",
         "resolved": "All clear: {q} {value}, back below {threshold}. The warning issued {since} is lifted.",
+        "lost": "Measurement lost: the warning (last level {previous} “{previous_name}”, since {since}) ends "
+        "because the reading is missing or the probe is faulty; last value {q} {value}. Not an all-clear: "
+        "without a reading the situation is unknown.",
         "trend": "Level {trend} from {previous} to {level}.",
         "up": "raised",
         "down": "lowered",
@@ -252,25 +280,32 @@ _TEXT = {
 }
 
 
-def _description(record: AlertRecord, previous: AlertRecord | None, lang: str, unit: str, since: str) -> str:
+def _description(record: AlertRecord, previous: AlertRecord | None, lang: str, unit: str, since: str,
+                 rate: bool = False) -> str:
     t = _TEXT[lang]
     if record.hazard == "sensor" and record.quantity == "stale":  # seconds without a reading: a span
         show = duration_text
     else:
-        def show(v: float) -> str:
-            return f"{_number(v, lang)} {unit}".strip()
+        def show(v: float) -> str:  # a missing value has no unit ("k. A.", not "k. A. cm")
+            text = _number(v, lang)
+            return f"{text} {unit}" if unit and v is not None and math.isfinite(v) else text
     fields = {
-        "q": _quantity_name(record.quantity, lang),
+        "q": _quantity_name(record.quantity, lang, rate),
         "value": show(record.value),
         "threshold": show(record.threshold),
         "level": record.level,
         "level_name": xml_text(record.level_name),
         "since": since,
+        "previous": previous.level if previous is not None else "?",
+        "previous_name": xml_text(previous.level_name) if previous is not None else "?",
     }
-    if record.event == "resolved":
+    if measurement_lost(record):
+        parts = [t["lost"].format(**fields)]
+    elif record.event == "resolved":
         parts = [t["resolved"].format(**fields)]
     else:
-        parts = [t["active"].format(**fields)]
+        fallen = previous is not None and record.level < previous.level and record.hazard != "sensor"
+        parts = [t["fallen" if fallen else "active"].format(**fields)]
         if previous is not None and previous.level != record.level:
             trend = t["up"] if record.level > previous.level else t["down"]
             parts.append(t["trend"].format(trend=trend, previous=previous.level, level=record.level))
@@ -280,6 +315,8 @@ def _description(record: AlertRecord, previous: AlertRecord | None, lang: str, u
 
 def _instruction(record: AlertRecord, lang: str, top_level: int | None) -> str:
     i = 0 if lang == "de" else 1
+    if measurement_lost(record):
+        return _LOST_INSTRUCTION[i]
     if record.event == "resolved":
         return _ALL_CLEAR_INSTRUCTION[i]
     rows = _INSTRUCTION[record.hazard]
@@ -321,6 +358,7 @@ def cap_message(
     approximate_areas: bool = False,
     unit: str | None = None,
     top_level: int | None = None,
+    aggregates: Mapping[str, str] | None = None,
 ) -> bytes:
     """One CAP 1.2 document (UTF-8 with declaration) for one alert event.
 
@@ -329,7 +367,9 @@ def cap_message(
     maps district ids to CAP polygons ``"lat,lon lat,lon ..."`` (one string or
     several for a multi-part district); districts without one are left out of
     the geometry but stay in ``areaDesc``. ``top_level``: the highest level of
-    the quantity's scale, graded with the table's last row.
+    the quantity's scale, graded with the table's last row. ``unit``: of the value and threshold (default:
+    the quantity's, per hour for a rate-of-rise rule); ``aggregates``: rule name -> aggregate of the configured
+    rules (a record names its rule only).
     """
     rid, seq = record.alert_id, record.seq
     if not sender or _SENDER_BAD.search(sender) or _XML_FORBIDDEN.search(sender):
@@ -349,9 +389,13 @@ def cap_message(
         onset = cap_time(record.started_at)
     except ValueError as e:
         raise CapError(rid, seq, str(e)) from e
-    unit = UNITS.get(record.quantity, "") if unit is None else unit
-    grade = cap_grade(record.hazard, record.level, record.event, top_level)
+    unit = rule_unit(record, aggregates) if unit is None else unit
     previous = earlier[-1] if earlier else None
+    if measurement_lost(record):  # no all-clear: the last severity stands, the rest is unknown
+        last = cap_grade(record.hazard, previous.level, previous.event, top_level) if previous else None
+        grade = Grade("Unknown", last.severity if last else "Unknown", "Unknown", ("Monitor",))
+    else:
+        grade = cap_grade(record.hazard, record.level, record.event, top_level)
 
     alert = etree.Element(_E + "alert", nsmap={None: CAP_NS})
     _sub(alert, "identifier", cap_identifier(rid, seq))
@@ -377,7 +421,9 @@ def cap_message(
         _sub(info, "onset", onset)
         _sub(info, "senderName", "Stadtwacht Stuttgart")
         _sub(info, "headline", headline(record, lang))
-        _sub(info, "description", _description(record, previous, lang, unit, onset))
+        since = local_time(record.started_at)
+        rate = is_rate(record, aggregates)
+        _sub(info, "description", _description(record, previous, lang, unit, since, rate))
         _sub(info, "instruction", _instruction(record, lang, top_level))
         for name, value in (
             ("alert_id", rid),

@@ -32,13 +32,17 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
         if args.action == "list":
             for s in store.silences():
                 print(json.dumps({"id": s.id, "districts": list(s.districts), "sensors": list(s.sensors),
-                                  "hazard": s.hazard, "starts": rfc3339(s.starts_ns),
+                                  "hazard": s.hazard, "max_level": s.max_level, "starts": rfc3339(s.starts_ns),
                                   "ends": rfc3339(s.ends_ns) if s.ends_ns else None, "comment": s.comment,
                                   "created_by": s.created_by, "source": s.source}, ensure_ascii=False))
             return 0
         if args.action == "add":
             if not (args.district or args.sensor):
                 print("silence add: give --district or --sensor", file=sys.stderr)
+                return 2
+            max_level = getattr(args, "max_level", None)
+            if max_level is not None and max_level < 1:
+                print("silence add: --max-level must be at least 1 (leave it out: every level)", file=sys.stderr)
                 return 2
             try:
                 duration = 0 if args.duration == "forever" else parse_duration(args.duration)
@@ -51,7 +55,7 @@ def silence_command(cfg: AlertingConfig, args: argparse.Namespace,
             s = Silence(id=uuid.uuid4().hex[:12], districts=tuple(args.district), sensors=tuple(args.sensor),
                         hazard="", starts_ns=now,
                         ends_ns=now + duration if duration else 0, comment=clean(args.comment, 500),
-                        created_by=clean(args.operator, 100), source="cli")
+                        created_by=clean(args.operator, 100), source="cli", max_level=max_level)
             with store.transaction():
                 store.put_silence(s)
             out = {"id": s.id, "ends": rfc3339(s.ends_ns) if s.ends_ns else None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,18 +41,30 @@ class Episode:
     seq: int
     started_ns: int
     last_ns: int
-    value: float
-    threshold: float
+    value: float | None  # stored as JSON, where NaN is null: NaN again in memory (see __post_init__)
+    threshold: float | None  # NaN when a faulty sensor ended the episode
     rule: str
     sensors: tuple[str, ...]
     prev_level: int = 0  # level before the last event (for the trend)
-    opened_ns: int = 0  # service clock when the episode fired (escalation counts from here)
-    acked_by: str = ""
+    opened_ns: int = 0  # service clock when the episode fired
+    acked_by: str = ""  # cleared by a rise in level: a new level needs a new acknowledgement
     acked_ns: int = 0
-    notified_tags: list[str] = field(default_factory=list)  # everyone warned: gets the all-clear
+    notified_tags: list[str] = field(default_factory=list)  # everyone warned: gets every update and the all-clear
     last_notified_ns: int = 0
     escalated: list[int] = field(default_factory=list)  # indices of routes whose escalation fired
     routes: list[int] = field(default_factory=list)  # indices of routes that matched an event
+    # Fields added later: a state stored without them (an older version's) decodes with these defaults.
+    #: route index -> service clock its ``escalate_after`` counts from: when the route first matched the episode,
+    #: restarted by a rise that cleared an acknowledgement (absent: ``opened_ns``, as older versions counted)
+    route_since: dict[int, int] = field(default_factory=dict)
+    held: bool = False  # a change of state a silence held back: its current state goes out when none covers it
+    notified_level: int = -1  # the level of the last state sent to channels (-1: none, or not recorded)
+
+    def __post_init__(self) -> None:
+        if self.value is None:
+            self.value = math.nan
+        if self.threshold is None:
+            self.threshold = math.nan
 
     @property
     def key(self) -> EpisodeKey:
@@ -93,11 +106,15 @@ def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None
         return ep, ep.record("firing", change.time_ns)
     if change.level == current.level:
         return current, None
+    rose = change.level > current.level  # a new, higher level needs a new acknowledgement; a fall keeps it
     ep = replace(
         current, level=max(change.level, 0), level_name=change.level_name, seq=current.seq + 1,
         last_ns=change.time_ns, value=change.value, threshold=change.threshold, rule=change.rule,
         sensors=tuple(change.sensors) or current.sensors, prev_level=current.level,
         district_name=change.district_name or current.district_name,
+        acked_by="" if rose else current.acked_by, acked_ns=0 if rose else current.acked_ns,
+        route_since=dict(current.route_since), notified_tags=list(current.notified_tags),
+        escalated=list(current.escalated), routes=list(current.routes),
     )
     event = "resolved" if change.level <= 0 else "update"
     return ep, ep.record(event, change.time_ns)

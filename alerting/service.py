@@ -26,7 +26,7 @@ from alerting.record import AlertRecord
 from alerting.recovery import STATE_FILE, open_store
 from alerting.routing import Router
 from alerting.store import DELETED, SHARED, Silence
-from alerting.templates import clean, render_event_message, render_followup_message
+from alerting.templates import clean, measurement_lost, render_event_message, render_followup_message
 from geodata.levels import DistrictLevel
 from stadtwacht.durations import parse_duration
 
@@ -54,8 +54,11 @@ class AlertService:
     def __init__(self, config: AlertingConfig, state_dir: Path, districts: Mapping[str, str],
                  registry: CollectorRegistry, clock: Callable[[], int] = time.time_ns, exercise: bool = False,
                  environ: Mapping[str, str] | None = None, extra_urls: list[str] | tuple[str, ...] = (),
-                 channels: Mapping[str, Channel] | None = None) -> None:
+                 channels: Mapping[str, Channel] | None = None,
+                 rule_aggregates: Mapping[str, str] | None = None) -> None:
         self.config = config
+        #: rule name -> aggregate: a record names its rule only, and a rate-of-rise rule's value is per hour
+        self.rule_aggregates = dict(rule_aggregates or {})
         self.districts = dict(districts)
         self.exercise = exercise
         self._clock = clock
@@ -150,6 +153,11 @@ class AlertService:
                     ep, rec = step(current, ch)
                     if rec is None or ep is None:
                         continue
+                    if current is not None and current.acked_by and not ep.acked_by:
+                        # a rise cleared the acknowledgement: the new level's escalations count from now
+                        for idx in ep.route_since:
+                            if idx not in ep.escalated:
+                                ep.route_since[idx] = now
                     if not ep.district_name:
                         ep.district_name = self.districts.get(ep.district, ep.district)
                         rec.district_names = [ep.district_name]
@@ -214,6 +222,7 @@ class AlertService:
             now = self._clock() if now_ns is None else now_ns
             with self._store.transaction():
                 self._silences = self._store.silences()
+                self._release_held(now)  # a silence ended: what it held back goes out first
                 self._flush_due(now)
                 for ep in self._store.active_episodes():
                     if ep.acked_by:
@@ -223,8 +232,10 @@ class AlertService:
                         continue
                     changed = False
                     for route in self._router.routes:
+                        # counted from when the route matched the episode (not from its first, maybe lower, level)
+                        since = ep.route_since.get(route.index, ep.opened_ns)
                         if (route.index in ep.routes and route.escalate_after_ns and route.index not in ep.escalated
-                                and now - ep.opened_ns >= route.escalate_after_ns):
+                                and now - since >= route.escalate_after_ns):
                             self._enqueue_followup("escalation", rec, route.escalate_tags, now)
                             ep.escalated.append(route.index)
                             ep.notified_tags = sorted({*ep.notified_tags, *route.escalate_tags})
@@ -285,7 +296,8 @@ class AlertService:
 
     # ------------------------------------------------------------------ operator actions
     def ack(self, alert_id: str, operator: str) -> dict[str, Any]:
-        """Record an acknowledgement: stops reminders and escalation of the episode."""
+        """Record an acknowledgement: stops reminders and escalation of the episode at its current level (a
+        rise in level clears it again, a fall keeps it)."""
         operator = clean(operator, 100) or "unknown"
         with self._lock:
             now = self._clock()
@@ -302,37 +314,44 @@ class AlertService:
 
     def silence(self, *, districts: list[str] | tuple[str, ...] = (), sensors: list[str] | tuple[str, ...] = (),
                 hazard: str = "", starts_ns: int | None = None, ends_ns: int = 0, comment: str = "",
-                created_by: str = "") -> dict[str, Any]:
-        """Add a silence (maintenance window); events are still recorded, notifications suppressed."""
+                created_by: str = "", max_level: int | None = None) -> dict[str, Any]:
+        """Add a silence (maintenance window); events are still recorded, notifications suppressed.
+        ``max_level``: the highest level it covers (a change to a level above is sent); None: every level."""
         with self._lock:
             s = Silence(id=uuid.uuid4().hex[:12], districts=tuple(districts), sensors=tuple(sensors),
                         hazard=hazard, starts_ns=self._clock() if starts_ns is None else starts_ns,
                         ends_ns=ends_ns, comment=clean(comment, 500), created_by=clean(created_by, 100),
-                        source="api")
+                        source="api", max_level=max_level)
             with self._store.transaction():
                 self._store.put_silence(s)
             self._silences = self._store.silences()
-            view = self._silence_view(s)
-            log.warning("silence %s set by %r: districts %s, sensors %s, hazard %s, until %s (%s)", s.id,
+            view = self._silence_view(s, self._clock())
+            log.warning("silence %s set by %r: districts %s, sensors %s, hazard %s, levels %s, until %s (%s)", s.id,
                         s.created_by, list(s.districts) or "any", list(s.sensors) or "any", s.hazard or "any",
-                        view["ends"] or "removed", s.comment)
+                        "any" if s.max_level is None else f"up to {s.max_level}", view["ends"] or "removed",
+                        s.comment)
             return view
 
     def unsilence(self, silence_id: str) -> bool:
-        """Remove a silence; False when there was none with that id."""
+        """Remove a silence; False when there was none with that id. What it held back goes out now."""
         with self._lock:
             with self._store.transaction():
                 ok = self._store.delete_silence(silence_id)
                 if ok and self._store.silence_sharing().get(silence_id) == SHARED:
                     self._store.set_silence_sharing(silence_id, DELETED)  # until its tombstone is read back
-            self._silences = self._store.silences()
+                self._silences = self._store.silences()
+                if ok:
+                    self._release_held(self._clock())
+            self._after_commit([])
             if ok:
                 log.warning("silence %s removed", silence_id)
             return ok
 
     def silences(self) -> list[dict[str, Any]]:
+        """Every stored silence (``active``: in force now; ended ones stay listed until removed)."""
         with self._lock:
-            return [self._silence_view(s) for s in self._silences]
+            now = self._clock()
+            return [self._silence_view(s, now) for s in self._silences]
 
     def silence_by_id(self, silence_id: str) -> Silence | None:
         with self._lock:
@@ -356,10 +375,11 @@ class AlertService:
                         self._store.put_silence(s)
                     if state != SHARED:
                         self._store.set_silence_sharing(silence_id, SHARED)
-            if same:
-                return False
-            self._silences = self._store.silences()
-            return True
+                if not same:
+                    self._silences = self._store.silences()
+                    self._release_held(self._clock())  # lifted or narrowed: what it no longer covers goes out
+            self._after_commit([])
+            return not same
 
     def silence_deletion_unshared(self, silence_id: str) -> None:
         """A silence deleted here whose deletion the broker did not take: shared by ``unshared_silences``."""
@@ -395,7 +415,9 @@ class AlertService:
                         out.append((silence_id, None))
                     elif state == DELETED and whole:  # nothing left to delete
                         self._store.set_silence_sharing(silence_id, None)
-            self._silences = self._store.silences()
+                self._silences = self._store.silences()
+                self._release_held(self._clock())
+            self._after_commit([])
             return out
 
     def is_silenced(self, ep: Episode) -> bool:
@@ -462,10 +484,11 @@ class AlertService:
         return {**episode_view(ep), "notified": list(ep.notified_tags), "silenced": self._silenced(rec, now)}
 
     @staticmethod
-    def _silence_view(s: Silence) -> dict[str, Any]:
+    def _silence_view(s: Silence, now: int) -> dict[str, Any]:
         d = asdict(s)
         d["starts"] = rfc3339(s.starts_ns)
         d["ends"] = rfc3339(s.ends_ns) if s.ends_ns else None
+        d["active"] = s.active(now)
         return d
 
     def _load_config_silences(self) -> None:
@@ -480,8 +503,9 @@ class AlertService:
                     starts_ns=_parse_time_ns(c.starts), ends_ns=_parse_time_ns(c.ends), comment=c.comment,
                     created_by="config", source="config"))
 
-    def _silenced(self, rec: AlertRecord, now: int) -> bool:
-        return any(s.matches(rec, now) for s in self._silences)
+    def _silenced(self, rec: AlertRecord, now: int, level: int | None = None) -> bool:
+        """Whether a silence covers the record now (``level``: as if it had that level)."""
+        return any(s.matches(rec, now, level) for s in self._silences)
 
     def _wait_ns(self, rec: AlertRecord) -> int:
         for hazard, min_level, wait in self._group_rules:
@@ -492,28 +516,69 @@ class AlertService:
     def _route_event(self, ep: Episode, rec: AlertRecord, reading_ns: int, now: int) -> None:
         """Decide who hears about this event and queue it for its group (all in the caller's transaction)."""
         if rec.event == "resolved":
-            tags = tuple(ep.notified_tags)  # the all-clear goes to exactly those warned (even under a silence)
-        else:
-            routes = self._router.match(rec)
-            ep.routes = sorted({*ep.routes, *(r.index for r in routes)})
-            tags = () if self._silenced(rec, now) else self._router.tags_for(rec)
-            if not self._silenced(rec, now) and self._router.channels_for([EVERYTHING_TAG]):
-                tags = tuple(sorted({*tags, EVERYTHING_TAG}))
-            if tags and rec.event == "update":
-                tags = tuple(sorted({*tags, *ep.notified_tags}))  # those warned also hear it eased
+            ep.held = False
+            # the all-clear goes to exactly those warned (even under a silence)
+            self._queue(ep, rec, tuple(ep.notified_tags), reading_ns, now, ep.prev_level)
+            return
+        routes = self._router.match(rec)
+        for r in routes:  # escalate_after counts from here (a route an older version recorded: from the start)
+            ep.route_since.setdefault(r.index, ep.opened_ns if r.index in ep.routes else now)
+        ep.routes = sorted({*ep.routes, *(r.index for r in routes)})
+        if self._silenced(rec, now):
+            if rec.event == "update" and ep.notified_tags and not self._silenced(rec, now, ep.prev_level):
+                # eased into a silence from a level it does not cover (one that broke through it): those warned
+                # of that level hear the change, as they would hear the all-clear
+                ep.held = False
+                self._queue(ep, rec, tuple(ep.notified_tags), reading_ns, now, ep.prev_level)
+            else:
+                ep.held = True  # sent once no silence covers the episode (tick, or the silence removed)
+            return
+        ep.held = False
+        self._queue(ep, rec, self._tags(ep, rec), reading_ns, now, ep.prev_level)
+
+    def _tags(self, ep: Episode, rec: AlertRecord) -> tuple[str, ...]:
+        """Who hears a firing or update not silenced: the routes matching it, everyone already warned (an update
+        reaches them whatever its new level matches: they must not go on believing the old one) and --notify."""
+        tags = {*self._router.tags_for(rec), *ep.notified_tags}
+        if self._router.channels_for([EVERYTHING_TAG]):
+            tags.add(EVERYTHING_TAG)
+        return tuple(sorted(tags))
+
+    def _release_held(self, now: int) -> None:
+        """Send the current state of episodes whose changes a silence held back, once none covers them."""
+        for ep in self._store.active_episodes():
+            if not ep.held:
+                continue
+            rec = ep.record("update" if ep.notified_tags else "firing", ep.last_ns)  # firing: nobody heard of it
+            if self._silenced(rec, now):
+                continue
+            ep.held = False
+            tags = self._tags(ep, rec)
+            if ep.level != ep.notified_level or not set(tags) <= set(ep.notified_tags):
+                # trend against what the recipients last heard; reading time 0: no latency to measure
+                prev = ep.notified_level if ep.notified_level >= 0 else ep.prev_level
+                self._queue(ep, rec, tags, 0, now, prev)
+            self._store.save_episode(ep, active=True)
+        self._flush_due(now)  # group_wait counts from now, as for a new event
+
+    def _queue(self, ep: Episode, rec: AlertRecord, tags: tuple[str, ...], reading_ns: int, now: int,
+               prev_level: int) -> None:
+        """Queue an event for the channels carrying ``tags`` in its group (all in the caller's transaction)."""
         if not tags or not self._router.channels_for(tags):
             return
         # At most one grouped event per alert: flushing the older one keeps each alert's events in order.
         for g in self._store.pending_groups_for_alert(rec.alert_id):
             self._flush_group(g, now)
-        gkey = "|".join([rec.event, rec.hazard, rec.quantity, str(rec.level), ",".join(tags)])
+        event = "lost" if measurement_lost(rec) else rec.event  # never in one message with all-clears
+        gkey = "|".join([event, rec.hazard, rec.quantity, str(rec.level), ",".join(tags)])
         due = self._store.pending_group_due(gkey)
         if due is None:
             due = now + self._wait_ns(rec)
-        self._store.add_pending(rec, gkey, due, tags, ep.prev_level, reading_ns)
+        self._store.add_pending(rec, gkey, due, tags, prev_level, reading_ns)
         if rec.event != "resolved":
             ep.notified_tags = sorted({*ep.notified_tags, *tags})
             ep.last_notified_ns = now
+            ep.notified_level = rec.level
 
     def _flush_due(self, now: int) -> None:
         for g in self._store.due_groups(now):
@@ -525,8 +590,17 @@ class AlertService:
             return
         events = [(p.record, p.prev_level) for p in items]
         first = items[0].record
-        title, body = render_event_message(events, self.config.language, self.exercise, self.config.public_url)
-        ntype = "success" if first.event == "resolved" else ("failure" if first.level >= 3 else "warning")
+        acks = {}  # who took the alert, in the messages that still go out after it (a fall, the all-clear)
+        for r, _ in events:
+            ep = self._store.episode(r.alert_id)
+            if ep is not None and ep.acked_by:
+                acks[r.alert_id] = (ep.acked_by, rfc3339(ep.acked_ns))
+        title, body = render_event_message(events, self.config.language, self.exercise, self.config.public_url,
+                                           aggregates=self.rule_aggregates, acks=acks)
+        if first.event == "resolved" and not measurement_lost(first):
+            ntype = "success"
+        else:
+            ntype = "failure" if first.level >= 3 or first.event == "resolved" else "warning"
         self._store.add_message(now, title, body, ntype, [f"{r.alert_id}/{r.seq}" for r, _ in events],
                                 min(p.reading_ns for p in items), first.event,
                                 self._router.channels_for(items[0].tags))
@@ -537,7 +611,7 @@ class AlertService:
         if not channels:
             return
         title, body = render_followup_message(kind, rec, self.config.language, self.exercise,
-                                              self.config.public_url)
+                                              self.config.public_url, aggregates=self.rule_aggregates)
         self._store.add_message(now, title, body, "failure", [f"{rec.alert_id}/{rec.seq}"], 0, kind, channels)
         self._queued = True
 

@@ -61,13 +61,22 @@ class Silence:
     ends_ns: int  # 0 = open-ended
     comment: str
     created_by: str
-    source: str  # "config" | "api"
+    source: str  # "config" | "api" | "cli"
+    #: the highest level it covers (None: every level); a change to a level above breaks through. Added later:
+    #: a silence stored or shared without it (an older version's) decodes as None.
+    max_level: int | None = None
 
-    def matches(self, record: AlertRecord, now_ns: int) -> bool:
-        """True when this silence covers the record at now_ns."""
-        if now_ns < self.starts_ns or (self.ends_ns and now_ns >= self.ends_ns):
+    def active(self, now_ns: int) -> bool:
+        """Whether the silence is in force at now_ns (started, not ended)."""
+        return self.starts_ns <= now_ns and not (self.ends_ns and now_ns >= self.ends_ns)
+
+    def matches(self, record: AlertRecord, now_ns: int, level: int | None = None) -> bool:
+        """True when this silence covers the record at now_ns (``level``: as if the record had that level)."""
+        if not self.active(now_ns):
             return False
         if self.hazard and self.hazard != record.hazard:
+            return False
+        if self.max_level is not None and (record.level if level is None else level) > self.max_level:
             return False
         if not self.districts and not self.sensors:
             return True

@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--district", action="append", default=[], help="district id (repeatable)")
     p.add_argument("--sensor", action="append", default=[], help="sensor id (repeatable)")
     p.add_argument("--duration", default="2h", help='e.g. "2h"; "forever" = until removed')
+    p.add_argument("--max-level", type=int, metavar="N", help="the highest level it covers: a change to a level "
+                                                               "above is sent all the same (default: every level)")
     p.add_argument("--comment", default="")
     p.add_argument("--operator", default="cli")
     p.add_argument("--id", help="silence id (remove)")

@@ -106,15 +106,10 @@ class AlertOutputs:
         try:
             with self._cap_lock:
                 write_cap(self.cap_dir, r, self._history(r), self._polygons, exercise=self.pipeline.exercise,
-                          approximate_areas=layer.approximate, unit=_unit(r.quantity),
+                          approximate_areas=layer.approximate, aggregates=self.pipeline.alerts.rule_aggregates,
                           top_level=self.pipeline.top_level(r.hazard, r.quantity))
             self.cap_written += 1
         except (CapError, OSError) as e:  # CAP is an extra output: never block the alert itself
             self.cap_failed += 1
             log.error("CAP message for %s/%d not written: %s", r.alert_id, r.seq, e)
 
-
-def _unit(quantity: str) -> str | None:
-    from ingest.quantities import UNITS
-
-    return UNITS.get(quantity)

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from alerting.config import AlertingConfig, ChannelConfig, RouteConfig
 from alerting.record import AlertRecord
 from alerting.service import AlertService
+from alerting.templates import rule_aggregates
 from detection.engine import DetectionEngine
 from detection.events import HAZARDS, KINDS, DetectionBatch
 from geodata.districts import DistrictLayer
@@ -99,7 +100,8 @@ class Pipeline:
         self.state_dir = state_dir
         names = dict(zip(self.layer.ids, self.layer.names, strict=True))
         self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
-                                   clock=alert_clock_ns or clock_ns, exercise=exercise)
+                                   clock=alert_clock_ns or clock_ns, exercise=exercise,
+                                   rule_aggregates=rule_aggregates(cfg.rules))
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
         self._partition_time: dict[int, int] = {}  # newest event time per partition code
         self.behind: set[int] = set()  # partition codes with unread messages (set by the Kafka loop)

@@ -1,6 +1,7 @@
 /* stadtwacht control-room page: district map, active alerts, sensor health and timeline.
  * Reads GET /api/state once, then live updates from GET /events (Server-Sent Events, "state" events).
- * Acknowledge / silence go to the alerting API with the operator's bearer token (sessionStorage only).
+ * Acknowledge / silence / lift a silence go to the alerting API with the operator's bearer token (sessionStorage
+ * only); logged in, the page also lists the active silences (GET /api/silences). 
  * No external resources: everything is drawn as plain SVG and DOM built with textContent. */
 "use strict";
 
@@ -32,6 +33,10 @@
       new_alert: "Neuer Alarm", ack_ok: "Quittiert", silence_ok: "Stummgeschaltet",
       unauthorized: "Token abgelehnt (401) – bitte neu anmelden.", failed: "Fehlgeschlagen",
       unknown_district: "Stummschalten nicht möglich: der Stadtbezirk des Alarms ist unbekannt.",
+      silences: "Aktive Stummschaltungen", no_silences: "Keine aktiven Stummschaltungen.", unsilence: "Aufheben",
+      unsilence_ok: "Stummschaltung aufgehoben", up_to_level: "bis Stufe {n}", all_levels: "alle Stufen",
+      all_hazards: "alle Gefahren", until: "bis", until_removed: "bis zur Aufhebung", by: "von",
+      level_rose: "Die Stufe ist inzwischen gestiegen – bitte die neue Stufe prüfen und erneut quittieren.",
       map_desc: "Karte der Stadtbezirke, eingefärbt nach aktueller Stufe der Gefahr",
       legend: "Legende", alarm: "Alarm", attribution: "Bezirke: Landeshauptstadt Stuttgart bzw. Näherung; Messwerte: LUBW/UBA, sensor.community-Mitwirkende (ODbL).",
       ago_s: "vor {n} s", ago_m: "vor {n} min", ago_h: "vor {n} h {m} min", ago_d: "vor {n} d",
@@ -62,6 +67,10 @@
       new_alert: "New alert", ack_ok: "Acknowledged", silence_ok: "Silenced",
       unauthorized: "Token rejected (401) – please log in again.", failed: "Failed",
       unknown_district: "Cannot silence: the alert's district is unknown.",
+      silences: "Active silences", no_silences: "No active silences.", unsilence: "Lift",
+      unsilence_ok: "Silence lifted", up_to_level: "up to level {n}", all_levels: "all levels",
+      all_hazards: "all hazards", until: "until", until_removed: "until lifted", by: "by",
+      level_rose: "The level has risen since – check the new level and acknowledge again.",
       map_desc: "Map of the districts coloured by the current level of the hazard",
       legend: "Legend", alarm: "alarm", attribution: "Districts: Landeshauptstadt Stuttgart or approximation; readings: LUBW/UBA, sensor.community contributors (ODbL).",
       ago_s: "{n} s ago", ago_m: "{n} min ago", ago_h: "{n} h {m} min ago", ago_d: "{n} d ago",
@@ -97,6 +106,8 @@
   let seenAlerts = null; // Set of alert ids already announced
   let mapKey = null; // districts geometry already drawn (ids joined)
   let clockOffset = 0; // ms the pipeline's event-time clock (state.now) is ahead of this browser's clock
+  let silences = null; // GET /api/silences (logged in only); null: not loaded
+  let silencesAt = 0; // Date.now() of the last load
 
   function t(key) { return (I18N[lang] || I18N.de)[key] || I18N.de[key] || key; }
   function fmt(key, vars) { return t(key).replace(/\{(\w+)\}/g, (_, k) => String(vars[k])); }
@@ -408,6 +419,7 @@
     renderAlerts();
     renderHealth();
     renderTimeline();
+    renderSilences();
     renderLogin();
   }
   function setState(s) {
@@ -417,25 +429,84 @@
     clockOffset = Number.isNaN(now) ? 0 : now - Date.now();
     if (first && !store.getItem("stadtwacht.lang")) { lang = s.language === "en" ? "en" : "de"; applyLanguage(); }
     render();
+    loadSilences(false);
+  }
+
+  // ---------- silences ----------
+  async function loadSilences(force) {
+    if (!auth()) { silences = null; renderSilences(); return; }
+    if (!force && Date.now() - silencesAt < 5000) return;
+    silencesAt = Date.now();
+    try {
+      const res = await api("GET", "/api/silences");
+      silences = (res && res.silences) || [];
+    } catch (err) { showError(err.message); }
+    renderSilences();
+  }
+  function renderSilences() {
+    const block = $("silences-block");
+    block.hidden = !auth() || silences === null;
+    if (block.hidden) return;
+    const names = new Map(((state && state.districts && state.districts.features) || []).map((f) => [f.properties.id, f.properties.name]));
+    const active = silences.filter((s) => s.active !== false); // ended ones stay stored until removed
+    const list = $("silences");
+    list.replaceChildren();
+    active.forEach((s) => {
+      const li = el("li", { "data-silence-id": s.id });
+      const where = [...(s.districts || []).map((d) => names.get(d) || d), ...(s.sensors || [])].join(", ");
+      const parts = [where, s.hazard ? t("hz_" + s.hazard) : t("all_hazards"),
+        s.max_level === null || s.max_level === undefined ? t("all_levels") : fmt("up_to_level", { n: s.max_level }),
+        s.ends ? `${t("until")} ${timeFmt(s.ends)}` : t("until_removed")];
+      if (s.created_by) parts.push(`${t("by")} ${s.created_by}`);
+      li.append(el("span", { className: "what" }, "🔕 " + parts.join(" – ")));
+      if (s.source !== "config") {  // the configuration's come back at the next start: lifted there
+        li.append(el("button", { type: "button", className: "secondary", "data-unsilence": s.id }, t("unsilence")));
+      }
+      list.appendChild(li);
+    });
+    $("silence-count").textContent = String(active.length);
+    $("no-silences").hidden = active.length > 0;
+  }
+  async function onUnsilence(ev) {
+    const b = ev.target.closest("button[data-unsilence]");
+    if (!b || b.disabled) return;
+    const id = b.dataset.unsilence;
+    b.disabled = true;
+    try {
+      const res = await api("DELETE", `/api/silences/${encodeURIComponent(id)}`);
+      $("action-status").textContent = `${t("unsilence_ok")}: ${id}`;
+      if (res && res.shared === false) showError(res.warning);  // lifted here only: the other instances lack it
+      silences = (silences || []).filter((s) => s.id !== id);
+      renderSilences();
+    } catch (err) {
+      showError(err.message);
+      b.disabled = false;
+    }
+    loadSilences(true);
   }
 
   // ---------- actions ----------
-  async function post(url, body) {
+  async function api(method, url, body) {
     const a = auth();
     if (!a) return null;
-    const res = await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: "Bearer " + a.token },
-      body: JSON.stringify(body),
-    });
+    const opts = { method, headers: { Authorization: "Bearer " + a.token } };
+    if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+    const res = await fetch(url, opts);
     if (res.status === 401) {
       store.removeItem("stadtwacht.token");
+      silences = null;
       renderLogin();
+      renderSilences();
       throw new Error(t("unauthorized"));
     }
-    if (!res.ok) throw new Error(`${t("failed")}: HTTP ${res.status} ${await res.text().catch(() => "")}`.trim());
+    if (!res.ok) {
+      const err = new Error(`${t("failed")}: HTTP ${res.status} ${await res.text().catch(() => "")}`.trim());
+      err.status = res.status;
+      throw err;
+    }
     return res.json().catch(() => ({}));
   }
+  function post(url, body) { return api("POST", url, body); }
   async function onAction(ev) {
     const b = ev.target.closest("button[data-action]");
     if (!b || b.disabled) return;
@@ -446,21 +517,25 @@
     b.disabled = true;
     try {
       if (b.dataset.action === "ack") {
-        const res = await post(`/api/alerts/${encodeURIComponent(id)}/ack`, { operator: a.operator });
+        // the level shown: when it has risen since, the API refuses (409): a new level needs its own acknowledgement
+        const res = await post(`/api/alerts/${encodeURIComponent(id)}/ack`,
+          al ? { operator: a.operator, level: al.level } : { operator: a.operator });
         status.textContent = `${t(res && res.forwarded ? "ack_forwarded" : "ack_ok")}: ${id}`;
         if (al) { al.acked_by = a.operator; al.acked_at = new Date().toISOString(); renderAlerts(); }
       } else {
         const duration = $("silence-duration").value;
-        // alerting/api.py: {"districts": [...], "sensors": [...], "hazard", "duration", "comment", "created_by"} -> 201
+        // alerting/api.py: {"districts": [...], "sensors": [...], "hazard", "duration", "comment", "created_by",
+        // "max_level"} -> 201. Up to the row's level: a rise above it breaks through the silence.
         if (!al || !(al.districts || []).length) throw new Error(t("unknown_district"));  // never a city-wide silence
-        const res = await post("/api/silences", { districts: al.districts, hazard: al.hazard || "",
+        const res = await post("/api/silences", { districts: al.districts, hazard: al.hazard || "", max_level: al.level,
           duration, comment: `${t("silence")}: ${al.hazard}/${al.quantity} ${id}`, created_by: a.operator });
-        status.textContent = `${t("silence_ok")}: ${(al.district_names || al.districts).join(", ")} (${duration})`;
+        status.textContent = `${t("silence_ok")}: ${(al.district_names || al.districts).join(", ")} (${duration}, ${fmt("up_to_level", { n: al.level })})`;
         if (res && res.shared === false) showError(res.warning);  // held here only: the other instances lack it
         al.silenced = true; renderAlerts();
+        loadSilences(true);
       }
     } catch (err) {
-      showError(err.message);
+      showError(err.status === 409 && b.dataset.action === "ack" ? t("level_rose") : err.message);
       b.disabled = false;
     }
   }
@@ -507,12 +582,16 @@
       showError("");
       renderLogin();
       if (state) renderAlerts();
+      loadSilences(true);
     });
     $("logout").addEventListener("click", () => {
       store.removeItem("stadtwacht.token"); store.removeItem("stadtwacht.operator"); renderLogin();
+      silences = null; renderSilences();
       if (state) renderAlerts();
     });
     $("alerts").addEventListener("click", onAction);
+    $("silences").addEventListener("click", onUnsilence);
+    setInterval(() => loadSilences(false), 15000);  // silences end by themselves
     setInterval(() => document.querySelectorAll("#alerts td.age").forEach((td) => { td.textContent = age(td.dataset.since); }), 1000);
     load().then(connect);
   }

@@ -43,6 +43,12 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: (kafka-python's 500 ms default alone made the p99 latency miss 250 ms; 100 ms costs only empty fetches).
     fetch_max_wait_ms: int = 100
     poll_timeout_ms: int = 200
+    #: Longest the producer (dead letters, alert events, district records) waits for the metadata of a topic it
+    #: has not sent to yet before that send fails (kafka-python's ``max_block_ms``, its default 60000). A
+    #: healthy broker answers in milliseconds; the wait runs out only for a topic the brokers neither have nor
+    #: create, and then the batch is re-read from its last commit (nothing is lost). While it waits, the loop
+    #: holds the lock the alert API and the page share, so the kafka-python minute froze them per attempt.
+    max_block_ms: int = 10000
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     #: Where a group without committed offsets starts: "earliest" (never skip data) or "latest".
@@ -102,6 +108,8 @@ def validate(kafka: KafkaConfig, ingest: IngestConfig) -> list[tuple[str, str]]:
         problems.append(("kafka.topics", "no input topic configured"))
     if not 0 <= kafka.fetch_max_wait_ms <= 60_000:
         problems.append(("kafka.fetch_max_wait_ms", "must be between 0 and 60000"))
+    if not 1000 <= kafka.max_block_ms <= 300_000:
+        problems.append(("kafka.max_block_ms", "must be between 1000 and 300000"))
     if kafka.max_poll_records < 1:
         problems.append(("kafka.max_poll_records", "must be >= 1"))
     if kafka.district_topic and kafka.district_topic in (*kafka.topics, *kafka.community_topics,

@@ -14,10 +14,12 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.future import Future
+from kafka.protocol.metadata import MetadataRequest
 from kafka.structs import OffsetAndMetadata
 
 from ingest.config import KafkaConfig
@@ -28,7 +30,7 @@ from ingest.kafka_python_records import parse_records_compiled
 from stadtwacht.errors import StadtwachtError
 
 __all__ = ["DeadLetterSink", "DeliveryFailed", "GroupConsumer", "KafkaIOError", "ReadingConsumer", "client_options",
-           "flush_delivered", "make_producer", "open_consumer", "send_checked"]
+           "flush_delivered", "make_producer", "open_consumer", "send_checked", "unwritable_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,14 @@ def client_options(cfg: KafkaConfig, bootstrap: str) -> dict:
 
 
 class DeliveryFailed(KafkaError):
-    """Records sent were not all acknowledged: the batch they came from must not be committed."""
+    """Records sent were not all acknowledged: the batch they came from must not be committed.
+
+    ``topics``: the topics of the records that failed, as far as known (empty: unknown).
+    """
+
+    def __init__(self, message: str, topics: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.topics = tuple(sorted(set(topics)))
 
 
 def send_checked(producer: KafkaProducer, topic: str, **kwargs) -> Future:
@@ -68,11 +77,13 @@ def send_checked(producer: KafkaProducer, topic: str, **kwargs) -> Future:
     try:
         return producer.send(topic, **kwargs)
     except KafkaError as e:
-        raise DeliveryFailed(f"cannot produce to {topic}: {e}") from e
+        raise DeliveryFailed(f"cannot produce to {topic}: {e}", (topic,)) from e
 
 
-def flush_delivered(producer: KafkaProducer, futures: list[Future], timeout: float = 60.0) -> None:
-    """Flush, then make sure every one of ``futures`` was acknowledged.
+def flush_delivered(producer: KafkaProducer, futures: list[Future], timeout: float = 60.0,
+                    topics: Iterable[str] = ()) -> None:
+    """Flush, then make sure every one of ``futures`` was acknowledged (``topics``: where they went, named by
+    the ``DeliveryFailed`` raised when the failed records' own topics are not known).
 
     kafka-python's ``flush`` only logs a batch that failed (e.g. its delivery timeout passed in a broker
     outage) and raises when the timeout passes first; either way the records are not durable.
@@ -80,10 +91,13 @@ def flush_delivered(producer: KafkaProducer, futures: list[Future], timeout: flo
     try:
         producer.flush(timeout=timeout)
     except KafkaTimeoutError as e:
-        raise DeliveryFailed(f"records not acknowledged within {timeout:.0f} s") from e
+        raise DeliveryFailed(f"records not acknowledged within {timeout:.0f} s", topics) from e
     failed = [f for f in futures if f.failed()]
     if failed:
-        raise DeliveryFailed(f"{len(failed)} of {len(futures)} record(s) not acknowledged: {failed[0].exception}")
+        # kafka-python's record futures know their partition (an internal; other futures: the topics given)
+        own = {tp[0] for f in failed if (tp := getattr(getattr(f, "_produce_future", None), "topic_partition", None))}
+        raise DeliveryFailed(f"{len(failed)} of {len(futures)} record(s) not acknowledged: {failed[0].exception}",
+                             own or topics)
 
 
 def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
@@ -91,9 +105,47 @@ def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
 
     It connects at once; an attempt gives up after 10 s (kafka-python: 30 s) because the runner retries
     with backoff and reports each failed attempt's cause on /readyz, so an operator sees why sooner.
+    A send waits at most ``cfg.max_block_ms`` for a topic's metadata (kafka-python: 60 s; see KafkaConfig).
     """
     return KafkaProducer(**client_options(cfg, bootstrap), acks="all", retries=10, linger_ms=5,
-                         max_request_size=max(2_097_152, 2 * 1_048_576), bootstrap_timeout_ms=10_000)
+                         max_request_size=max(2_097_152, 2 * 1_048_576), bootstrap_timeout_ms=10_000,
+                         max_block_ms=cfg.max_block_ms)
+
+
+def unwritable_topics(cfg: KafkaConfig, bootstrap: str, topics: Iterable[str],
+                      timeout_ms: int = 10_000) -> dict[str, str]:
+    """Which of ``topics`` a producer cannot send to as the cluster stands, each with why and the fix.
+
+    One Metadata request naming them, with auto-creation allowed as the producer's own requests have it: brokers
+    that create topics create them now, as the first record would have (Tansu; Apache Kafka with
+    ``auto.create.topics.enable=true``), brokers that do not answer that the topic is unknown. (A listing of
+    all topics would call a topic the brokers create as it is used missing.) Raises ``KafkaError`` (or
+    ``OSError``) when the brokers cannot be asked.
+    """
+    names = list(dict.fromkeys(topics))
+    if not names:
+        return {}
+    admin = KafkaAdminClient(**client_options(cfg, bootstrap), bootstrap_timeout_ms=timeout_ms,
+                             request_timeout_ms=timeout_ms)
+    try:
+        request = MetadataRequest(topics=[MetadataRequest.MetadataRequestTopic(name=t) for t in names],
+                                  allow_auto_topic_creation=True)
+
+        async def ask():
+            return await admin._manager.send(request)
+
+        response = admin._manager.run(ask)
+    finally:
+        admin.close()
+    problems = {}
+    for t in response.topics:
+        error = kafka_errors.for_code(t.error_code)
+        if error is kafka_errors.UnknownTopicOrPartitionError:
+            problems[t.name] = "does not exist and the brokers do not create topics: create it"
+        elif error is kafka_errors.TopicAuthorizationFailedError:
+            problems[t.name] = ("is not authorized for this client (TopicAuthorizationFailedError): allow it to "
+                                "describe and write the topic")
+    return problems
 
 
 class GroupConsumer(Protocol):

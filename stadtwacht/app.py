@@ -120,15 +120,25 @@ class Service:
         broker_ok = now - h.last_poll_ok < 30 and consumer is not None and consumer.connected()
         store_ok, store_detail = self.pipeline.alerts.store_writable()
         outbox = self.pipeline.alerts.outbox_status()
+        # a batch whose records were not delivered: the loop re-reads it from its last commit until they are,
+        # reading nothing new. An output topic the brokers will not take records on (start-up check) is listed
+        # but leaves the process ready until a record for it fails: readiness also routes the page and the API,
+        # which an operator must not lose over a missing dead-letter topic while alerts still go out.
+        delivery_ok = not h.delivery_error
         checks = {
             "broker": {"ok": broker_ok, "last_poll_ok_age_s": round(now - h.last_poll_ok, 1) if h.last_poll_ok
                        else None, "last_error": h.last_poll_error or None},
             "partitions": {"ok": bool(h.assigned), "assigned": [f"{t}/{p}" for t, p in h.assigned],
                            "warming_up": [f"{t}/{p}" for t, p in h.warming], "partial_view": h.partial_view},
+            "delivery": {"ok": delivery_ok, "missing_topics": dict(h.missing_topics),
+                         "failing_topics": list(h.delivery_topics) if h.delivery_error else [],
+                         "last_error": h.delivery_error or None,
+                         "last_error_age_s": round(now - h.delivery_failed_at, 1) if h.delivery_error else None},
             "state_store": {"ok": store_ok, "detail": store_detail},
             "outbox": outbox,
         }
-        ready = (broker_ok and bool(h.assigned) and store_ok and outbox.get("ok", True) and not h.stopping)
+        ready = (broker_ok and bool(h.assigned) and delivery_ok and store_ok and outbox.get("ok", True)
+                 and not h.stopping)
         return ready, {"checks": checks}
 
     def run(self, stop: threading.Event) -> None:

@@ -144,6 +144,8 @@ class DistrictPublisher:
         self._levels: dict[tuple[int, int], tuple[int, float, float, int]] = {}
         self._sent: dict[tuple[int, int], int] = {}  # -> event time of the last record sent
         self._futures: list = []  # of the records sent since the last flush
+        #: called with the topic after records sent to it were all acknowledged (the runner's readiness)
+        self.on_delivered: Callable[[set[str]], None] = lambda topics: None
 
     def publish(self, batch: ReadingBatch | None, events: DetectionBatch, deliver: bool) -> None:
         """Record the batch's transitions; send them unless a warm-up holds them back (then: ``snapshot``)."""
@@ -183,7 +185,8 @@ class DistrictPublisher:
         """Every record sent since the last flush acknowledged (``DeliveryFailed`` otherwise)."""
         if self._futures:
             futures, self._futures = self._futures, []
-            flush_delivered(self.producer, futures)
+            flush_delivered(self.producer, futures, topics=(self.topic,))
+            self.on_delivered({self.topic})
 
     # -- helpers --
     def _districts(self, sensor: int) -> list[str]:

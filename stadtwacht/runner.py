@@ -29,7 +29,14 @@ from kafka.errors import CommitFailedError, KafkaError
 
 from alerting.record import AlertRecord
 from ingest.decode import RawMessage
-from ingest.kafka_io import DeadLetterSink, DeliveryFailed, flush_delivered, make_producer, open_consumer
+from ingest.kafka_io import (
+    DeadLetterSink,
+    DeliveryFailed,
+    flush_delivered,
+    make_producer,
+    open_consumer,
+    unwritable_topics,
+)
 from stadtwacht.city_view import CityView
 from stadtwacht.district_stage import DistrictStage, ensure_district_topic
 from stadtwacht.durations import parse_duration
@@ -49,6 +56,10 @@ MAX_DEFERRED = 200_000
 #: 5 ms for the GIL after every socket call while the loop decodes a poll: a loopback send took 60-80 ms
 #: instead of 15-25 ms at 1 ms (the switch only happens when another thread waits, so the loop loses little).
 SWITCH_INTERVAL_S = 0.001
+
+#: While an output topic cannot be written (or records were not delivered), the brokers are asked again this often
+#: whether every output topic can be written (one Metadata request; a topic created meanwhile is noticed).
+OUTPUT_RECHECK_S = 30.0
 
 
 def freeze_startup_heap() -> None:
@@ -82,6 +93,12 @@ class Health:
     warming: list[TP] = field(default_factory=list)
     partial_view: bool = False  # owns only some readings partitions and rolls up in memory (Runner._check_view)
     stopping: bool = False
+    #: output topics the brokers will not take records on (Runner.check_outputs) -> why, the fix, what goes there
+    missing_topics: dict[str, str] = field(default_factory=dict)
+    #: why the last batch's records were not delivered (its offsets not committed), until records are again
+    delivery_error: str = ""
+    delivery_topics: list[str] = field(default_factory=list)  # the topics that failed, as far as known
+    delivery_failed_at: float = 0.0
 
 
 class _Checkpoints:
@@ -138,6 +155,8 @@ class Runner:
         self._backlog = True  # look for committed but unpublished alert events once
         self._reconcile_due = False  # the view became whole: judge what a partial view held back
         self._bootstrap = bootstrap
+        self._outputs_asked = -math.inf  # time.monotonic() of the last check_outputs
+        self._outputs_known = False  # whether one was answered
         self.producer = self.consumer = self.district = None
         self._note_assignment()
         if connect:
@@ -156,6 +175,8 @@ class Runner:
                                       on_revoke=self._on_revoke)
         self.district = (DistrictStage(self.pipeline, self.producer, self.consumer, self.cfg.district_topic,
                                        district_parts) if district_parts else None)
+        if self.district is not None:
+            self.district.publisher.on_delivered = self._delivered
         if district_parts:  # every instance's page and API show the whole city
             alerts = self.pipeline.alerts
             self.pipeline.city_view = CityView(self.cfg, self._bootstrap, self.cfg.district_topic, district_parts,
@@ -166,6 +187,40 @@ class Runner:
                                                unshared=alerts.unshared_silences)
             self.pipeline.city_view.start()
         self._note_assignment()  # every topic at 0 until partitions are assigned
+        self.check_outputs()  # after ensure_district_topic: a broker that creates topics must not create that one
+
+    def output_topics(self) -> dict[str, str]:
+        """Every topic this process produces to, with what goes there."""
+        out = {f"{t}{self.cfg.dlq_suffix}": f"dead letters of {t}" for t in self.topics if t != self.cfg.district_topic}
+        out[self.cfg.alerts_topic] = "alert events"
+        if self.cfg.district_topic:
+            out[self.cfg.district_topic] = "district records"
+        return out
+
+    def check_outputs(self) -> None:
+        """Ask the brokers whether every output topic takes records (``unwritable_topics``: one that is missing
+        where the brokers create topics is created now, as its first record would); log each topic newly found
+        missing at ERROR, with the fix, and each one found again at INFO. /readyz reports the missing ones and is
+        503 meanwhile (checks.delivery): the first record to such a topic would stop the loop. The process
+        starts anyway: the topic may be created later, and the loop checks again every OUTPUT_RECHECK_S."""
+        wanted = self.output_topics()
+        try:
+            problems = unwritable_topics(self.cfg, self._bootstrap, wanted, timeout_ms=5000)
+        except Exception as e:  # (KafkaError, OSError; a kafka-python without the internal used) it only informs
+            log.warning("cannot check whether the output topics exist (%s: %s); asking again in %.0f s",
+                        type(e).__name__, e, OUTPUT_RECHECK_S)
+            return
+        finally:
+            self._outputs_asked = time.monotonic()
+        self._outputs_known = True
+        before = self.health.missing_topics
+        missing = {t: f"{why} ({wanted[t]})" for t, why in problems.items() if t in wanted}
+        for topic in missing.keys() - before.keys():
+            log.error("output topic %s %s; until then %s are not delivered and every batch with one is re-read "
+                      "from its last commit, committing nothing past it", topic, problems[topic], wanted[topic])
+        for topic in before.keys() - missing.keys():
+            log.info("output topic %s takes records now", topic)
+        self.health.missing_topics = missing
 
     def _connect_until(self, stop: threading.Event) -> bool:
         """Connect, retrying with backoff: a broker that is down or refuses our credentials is an outage
@@ -333,6 +388,8 @@ class Runner:
                     self._hand_on([], [])  # events committed before a kill but never published
             except KafkaError as e:
                 log.warning("publishing the alert backlog failed (%s); retrying with the next batch", e)
+                if isinstance(e, DeliveryFailed):
+                    self._not_delivered(e)
             while not stop.is_set():
                 self.step()
         finally:
@@ -340,6 +397,10 @@ class Runner:
 
     def step(self) -> int:
         """One poll-process-commit round; returns the number of messages handled."""
+        h = self.health
+        if ((h.missing_topics or h.delivery_error or not self._outputs_known)
+                and time.monotonic() - self._outputs_asked >= OUTPUT_RECHECK_S and self.consumer.connected()):
+            self.check_outputs()
         try:
             messages = self.consumer.poll()
             self.health.last_poll_ok = time.time()
@@ -364,7 +425,10 @@ class Runner:
         rebalance: state dropped and warmed up again with alerts held back, the re-read's dead letters sent
         again, alert events not marked published sent again."""
         owned = self.consumer.assignment()
-        self.health.last_poll_error = f"{type(cause).__name__}: {cause}"
+        if isinstance(cause, DeliveryFailed):
+            self._not_delivered(cause)
+        else:
+            self.health.last_poll_error = f"{type(cause).__name__}: {cause}"
         self.pipeline.metrics.rereads.labels("delivery" if isinstance(cause, DeliveryFailed) else "broker").inc()
         log.error("%s; re-reading %d partition(s) from their last commit", cause, len(owned))
         for tp in owned:
@@ -532,11 +596,33 @@ class Runner:
             upto, records = self.pipeline.alerts.unpublished()
         self._backlog = True  # until they are acknowledged
         if records:  # first and on their own: a dead-letter topic the producer cannot reach must not hold them back
-            flush_delivered(self.producer, self.outputs.emit(records))
+            flush_delivered(self.producer, self.outputs.emit(records), topics=(self.cfg.alerts_topic,))
             self.pipeline.alerts.mark_published(upto)
+            self._delivered({self.cfg.alerts_topic})
         if dead:
-            flush_delivered(self.producer, self.dead_letters.send(dead))
+            topics = {d.topic + self.cfg.dlq_suffix for d in dead}
+            flush_delivered(self.producer, self.dead_letters.send(dead), topics=topics)
+            self._delivered(topics)
         self._backlog = False
+
+    def _not_delivered(self, cause: DeliveryFailed) -> None:
+        """/readyz: 503, naming the topics and the cause, until records are delivered again (``_delivered``)."""
+        self.health.delivery_error = str(cause.args[0]) if cause.args else type(cause).__name__
+        self.health.delivery_topics = list(cause.topics)
+        self.health.delivery_failed_at = time.time()
+
+    def _delivered(self, topics: set[str]) -> None:
+        """Records sent to ``topics`` were all acknowledged: a delivery failure of (only) these topics is over,
+        and none of them is missing."""
+        h = self.health
+        if h.delivery_error and topics.issuperset(h.delivery_topics):  # (none known: any delivery)
+            log.info("records delivered to %s again", ", ".join(sorted(h.delivery_topics or topics)))
+            h.delivery_error = ""
+            h.delivery_topics = []
+        if h.missing_topics.keys() & topics:
+            for topic in sorted(h.missing_topics.keys() & topics):
+                log.info("output topic %s takes records now", topic)
+            h.missing_topics = {t: why for t, why in h.missing_topics.items() if t not in topics}
 
     def _commit(self, next_offsets: dict[TP, int]) -> None:
         now = self.pipeline.now_ns()

@@ -4,7 +4,7 @@
 # Usage:
 #   deploy/kafka/apache-kafka.sh resolve
 #   deploy/kafka/apache-kafka.sh start --dir DIR --port PORT [--controller-port P] [--tls] [--sasl]
-#                                      [--internal-port P] [--timeout SECONDS]
+#                                      [--internal-port P] [--no-auto-create] [--timeout SECONDS]
 #   deploy/kafka/apache-kafka.sh stop --dir DIR
 #   deploy/kafka/apache-kafka.sh classpath          # prints the lib dir glob (resolving first)
 #
@@ -24,6 +24,8 @@
 #          credentials go into the metadata log at format time. The broker's own inter-broker traffic and
 #          the readiness probe use a PLAINTEXT listener on loopback (--internal-port, default: a free port,
 #          recorded in DIR/internal-port), which clients never learn about from metadata of PORT.
+#          --no-auto-create: auto.create.topics.enable=false (a topic no one created stays missing, as on
+#          most production clusters); default true.
 # stop     stops exactly the process recorded in DIR/kafka.pid (SIGTERM, then SIGKILL after 30 s).
 #
 # Environment: STADTWACHT_KAFKA_VERSION (default 4.4.0), STADTWACHT_KAFKA_CACHE (cache root),
@@ -168,7 +170,7 @@ client_protocol() {
 }
 
 write_properties() {
-    local dir="$1" port="$2" cport="$3" tls="$4" sasl="$5" iport="$6" client_listener listeners advertised inter
+    local dir="$1" port="$2" cport="$3" tls="$4" sasl="$5" iport="$6" autocreate="$7" client_listener listeners advertised inter
     client_listener="$(client_protocol "$tls" "$sasl")"
     listeners="$client_listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
     advertised="$client_listener://127.0.0.1:$port"
@@ -192,7 +194,7 @@ log.dirs=$dir/data
 num.partitions=3
 default.replication.factor=1
 min.insync.replicas=1
-auto.create.topics.enable=true
+auto.create.topics.enable=$autocreate
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=3
 transaction.state.log.replication.factor=1
@@ -253,7 +255,7 @@ EOF
 }
 
 start() {
-    local dir="" port="" cport="" iport="" tls=0 sasl=0 timeout=120
+    local dir="" port="" cport="" iport="" tls=0 sasl=0 autocreate=true timeout=120
     while (($#)); do
         case "$1" in
             --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
@@ -261,6 +263,7 @@ start() {
             --controller-port) cport="${2:?--controller-port needs a value}"; shift 2 ;;
             --tls) tls=1; shift ;;
             --sasl) sasl=1; shift ;;
+            --no-auto-create) autocreate=false; shift ;;
             --internal-port) iport="${2:?--internal-port needs a value}"; shift 2 ;;
             --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
             *) die "start: unknown argument $1" ;;
@@ -298,7 +301,7 @@ start() {
             --add-scram "SCRAM-SHA-512=[name=$user,password=$password]")
         probe_port="$iport"
     fi
-    write_properties "$dir" "$port" "$cport" "$tls" "$sasl" "$iport"
+    write_properties "$dir" "$port" "$cport" "$tls" "$sasl" "$iport" "$autocreate"
 
     local cluster_id jvm
     # shellcheck disable=SC2206  # JVM_OPTS is a space-separated list of flags on purpose

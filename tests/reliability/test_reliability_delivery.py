@@ -9,8 +9,11 @@ event once, the dead letter at least once), the alert fired once, everything com
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from kafka.errors import KafkaTimeoutError
@@ -19,6 +22,7 @@ from kafka.future import Future
 from tests.integration.test_consumer_backends import CLIENTS, _needs
 from tests.reliability.harness import alert_records, in_process_runner, reading
 from tests.support.kafka_topics import by_reason, read_topic
+from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -91,3 +95,82 @@ def test_stopping_while_records_are_not_acknowledged_is_clean(kafka_bootstrap, t
         runner.producer.flush = real_flush  # the producer's __del__ closes it again
     assert runner.consumer._consumer._closed
     assert any("stopping with records not acknowledged" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["future", "raise"])
+def test_readyz_names_the_topic_records_are_not_delivered_to_until_they_are(how, kafka_bootstrap, topic_prefix,
+                                                                           tmp_path, caplog):
+    """/readyz answers 503 while a batch's records cannot be delivered, with the topic and the cause in
+    ``checks.delivery``, and 200 again once they are (before: 200 throughout, only the log told)."""
+    from stadtwacht.app import Service
+    from stadtwacht.config import load_config
+    from tests.reliability.harness import write_flood_setup
+    from tests.support.kafka_topics import create_topics, producer
+
+    setup = write_flood_setup(tmp_path / "run", topic_prefix, 1)
+    dlq = f"{setup.topic}.dlq"
+    create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, dlq], partitions=1)
+    prod = producer(kafka_bootstrap)
+    t0 = time.time_ns() - 600 * 10**9
+    for value in (reading("pegel-0", t0, 300.0), b"{not json", reading("pegel-0", t0 + 10**9, 500.0)):
+        prod.send(setup.topic, key=b"pegel-0", value=value)
+    prod.flush()
+    prod.close()
+    cfg, problems = load_config(setup.config)
+    assert not problems
+    service = Service(cfg, kafka_bootstrap, tmp_path / "state", port=0, sensors=str(setup.registry))
+    service.http.start()
+
+    def readyz() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{service.http.port}/readyz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    runner = service.runner
+    runner.connect()
+    send = runner.producer.send
+    blocked = {dlq}
+
+    def dead_letters_fail(topic, *args, **kwargs):
+        if topic in blocked:
+            error = KafkaTimeoutError("Failed to update metadata after 2.0 secs.")
+            if how == "raise":
+                raise error
+            return Future().failure(error)
+        return send(topic, *args, **kwargs)
+
+    runner.producer.send = dead_letters_fail
+    caplog.set_level(logging.INFO, logger="stadtwacht.runner")
+    committed = runner.consumer.committed
+    try:
+        wait_until(lambda: (runner.step(), any("re-reading" in r.getMessage() for r in caplog.records))[1], 60,
+                   interval=0, what="a batch whose dead letter was not delivered")
+        status, doc = readyz()
+        assert status == 503 and doc["ready"] is False, doc
+        assert doc["checks"]["broker"]["ok"] is True and doc["checks"]["partitions"]["ok"] is True, doc
+        delivery = doc["checks"]["delivery"]
+        assert delivery["ok"] is False and delivery["failing_topics"] == [dlq], delivery
+        assert "Failed to update metadata after 2.0 secs" in delivery["last_error"], delivery
+        if how == "raise":
+            assert delivery["last_error"].startswith(f"cannot produce to {dlq}: "), delivery
+        assert committed((setup.topic, 0))[0] is None  # nothing committed past the batch
+        for _ in range(3):  # still failing: still not ready (the alert events still went out)
+            runner.step()
+            assert readyz()[0] == 503
+        blocked.clear()
+        wait_until(lambda: (runner.step(), committed((setup.topic, 0))[0] == 3)[1], 60, interval=0,
+                   what="the batch delivered and committed")
+        status, doc = readyz()
+        assert status == 200 and doc["ready"] is True, doc
+        assert doc["checks"]["delivery"] == {"ok": True, "missing_topics": {}, "failing_topics": [],
+                                             "last_error": None, "last_error_age_s": None}
+    finally:
+        runner.close()
+        service.http.stop()
+        service._state_lock.close()
+    assert any(r.getMessage() == f"records delivered to {dlq} again" for r in caplog.records)
+    letters = by_reason(read_topic(kafka_bootstrap, dlq))
+    assert letters == {"malformed": 1}, letters
+    assert [r["event"] for r in alert_records(kafka_bootstrap, setup.alerts_topic)] == ["firing"]

@@ -53,6 +53,7 @@ CASES = [
     ("[kafka]\nsecurity_protocol = \"sasl_ssl\"\n", [(2, "kafka.security_protocol")], "exactly"),
     ("[kafka]\nsasl_mechanism = \"PLAIN\"\n", [(2, "kafka.sasl_mechanism")], "would be ignored"),
     ("[kafka]\ntopics = [\"bad topic!\"]\n", [(2, "kafka.topics")], "not a legal Kafka topic name"),
+    ("[kafka]\nmax_block_ms = 0\n", [(2, "kafka.max_block_ms")], "between 1000 and 300000"),
     ("[kafka]\nbootstrap_servers = \"kafka:9092,kafka:notaport\"\n", [(2, "kafka.bootstrap_servers")],
      "not host:port: 'kafka:notaport'"),
     ("[logging]\nformat = \"xml\"\n", [(2, "logging.format")], "json"),

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stadtwacht.logs import _Redacting, redact_text
+from stadtwacht.logs import _OncePerTopic, _Redacting, redact_text
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -34,3 +34,20 @@ def test_the_log_filter_rewrites_records_of_any_logger():
         "mailto://ops:secret@smtp.example.org?to=a@example.org",), None)
     assert _Redacting().filter(rec)
     assert rec.getMessage() == "Could not load E-Mail URL: mailto://smtp.example.org"
+
+
+def test_kafka_pythons_missing_topic_line_passes_once_per_topic_and_interval(monkeypatch):
+    """kafka-python logs it at ERROR with every metadata refresh (ten a second) while a topic it sends to is missing."""
+    now = [1000.0]
+    monkeypatch.setattr("stadtwacht.logs.time.monotonic", lambda: now[0])
+    once = _OncePerTopic(every_s=300.0)
+
+    def passes(topic: str, msg: str = "Topic %s not found in cluster metadata") -> bool:
+        return once.filter(logging.LogRecord("kafka.cluster", logging.ERROR, __file__, 1, msg, (topic,), None))
+
+    assert passes("a.dlq") and passes("b.dlq")
+    now[0] += 0.1
+    assert not passes("a.dlq") and not passes("b.dlq")
+    assert passes("a.dlq", "Topic %s is not authorized for this client")  # other lines untouched
+    now[0] += 300.0
+    assert passes("a.dlq") and not passes("a.dlq")

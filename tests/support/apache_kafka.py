@@ -79,14 +79,17 @@ class ApacheKafka:
     """One Apache Kafka broker in `workdir`, listening on 127.0.0.1.
 
     ``tls``: the client listener speaks TLS (throwaway CA); ``sasl``: it requires SASL (PLAIN, SCRAM-SHA-256,
-    SCRAM-SHA-512) for one user, ``sasl_username`` / ``sasl_password`` (``sasl_password`` given or random).
+    SCRAM-SHA-512) for one user, ``sasl_username`` / ``sasl_password`` (``sasl_password`` given or random);
+    ``auto_create_topics=False``: ``auto.create.topics.enable=false`` (a topic nobody created stays missing).
     """
 
     def __init__(self, workdir: Path, port: int | None = None, tls: bool = False, sasl: bool = False,
-                 sasl_username: str = "stadtwacht", sasl_password: str | None = None) -> None:
+                 sasl_username: str = "stadtwacht", sasl_password: str | None = None,
+                 auto_create_topics: bool = True) -> None:
         self.workdir = Path(workdir).resolve()
         self.tls = tls
         self.sasl = sasl
+        self.auto_create_topics = auto_create_topics
         self.sasl_username = sasl_username
         self._sasl_password = sasl_password
         self._fixed_port = port
@@ -184,6 +187,8 @@ class ApacheKafka:
                 args.append("--tls")
             if self.sasl:
                 args.append("--sasl")
+            if not self.auto_create_topics:
+                args.append("--no-auto-create")
             try:
                 _run(args, timeout + 60, self._script_env())
             except ApacheKafkaError as exc:

@@ -371,7 +371,12 @@ class Runner:
     def run(self, stop: threading.Event) -> None:
         log.info("loading the decode and detection kernels (the first start after an install compiles them, "
                  "about a minute; not ready until then)")
-        log.info("decode and detection kernels ready in %.1f s", self.pipeline.compile_kernels())
+        seconds = self._load_kernels(stop)
+        if seconds is None:
+            log.info("stopped while the kernels were loading (nothing read yet)")
+            self.health.stopping = True
+            return
+        log.info("decode and detection kernels ready in %.1f s", seconds)
         # the full collection holds the GIL for 0.1-0.5 s: before the Kafka clients' IO threads exist (they
         # would miss heartbeats and log "blocking the event loop"); what connecting builds is frozen after
         freeze_startup_heap()
@@ -394,6 +399,29 @@ class Runner:
                 self.step()
         finally:
             self.close()
+
+    def _load_kernels(self, stop: threading.Event) -> float | None:
+        """``Pipeline.compile_kernels`` on a thread of its own, the seconds it took; None when ``stop`` came
+        first. A SIGTERM (a rollout, Ctrl-C) during the first start's minute of compiling ends the process at
+        once instead of after it: nothing has been read yet, and numba writes its cache files whole or not at
+        all. The compile thread is a daemon: it ends with the process."""
+        done: list = []
+
+        def load() -> None:
+            try:
+                done.append(self.pipeline.compile_kernels())
+            except BaseException as e:  # handed to the caller
+                done.append(e)
+
+        loader = threading.Thread(target=load, name="kernel-load", daemon=True)
+        loader.start()
+        while loader.is_alive():  # waiting on the event, not a join: the signal handler sets it
+            if stop.wait(0.1):
+                return None
+        (result,) = done
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def step(self) -> int:
         """One poll-process-commit round; returns the number of messages handled."""

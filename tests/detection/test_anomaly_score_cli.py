@@ -3,9 +3,6 @@ count of the rows left out when only some could; in process through ``main(argv)
 
 from __future__ import annotations
 
-import errno
-import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 
 from detection.anomaly_score import score_csv
 from stadtwacht.cli import main
+from tests.support.streams import fill_stdout
 
 START = np.datetime64("2024-03-01T00:00:00")
 
@@ -92,14 +90,7 @@ def test_anomaly_score_leaves_unusable_rows_out_says_how_many_and_exits_0(tmp_pa
 
 
 def test_anomaly_score_exits_1_when_standard_output_cannot_be_written(tmp_path, capsys, monkeypatch):
-    class Full(io.RawIOBase):
-        def writable(self) -> bool:
-            return True
-
-        def write(self, b) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BufferedWriter(Full())))
+    fill_stdout(monkeypatch)
     rc, err = _score(capsys, _csv(tmp_path / "series.csv", _rows(50)), "-o", "-")
     assert rc == 1
     assert err == ["stadtwacht anomaly-score: [Errno 28] No space left on device: 'standard output'"]

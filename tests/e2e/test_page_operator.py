@@ -5,7 +5,6 @@ row's level (a rise breaks through), and the active silences are listed and can 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,26 +19,10 @@ from stadtwacht.state_view import _page_alert
 from tests.alerting.alerting_helpers import T0, FakeClock
 from tests.alerting.test_alerting_operator import Inbox, flood
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 TOKEN = "page-token-1"
 M = 60 * 10**9
 
 pytestmark = [pytest.mark.browser]
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (tests/setup-system.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

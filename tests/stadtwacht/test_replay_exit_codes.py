@@ -4,16 +4,15 @@ on it); in process through ``main(argv)``, on real files in tmp_path, no broker.
 from __future__ import annotations
 
 import errno
-import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 import stadtwacht.outputs
 from stadtwacht.cli import main
+from tests.support.streams import fill_stdout
 
 # pegel-stuttgart (shipped registry) rising from 300 to 540 cm every 15 minutes: crosses the flood levels
 READINGS = [{"sensor_id": "pegel-stuttgart", "time": f"2025-11-26T{4 + i // 4:02d}:{i % 4 * 15:02d}:00+01:00",
@@ -110,14 +109,7 @@ def test_replay_exits_1_when_a_notify_channel_fails(tmp_path, capsys):
 
 
 def test_replay_exits_1_when_standard_output_cannot_be_written(tmp_path, capsys, monkeypatch):
-    class Full(io.RawIOBase):
-        def writable(self) -> bool:
-            return True
-
-        def write(self, b) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BufferedWriter(Full())))
+    fill_stdout(monkeypatch)
     rc, err = _replay(capsys, _good(tmp_path), "--alerts-out", "-")
     assert rc == 1
     assert err[-1] == "stadtwacht replay: [Errno 28] No space left on device: 'standard output'"

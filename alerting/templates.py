@@ -40,7 +40,8 @@ _EVENT = {
            "reminder": "REMINDER (not acknowledged)", "escalation": "ESCALATION (not acknowledged)",
            "lost": "MEASUREMENT LOST"},
 }
-_TREND = {"de": {1: "steigend", -1: "fallend", 0: "neu"}, "en": {1: "rising", -1: "easing", 0: "new"}}
+_TREND = {"de": {1: "steigend", -1: "fallend", 0: "neu", "same": "unverändert"},
+          "en": {1: "rising", -1: "easing", 0: "new", "same": "unchanged"}}
 _ACTION = {
     "de": {
         ("flood", 1): "Pegel beobachten, Einsatzkräfte informieren.",
@@ -207,8 +208,10 @@ def _acked(lang: str, rec: AlertRecord, acks: Mapping[str, tuple[str, str]] | No
 def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: str = "de",
                          exercise: bool = False, public_url: str = "", *,
                          aggregates: Mapping[str, str] | None = None,
-                         acks: Mapping[str, tuple[str, str]] | None = None) -> tuple[str, str]:
+                         acks: Mapping[str, tuple[str, str]] | None = None,
+                         unchanged: bool = False) -> tuple[str, str]:
     """(title, body) for a group of events of the same hazard, event and level; events are (record, prev_level).
+    ``unchanged``: a reminder or escalation repeating the last event (its trend "unverändert", not "neu").
 
     ``aggregates``: rule name -> aggregate of the configured rules (a record names its rule only), so a
     rate-of-rise rule reads "Anstieg 36.1 cm/h". ``acks``: alert_id -> (operator, RFC 3339 time) of
@@ -235,7 +238,10 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
         level_line = f"{L['level']}: {first.level} ({level_name})"
     lines = [f"{prefix}{head}: {hazard} ({clean(first.quantity)})", f"{L['where']}: {where}", level_line]
     for rec, prev in events:
-        trend = _TREND[lang][(rec.level > prev) - (rec.level < prev)] if rec.event != "firing" else _TREND[lang][0]
+        if unchanged:
+            trend = _TREND[lang]["same"]
+        else:
+            trend = _TREND[lang][(rec.level > prev) - (rec.level < prev)] if rec.event != "firing" else _TREND[lang][0]
         sensors = ", ".join(clean(s, 64) for s in rec.sensors[:10])
         lines.append(f"- {', '.join(clean(n) for n in rec.district_names)}: {_measure(lang, rec, prev, aggregates)}"
                      + (f", {L['trend']}: {trend}" if rec.hazard != "sensor" and not measurement_lost(rec) else "")
@@ -259,7 +265,7 @@ def render_followup_message(kind: str, record: AlertRecord, language: str = "de"
     """(title, body) of a reminder or escalation for a still-firing, unacknowledged alert."""
     lang = language if language in _LABELS else "de"
     title, body = render_event_message([(record, record.level)], lang, exercise, public_url,
-                                       aggregates=aggregates, acks=acks)
+                                       aggregates=aggregates, acks=acks, unchanged=True)
     head = _EVENT[lang][kind]
     prefix = f"[{_LABELS[lang]['exercise']}] " if exercise else ""
     return f"{prefix}{head}: {title.removeprefix(prefix)}"[:250], f"{prefix}{head}\n{body}"

@@ -1,7 +1,7 @@
 /* stadtwacht control-room page: district map, active alerts, sensor health and timeline.
  * Reads GET /api/state once, then live updates from GET /events (Server-Sent Events, "state" events).
  * Acknowledge / silence / lift a silence go to the alerting API with the operator's bearer token (sessionStorage
- * only); logged in, the page also lists the active silences (GET /api/silences). 
+ * only); logged in, the page also lists the active silences (GET /api/silences).
  * No external resources: everything is drawn as plain SVG and DOM built with textContent. */
 "use strict";
 

@@ -546,20 +546,22 @@ class AlertService:
 
     def _release_held(self, now: int) -> None:
         """Send the current state of episodes whose changes a silence held back, once none covers them."""
+        released = False
         for ep in self._store.active_episodes():
             if not ep.held:
                 continue
             rec = ep.record("update" if ep.notified_tags else "firing", ep.last_ns)  # firing: nobody heard of it
             if self._silenced(rec, now):
                 continue
-            ep.held = False
+            ep.held, released = False, True
             tags = self._tags(ep, rec)
             if ep.level != ep.notified_level or not set(tags) <= set(ep.notified_tags):
                 # trend against what the recipients last heard; reading time 0: no latency to measure
                 prev = ep.notified_level if ep.notified_level >= 0 else ep.prev_level
                 self._queue(ep, rec, tags, 0, now, prev)
             self._store.save_episode(ep, active=True)
-        self._flush_due(now)  # group_wait counts from now, as for a new event
+        if released:  # sent now when no group_wait holds it (tick flushes what falls due later)
+            self._flush_due(now)
 
     def _queue(self, ep: Episode, rec: AlertRecord, tags: tuple[str, ...], reading_ns: int, now: int,
                prev_level: int) -> None:

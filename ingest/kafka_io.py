@@ -288,6 +288,10 @@ class ReadingConsumer:
             # created empty and read without a word; a missing topic shows on /readyz and as StadtwachtTopicUnread
             allow_auto_create_topics=False,
         )
+        # kafka-python 3.0.12 does not hand that setting to the cluster metadata its requests are built from
+        # (kafka/net/manager.py builds ClusterMetadata without it): its Metadata requests asked brokers to create
+        # the subscribed topics all the same. Set where the requests read it.
+        self._consumer._cluster.config["allow_auto_create_topics"] = False
         #: Records parsed by the compiled pass (``ingest.kafka_python_records``), handed out as RawMessage.
         self.compiled_records = parse_records_compiled(self._consumer)
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))

@@ -212,7 +212,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stadtwacht.metrics import new_registry
     from stadtwacht.outputs import AlertOutputs
     from stadtwacht.pipeline import Pipeline
-    from stadtwacht.replay import last_delivery_id, replay_files, undelivered
+    from stadtwacht.replay import ReplayClock, drain_notifications, last_delivery_id, replay_files, undelivered
 
     cfg = _load(args)
     _setup_logs(args, cfg)
@@ -225,9 +225,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="stadtwacht-replay-") as tmp:
         state_dir = args.state_dir or Path(tmp)
         holder: list[Pipeline] = []
+        clock = ReplayClock(lambda: holder[0].now_ns())  # the archive's time, moved on only to retry after it
         pipeline = Pipeline(cfg, new_registry(), state_dir, districts_path=args.districts,
-                            sensors_path=args.sensors, extra_channels=args.notify,
-                            alert_clock_ns=lambda: holder[0].now_ns())
+                            sensors_path=args.sensors, extra_channels=args.notify, alert_clock_ns=clock)
         holder.append(pipeline)
         out = None
         try:
@@ -246,7 +246,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     raise OSError(e.errno, e.strerror, "standard output") from e
             problems = summary.problems(args.dead_letters_out)
             if args.notify:
-                pipeline.alerts.stop(deadline_s=30.0)
+                drain_notifications(pipeline, clock)
                 if missed := undelivered(pipeline, queued_before):
                     problems.append(missed)
             if dead:

@@ -48,7 +48,7 @@ import msgspec
 import numpy as np
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from kafka.partitioner.default import murmur2
 
 from alerting.episodes import Episode
@@ -143,7 +143,7 @@ class DistrictPublisher:
         # (sensor idx, rule idx) -> (level, value, threshold, time): this process's detection levels
         self._levels: dict[tuple[int, int], tuple[int, float, float, int]] = {}
         self._sent: dict[tuple[int, int], int] = {}  # -> event time of the last record sent
-        self._futures: list = []  # of the records sent since the last flush
+        self._queued: list[tuple[bytes, bytes | None, int]] = []  # (key, value, partition) to send at the flush
         #: called with the topic after records sent to it were all acknowledged (the runner's readiness)
         self.on_delivered: Callable[[set[str]], None] = lambda topics: None
 
@@ -179,14 +179,24 @@ class DistrictPublisher:
                 self._sent.pop(key, None)
 
     def send(self, key: bytes, value: bytes | None, partition: int) -> None:
-        self._futures.append(send_checked(self.producer, self.topic, key=key, value=value, partition=partition))
+        """Queue a record for ``flush``: records are made under the runner's lock (shared with the API and page
+        threads), and a producer send may wait up to max_block_ms for the topic's metadata."""
+        self._queued.append((key, value, partition))
 
     def flush(self) -> None:
-        """Every record sent since the last flush acknowledged (``DeliveryFailed`` otherwise)."""
-        if self._futures:
-            futures, self._futures = self._futures, []
+        """Send every queued record and see each acknowledged (``DeliveryFailed`` otherwise: the rest of the
+        queue is dropped with it, as the batch behind them is re-read). The runner calls it outside its lock."""
+        if self._queued:
+            queued, self._queued = self._queued, []
+            futures = [send_checked(self.producer, self.topic, key=key, value=value, partition=partition)
+                       for key, value, partition in queued]
             flush_delivered(self.producer, futures, topics=(self.topic,))
             self.on_delivered({self.topic})
+
+    def discard(self) -> None:
+        """Drop what is queued: a hand-on failed before the flush and the runner re-reads the batch, whose
+        re-read (levels, markers, episode states of the partitions it takes again) makes them anew."""
+        self._queued = []
 
     # -- helpers --
     def _districts(self, sensor: int) -> list[str]:
@@ -309,8 +319,8 @@ class DistrictStage:
         return rest
 
     def process(self, messages: list[RawMessage], offsets: dict[TP, int]) -> list[AlertRecord]:
-        """Flush the sensor side's records, apply district records, finish rebuilds; the alert records."""
-        self.publisher.flush()
+        """Apply district records, finish rebuilds, queue the episode changelog; the alert records. (What this
+        and the sensor side queued goes out with ``publisher.flush``, which the runner calls outside its lock.)"""
         records: list[AlertRecord] = []
         changes = self._apply(messages) if messages else []
         live = [c for c in changes if self._owner_live(c.district)]
@@ -356,7 +366,6 @@ class DistrictStage:
             except UnknownAlertError:
                 log.info("forwarded acknowledgement of %s: no such active alert here (ended?)", alert_id)
             self.publisher.send(key, None, p)
-        self.publisher.flush()
 
     def _note_watched(self) -> None:
         self.pipeline.watched_districts = {d for p in self.owned for d in self._districts_of.get(p, ())}
@@ -399,7 +408,6 @@ class DistrictStage:
         if sends:
             for key, value, p in sends:
                 self.publisher.send(key, value, p)
-            self.publisher.flush()
 
     # -- helpers --
     def _owner_live(self, district: str) -> bool:
@@ -509,26 +517,30 @@ class DistrictStage:
 
 def ensure_district_topic(cfg, bootstrap: str, producer: KafkaProducer) -> int:
     """Create ``cfg.district_topic`` when missing (compacted, as many partitions as the first input topic);
-    its partition count."""
+    its partition count.
+
+    What exists is read from one Metadata request for all topics (the admin client's, naming none: no broker
+    creates a topic from it, not even Tansu, which creates any topic a request names). The producer's
+    ``partitions_for`` of the input topic, used before, let brokers that create topics create a missing input
+    topic (kafka-python 3.0.12 asks with auto-creation allowed whatever ``allow_auto_create_topics`` says), which
+    the service then read in silence. A missing input topic now fails the connect attempt, which is retried with
+    backoff: the district topic's partition count comes from it (where brokers do not create topics, the
+    producer's wait for its metadata failed the attempt before, after ``max_block_ms``).
+    """
     topic = cfg.district_topic
-    if not _topic_exists(cfg, bootstrap, topic):
-        inputs = [*cfg.topics, *cfg.community_topics]
-        n = max(len(producer.partitions_for(inputs[0]) or ()) if inputs else 1, 1)
-        admin = KafkaAdminClient(**client_options(cfg, bootstrap))
-        try:
+    admin = KafkaAdminClient(**client_options(cfg, bootstrap))
+    try:
+        partitions = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        if topic not in partitions:
+            inputs = [*cfg.topics, *cfg.community_topics]
+            if inputs and not partitions.get(inputs[0]):
+                raise UnknownTopicOrPartitionError(
+                    f"input topic {inputs[0]} does not exist (or has no partitions yet): the district topic {topic} "
+                    f"is created with as many partitions as it has; create it")
+            n = partitions[inputs[0]] if inputs else 1
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(topic, n, -1, topic_configs={"cleanup.policy": "compact"})])
                 log.info("created district topic %s with %d partitions (compacted)", topic, n)
-        finally:
-            admin.close()
-    return len(producer.partitions_for(topic) or ())
-
-
-def _topic_exists(cfg, bootstrap: str, topic: str) -> bool:
-    admin = KafkaAdminClient(**client_options(cfg, bootstrap))
-    try:
-        return topic in admin.list_topics()
-    except KafkaError:
-        return False
     finally:
         admin.close()
+    return len(producer.partitions_for(topic) or ())

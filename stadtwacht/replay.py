@@ -13,8 +13,9 @@ import gzip
 import io
 import logging
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -27,16 +28,25 @@ from ingest.deadletter import DeadLetter
 from ingest.decode import RawMessage
 from ingest.quantities import QUANTITY_CODE
 from ingest.sensor_index import SensorIndex
+from stadtwacht.durations import parse_duration
 from stadtwacht.errors import StadtwachtError
 from stadtwacht.outputs import AlertOutputs
 from stadtwacht.pipeline import Pipeline
 
-__all__ = ["ReplaySummary", "is_archive_csv", "last_delivery_id", "read_archive_csv", "replay_files",
-           "undelivered"]
+__all__ = ["DRAIN_ATTEMPTS", "ReplayClock", "ReplaySummary", "drain_notifications", "is_archive_csv",
+           "last_delivery_id", "read_archive_csv", "replay_files", "undelivered"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 20_000
+
+#: After the replay, a channel whose first waiting notification failed this many times (retryably: refused for
+#: now, timed out) is given up; the replay then exits 1 naming what was not delivered.
+DRAIN_ATTEMPTS = 3
+#: Real seconds between the attempts after the replay (doubling).
+DRAIN_RETRY_S = 0.5
+#: Longest the delivery after the replay waits for channels still taking notifications.
+DRAIN_DEADLINE_S = 30.0
 
 
 class ReplaySummary:
@@ -196,6 +206,49 @@ def _account(summary: ReplaySummary, result, n: int | None, outputs: AlertOutput
     if dead_out is not None:
         for d in result.dead:
             dead_out.write(_dead_line(d))
+
+
+class ReplayClock:
+    """The alert service's clock in a replay: the pipeline's event time (the archive's), plus what
+    ``drain_notifications`` moved it on by after the archive was read (it stands still there otherwise)."""
+
+    def __init__(self, event_ns: Callable[[], int]) -> None:
+        self._event_ns = event_ns
+        self.ahead_ns = 0
+
+    def __call__(self) -> int:
+        return self._event_ns() + self.ahead_ns
+
+
+def drain_notifications(pipeline: Pipeline, clock: ReplayClock, attempts: int = DRAIN_ATTEMPTS,
+                        deadline_s: float = DRAIN_DEADLINE_S) -> None:
+    """Deliver what the replay left in the outbox, then stop the notifier; ``undelivered`` tells what did not go.
+
+    Replay's alert clock stands still at the archive's last reading, so a retry the notifier scheduled after
+    a failure never fell due, and stopping it waited its whole drain deadline (30 s) for nothing. Here the
+    outbox is delivered from this thread: each round moves the clock on past the longest backoff
+    (``[alerting] retry_max``), so every retry is due, and the rounds are ``DRAIN_RETRY_S`` (doubling) of real
+    time apart. A channel is given up once its first waiting notification has failed ``attempts`` times
+    (counting those during the replay), every channel after ``deadline_s``; a channel taking notifications
+    gets every one that is due (``AlertService.deliver_pending``).
+    """
+    alerts = pipeline.alerts
+    alerts.stop(deadline_s=0.0)  # the groups still waiting go into the outbox; the notifier threads stop
+    skip_ns = parse_duration(pipeline.cfg.alerting.retry_max)
+    channels = set(alerts.channel_labels)
+    deadline = time.monotonic() + deadline_s
+    wait_s = DRAIN_RETRY_S
+    while True:
+        clock.ahead_ns += skip_ns
+        alerts.deliver_pending()
+        heads: dict[str, dict] = {}
+        for d in alerts.outbox("pending"):  # (in id order: each channel's first is the one it retries)
+            if d["channel"] in channels:
+                heads.setdefault(d["channel"], d)
+        if all(d["attempts"] >= attempts for d in heads.values()) or time.monotonic() + wait_s > deadline:
+            return
+        time.sleep(wait_s)
+        wait_s *= 2
 
 
 def last_delivery_id(pipeline: Pipeline) -> int:

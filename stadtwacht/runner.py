@@ -2,7 +2,9 @@
 
 Order per batch, for at-least-once without lost alerts: decode and detect,
 apply to the durable alert state (SQLite, with the batch's offsets), send
-dead letters and alert records to Kafka and flush, then commit offsets.
+alert records, district records and dead letters to Kafka and flush (outside
+the lock the HTTP threads share: a send may wait for a missing topic), then
+commit offsets.
 
 Restarts and rebalances: detection state is rebuilt, not shipped. Each
 commit's metadata names the offset from which the partition's newest
@@ -390,7 +392,8 @@ class Runner:
         try:
             try:
                 with self.lock:
-                    self._hand_on([], [])  # events committed before a kill but never published
+                    backlog = self._unpublished([])
+                self._hand_on([], backlog)  # events committed before a kill but never published
             except KafkaError as e:
                 log.warning("publishing the alert backlog failed (%s); retrying with the next batch", e)
                 if isinstance(e, DeliveryFailed):
@@ -453,6 +456,8 @@ class Runner:
         rebalance: state dropped and warmed up again with alerts held back, the re-read's dead letters sent
         again, alert events not marked published sent again."""
         owned = self.consumer.assignment()
+        if self.district is not None:
+            self.district.publisher.discard()
         if isinstance(cause, DeliveryFailed):
             self._not_delivered(cause)
         else:
@@ -498,6 +503,11 @@ class Runner:
         was_warming = bool(self._suppress_until)
         warming = self._warming(next_offsets)
         records: list[AlertRecord] = []
+        dead: list = []
+        # The pipeline and alert-state work holds the lock the HTTP API and page threads take; the Kafka sends
+        # and flushes come after it (``_hand_on``): a send waits up to max_block_ms for a missing topic's
+        # metadata, a flush as long as the brokers take, and the API and page must answer meanwhile.
+        due = warming  # whether the batch hands its outputs on (where each branch below did)
         with self.lock:
             if warming:
                 # While any partition warms up, district levels are incomplete: only re-read (rebuild) what the
@@ -522,7 +532,7 @@ class Runner:
                     if tp in next_offsets:
                         next_offsets[tp] = min(next_offsets[tp], first)
                 result = self.pipeline.process_messages(held, deliver=False)
-                self._hand_on(self._not_yet_handed_on(result.dead), [])
+                dead += self._not_yet_handed_on(result.dead)
             else:
                 if self._deferred:
                     messages = [*self._deferred, *messages]
@@ -535,9 +545,10 @@ class Runner:
                 # a rebalance or a crash between the SQLite commit and the offset commit) only rebuilds state.
                 held = [m for m in messages if m.offset < self._applied.get((m.topic, m.partition), 0)]
                 live = [m for m in messages if m.offset >= self._applied.get((m.topic, m.partition), 0)]
+                due = bool(held or live)
                 if held:
                     result = self.pipeline.process_messages(held, deliver=False)
-                    self._hand_on(self._not_yet_handed_on(result.dead), [])
+                    dead += self._not_yet_handed_on(result.dead)
                 if held or was_warming or self._reconcile_due:
                     log.info("re-read %d already applied message(s); reconciling alert state", len(held))
                     records = self.pipeline.reconcile()
@@ -548,15 +559,17 @@ class Runner:
                         tp = (m.topic, m.partition)
                         live_offsets[tp] = max(live_offsets.get(tp, 0), m.offset + 1)
                     result = self.pipeline.process_messages(live, deliver=True, offsets=live_offsets)
-                    self._hand_on(result.dead, result.records)
+                    dead += result.dead
+                    records += result.records
+                    # (the alert state holds these offsets now: a failed hand-on re-reads them as applied)
                     for tp, off in live_offsets.items():
                         self._applied[tp] = max(self._applied.get(tp, 0), off)
             if not warming:
                 records += self.pipeline.tick()
             if self.district is not None:
                 records += self.district.process(district_messages, next_offsets)
-            if records:
-                self._hand_on([], records)
+            unpublished = self._unpublished(records) if due or records else None
+        self._hand_on(dead, unpublished)
         self.health.warming = sorted(self._suppress_until)
         self.pipeline.metrics.warming_up.set(1 if warming else 0)
         if messages:
@@ -613,25 +626,42 @@ class Runner:
                 del self._suppress_until[tp]
         return bool(self._suppress_until)
 
-    def _hand_on(self, dead, records: list[AlertRecord]) -> None:
-        """Dead letters and alert records to Kafka, flushed: durable before the offset commit.
+    def _unpublished(self, records: list[AlertRecord]) -> tuple[int, list[AlertRecord]] | None:
+        """Under the lock: the alert events to publish and the newest one's id, None when there is no reason
+        to look (no new records, nothing left over from a failed or interrupted hand-on).
 
-        Alert records are taken from the durable history (every committed event not yet marked
-        published), so events committed to SQLite just before a kill are published after the restart.
+        They are taken from the durable history (every committed event not yet marked published), so events
+        committed to SQLite just before a kill are published after the restart.
         """
-        upto = 0
         if records or self._backlog:
-            upto, records = self.pipeline.alerts.unpublished()
-        self._backlog = True  # until they are acknowledged
+            return self.pipeline.alerts.unpublished()
+        return None
+
+    def _hand_on(self, dead: list, unpublished: tuple[int, list[AlertRecord]] | None) -> None:
+        """Alert records (``_unpublished``), district records and dead letters to Kafka, flushed: durable
+        before the offset commit.
+
+        Called without the lock: a send waits up to max_block_ms for the metadata of a topic the brokers do not
+        have, a flush as long as they take to answer, and the API and page threads must not wait with it. Only
+        marking the alert events published takes the lock again (a short SQLite write).
+        """
+        looked = unpublished is not None
+        if looked:
+            self._backlog = True  # until they are acknowledged
+        upto, records = unpublished or (0, [])
         if records:  # first and on their own: a dead-letter topic the producer cannot reach must not hold them back
             flush_delivered(self.producer, self.outputs.emit(records), topics=(self.cfg.alerts_topic,))
-            self.pipeline.alerts.mark_published(upto)
+            with self.lock:
+                self.pipeline.alerts.mark_published(upto)
             self._delivered({self.cfg.alerts_topic})
+        if self.district is not None:  # what the batch queued for the district topic (DistrictPublisher.flush)
+            self.district.publisher.flush()
         if dead:
             topics = {d.topic + self.cfg.dlq_suffix for d in dead}
             flush_delivered(self.producer, self.dead_letters.send(dead), topics=topics)
             self._delivered(topics)
-        self._backlog = False
+        if looked:
+            self._backlog = False
 
     def _not_delivered(self, cause: DeliveryFailed) -> None:
         """/readyz: 503, naming the topics and the cause, until records are delivered again (``_delivered``)."""

@@ -20,7 +20,8 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
 from tests.integration.test_consumer_backends import CLIENTS, _needs
-from tests.reliability.harness import alert_records, in_process_runner, reading
+from tests.reliability.harness import alert_records, in_process_runner
+from tests.support.flood_story import flood_story, produce_flood_story
 from tests.support.kafka_topics import by_reason, read_topic
 from tests.support.service import wait_until
 
@@ -34,12 +35,9 @@ def test_records_not_acknowledged_are_produced_again_and_their_batch_re_read(cli
     """how: the send's future fails (a delivery that gave up), or the send raises (the producer's metadata wait
     for the topic timed out, as when the topic is missing and the broker does not create topics)."""
     _needs(client)
-    t0 = time.time_ns() - 600 * 10**9
     dlq, districts = f"{topic_prefix}.flood.dlq", f"{topic_prefix}.districts"
-    setup, runner, registry = in_process_runner(
-        kafka_bootstrap, topic_prefix, tmp_path, client,
-        [reading("pegel-0", t0, 300.0), b"{not json", reading("pegel-0", t0 + 10**9, 500.0)],
-        district_topic=True, more_topics=(dlq,))
+    setup, runner, registry = in_process_runner(kafka_bootstrap, topic_prefix, tmp_path, client, flood_story(),
+                                                district_topic=True, more_topics=(dlq,))
     committed = runner.consumer.committed
     send = runner.producer.send
     failed: list[str] = []
@@ -105,17 +103,12 @@ def test_readyz_names_the_topic_records_are_not_delivered_to_until_they_are(how,
     from stadtwacht.app import Service
     from stadtwacht.config import load_config
     from tests.reliability.harness import write_flood_setup
-    from tests.support.kafka_topics import create_topics, producer
+    from tests.support.kafka_topics import create_topics
 
     setup = write_flood_setup(tmp_path / "run", topic_prefix, 1)
     dlq = f"{setup.topic}.dlq"
     create_topics(kafka_bootstrap, [setup.topic, setup.alerts_topic, dlq], partitions=1)
-    prod = producer(kafka_bootstrap)
-    t0 = time.time_ns() - 600 * 10**9
-    for value in (reading("pegel-0", t0, 300.0), b"{not json", reading("pegel-0", t0 + 10**9, 500.0)):
-        prod.send(setup.topic, key=b"pegel-0", value=value)
-    prod.flush()
-    prod.close()
+    produce_flood_story(kafka_bootstrap, setup.topic)
     cfg, problems = load_config(setup.config)
     assert not problems
     service = Service(cfg, kafka_bootstrap, tmp_path / "state", port=0, sensors=str(setup.registry))

@@ -19,23 +19,22 @@ import time
 
 import pytest
 
-from tests.reliability.harness import RunProcess, alert_records, in_process_runner, reading, report, write_flood_setup
-from tests.support.kafka_topics import by_reason, create_topics, producer, read_topic
+from tests.reliability.harness import RunProcess, alert_records, in_process_runner, report, write_flood_setup
+from tests.support.flood_story import produce_flood_story
+from tests.support.kafka_topics import by_reason, create_topics, read_topic
 from tests.support.service import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+TOKEN = "tok-missing-topic"
 
 
 @pytest.fixture(scope="module")
 def strict_kafka(tmp_path_factory, broker_kind, compiled_kernels):
     """Apache Kafka that never creates a topic on its own (the kernels compiled first, as for every broker test)."""
-    from tests.support.apache_kafka import ApacheKafka
+    from tests.support.apache_kafka import ApacheKafka, skip_unless_own_broker_can_run
 
-    if broker_kind != "apache":
-        pytest.skip("starts its own Apache Kafka without topic auto-creation: runs in the --broker=apache pass")
-    ok, why = ApacheKafka.available()
-    if not ok:
-        pytest.skip(f"Apache Kafka unavailable: {why}")
+    skip_unless_own_broker_can_run(broker_kind, "without topic auto-creation")
     with ApacheKafka(tmp_path_factory.mktemp("kafka-strict"), auto_create_topics=False) as kafka:
         yield kafka.bootstrap
 
@@ -69,12 +68,7 @@ def test_missing_dead_letter_topic_is_logged_at_start_and_readyz_503_while_a_dea
         assert len(start_errors) == 1 and dlq in start_errors[0] and "create it" in start_errors[0], start_errors
         assert setup.alerts_topic not in start_errors[0]
 
-        prod = producer(bootstrap)
-        t0 = time.time_ns() - 600 * 10**9
-        for value in (reading("pegel-0", t0, 300.0), b"{not json", reading("pegel-0", t0 + 10**9, 500.0)):
-            prod.send(setup.topic, key=b"pegel-0", value=value)
-        prod.flush()
-        prod.close()
+        produce_flood_story(bootstrap, setup.topic)
         produced = time.monotonic()
 
         # the dead letter cannot be produced: /readyz names the topic and the cause; the alert event went out first
@@ -136,3 +130,42 @@ def test_a_topic_missing_at_start_and_created_before_any_record_needs_it_is_noti
         assert any(r.getMessage() == f"output topic {dlq} takes records now" for r in caplog.records)
     finally:
         runner.close()
+
+
+def test_the_api_answers_at_once_while_a_batch_waits_for_a_missing_topic(strict_kafka, topic_prefix, tmp_path):
+    """A dead letter for a topic the brokers neither have nor create: every attempt's send waits ``max_block_ms``
+    (10 s) for the topic's metadata. The alert API takes the lock the loop holds for its pipeline work; it must
+    not wait with the send. Before, the loop sent and flushed inside that lock: the API and the page stood still
+    about 10 s of every 11 (each request here waited up to 10 s)."""
+    bootstrap = strict_kafka
+    setup = write_flood_setup(tmp_path / "run", topic_prefix, 1, extra_kafka="max_block_ms = 10000")
+    create_topics(bootstrap, [setup.topic, setup.alerts_topic], partitions=1)  # not the dead-letter topic
+    proc = RunProcess(setup, bootstrap, tmp_path / "state", log=tmp_path / "run.log",
+                      env={"STADTWACHT_API_TOKEN": TOKEN}).start()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_until(lambda: (r := _readyz(proc)) and r[1]["checks"]["partitions"]["ok"], 120,
+                   what="the partition assigned", alive=proc.check_alive)
+        produce_flood_story(bootstrap, setup.topic)
+        wait_until(lambda: (r := _readyz(proc)) and r[1]["checks"]["delivery"]["last_error"], 60,
+                   what="the failed delivery on /readyz", alive=proc.check_alive)
+        rereads = proc.total("stadtwacht_rereads_total", cause="delivery")
+        # a little more than one whole attempt (1 s pause, 10 s metadata wait), wherever in it the sampling starts
+        waits: list[float] = []
+        end = time.monotonic() + 13
+        while time.monotonic() < end:
+            asked = time.monotonic()
+            status, body = proc.get("/api/alerts", headers=auth, timeout=30)
+            waits.append(time.monotonic() - asked)
+            assert status == 200, body
+            time.sleep(0.2)
+        assert [(a["district"], a["level"]) for a in json.loads(body)["alerts"]] == [("mitte", 1)], body
+        assert [r["event"] for r in alert_records(bootstrap, setup.alerts_topic)] == ["firing"]  # out first
+        wait_until(lambda: proc.total("stadtwacht_rereads_total", cause="delivery") > rereads, 30,
+                   what="the next attempt failing too", alive=proc.check_alive)  # failing all along
+        assert _readyz(proc)[0] == 503
+        assert max(waits) < 3.0, f"the API waited {max(waits):.1f} s (of {len(waits)} requests) for the loop"
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    report("missing_topic_api", requests=len(waits), slowest_s=round(max(waits), 2))

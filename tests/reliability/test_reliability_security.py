@@ -86,13 +86,9 @@ def test_secrets_redacted_token_required_and_body_limited(kafka_bootstrap, topic
 
 
 def test_pipeline_over_tls_against_apache_kafka(tmp_path, topic_prefix, broker_kind):
-    from tests.support.apache_kafka import ApacheKafka
+    from tests.support.apache_kafka import ApacheKafka, skip_unless_own_broker_can_run
 
-    if broker_kind != "apache":
-        pytest.skip("starts its own Apache Kafka with TLS: runs in the --broker=apache pass")
-    ok, why = ApacheKafka.available(tls=True)
-    if not ok:
-        pytest.skip(f"Apache Kafka with TLS unavailable: {why}")
+    skip_unless_own_broker_can_run(broker_kind, "with TLS", tls=True)
     with ApacheKafka(tmp_path / "kafka", tls=True) as kafka:
         tls = {"security_protocol": "SSL", "ssl_cafile": str(kafka.ssl_cafile), "ssl_check_hostname": False}
         setup = write_flood_setup(tmp_path / "run", topic_prefix, 1, extra_kafka=(
@@ -120,13 +116,9 @@ SASL_MECHANISM = "SCRAM-SHA-512"
 @pytest.fixture(scope="module")
 def sasl_kafka(tmp_path_factory, broker_kind):
     """Apache Kafka whose client listener is SASL_SSL (PLAIN and SCRAM), user stadtwacht / KAFKA_SECRET."""
-    from tests.support.apache_kafka import ApacheKafka
+    from tests.support.apache_kafka import ApacheKafka, skip_unless_own_broker_can_run
 
-    if broker_kind != "apache":
-        pytest.skip("starts its own Apache Kafka with SASL_SSL: runs in the --broker=apache pass")
-    ok, why = ApacheKafka.available(tls=True)
-    if not ok:
-        pytest.skip(f"Apache Kafka with TLS unavailable: {why}")
+    skip_unless_own_broker_can_run(broker_kind, "with SASL_SSL", tls=True)
     with ApacheKafka(tmp_path_factory.mktemp("kafka-sasl"), tls=True, sasl=True, sasl_password=KAFKA_SECRET) as kafka:
         yield kafka
 
@@ -182,13 +174,9 @@ def test_pipeline_over_sasl_ssl_with_scram_keeps_the_password_out_of_every_surfa
 
 def test_pipeline_over_sasl_plaintext_with_plain(tmp_path, topic_prefix, broker_kind):
     """SASL_PLAINTEXT with PLAIN (a broker inside a trusted network without TLS): same flow, same redaction."""
-    from tests.support.apache_kafka import ApacheKafka
+    from tests.support.apache_kafka import ApacheKafka, skip_unless_own_broker_can_run
 
-    if broker_kind != "apache":
-        pytest.skip("starts its own Apache Kafka with SASL_PLAINTEXT: runs in the --broker=apache pass")
-    ok, why = ApacheKafka.available()
-    if not ok:
-        pytest.skip(f"Apache Kafka unavailable: {why}")
+    skip_unless_own_broker_can_run(broker_kind, "with SASL_PLAINTEXT")
     with ApacheKafka(tmp_path / "kafka", sasl=True, sasl_password=KAFKA_SECRET) as kafka:
         assert kafka.security_protocol == "SASL_PLAINTEXT"
         surfaces = _sasl_run_fires_and_keeps_the_password_out(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 import stadtwacht.outputs
 from stadtwacht.cli import main
+from tests.support.receivers import HttpReceiver
 from tests.support.streams import fill_stdout
 
 # pegel-stuttgart (shipped registry) rising from 300 to 540 cm every 15 minutes: crosses the flood levels
@@ -141,3 +143,22 @@ def test_a_csv_that_is_no_archive_is_refused_in_one_line(tmp_path, capsys, rows,
     rc, err = _replay(capsys, src)
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(f"stadtwacht replay: {src}: ") and message in err[0], err
+
+
+def test_replay_gives_up_a_notification_refused_for_now_within_seconds_and_exits_1(tmp_path, capsys,
+                                                                                   compiled_kernels):
+    """A receiver answering 503 (a retryable failure): replay tries again a few times, waiting in real time, then
+    exits 1 naming what was not delivered. Before, it waited the notifier's whole 30 s stop deadline: replay's
+    alert clock is the archive's event time, which stands still after the last reading, so no retry fell due."""
+    receiver = HttpReceiver(status=503)
+    try:
+        started = time.monotonic()
+        rc, err = _replay(capsys, _good(tmp_path), "--notify", receiver.url)
+        took = time.monotonic() - started
+    finally:
+        receiver.stop()
+    assert rc == 1
+    assert took < 12, f"replay took {took:.1f} s"
+    assert re.fullmatch(r"stadtwacht replay: (\d+) of \1 notifications not delivered: notify-1 \(json://[^)]*\) \1 "
+                        r"pending", err[-1]), err
+    assert len(receiver.posts) >= 3  # tried again (stadtwacht.replay.DRAIN_ATTEMPTS), not given up at once

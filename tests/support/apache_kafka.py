@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["SCRIPT", "ApacheKafka", "ApacheKafkaError", "free_port"]
+__all__ = ["SCRIPT", "ApacheKafka", "ApacheKafkaError", "free_port", "skip_unless_own_broker_can_run"]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "apache-kafka.sh"
 RESOLVE_TIMEOUT_S = 900.0
@@ -73,6 +73,18 @@ def _java_major(java: str) -> int | None:
         return None
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
+
+
+def skip_unless_own_broker_can_run(broker_kind: str, what: str, tls: bool = False) -> None:
+    """The skip guards of a test that starts its own Apache Kafka (``what`` says which, e.g. "with TLS"): it
+    runs in the ``--broker=apache`` pass only (one broker tier at a time), and only where the broker can run."""
+    import pytest
+
+    if broker_kind != "apache":
+        pytest.skip(f"starts its own Apache Kafka {what}: runs in the --broker=apache pass")
+    ok, why = ApacheKafka.available(tls=tls)
+    if not ok:
+        pytest.skip(f"Apache Kafka{' with TLS' if tls else ''} unavailable: {why}")
 
 
 class ApacheKafka:

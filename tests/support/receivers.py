@@ -55,9 +55,10 @@ class SmtpReceiver:
 
 
 class HttpReceiver:
-    """A json:// webhook receiver storing each POSTed document and its arrival time (optionally slow)."""
+    """A json:// webhook receiver storing each POSTed document and its arrival time (optionally slow; ``status``:
+    its answer to every POST, e.g. 503 for a receiver that refuses for now: what it refused is stored too)."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, status: int = 200) -> None:
         self.posts: list[dict] = []
         self.times: list[float] = []
         outer = self
@@ -70,7 +71,7 @@ class HttpReceiver:
                     time.sleep(delay_s)
                 outer.posts.append(doc)
                 outer.times.append(time.monotonic())
-                self.send_response(200)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args) -> None:

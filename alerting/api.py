@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from alerting.errors import UnknownAlertError
+from alerting.errors import AckOutdatedError, UnknownAlertError
 from alerting.record import AlertRecord
 from alerting.service import AlertService
 from stadtwacht.durations import parse_duration
@@ -46,6 +46,10 @@ def _json(status: int, obj: Any) -> Response:
     return status, {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"}, body
 
 
+def _outdated(exc: AckOutdatedError) -> Response:
+    return _json(409, {"error": str(exc.args[0]), "level": exc.level})
+
+
 def _record(r: AlertRecord) -> dict[str, Any]:
     return msgspec.to_builtins(r)
 
@@ -55,11 +59,12 @@ class AlertApi:
 
     def __init__(self, service: AlertService, token: str, *, lock: AbstractContextManager | None = None,
                  on_change: Callable[[], None] | None = None, remote: Callable[[], list[dict]] = list,
-                 forward_ack: Callable[[str, str], Any] | None = None,
+                 forward_ack: Callable[[str, str, int | None], Any] | None = None,
                  share_silence: Callable[[str], bool | None] | None = None,
                  history: Callable[[int], list[AlertRecord]] | None = None) -> None:
         """``remote``: the active alerts other instances decide (listed, marked ``remote``); ``forward_ack``:
-        sends an acknowledgement of an alert not decided here to its owner (falsy when it knows none);
+        sends an acknowledgement (alert id, operator, level seen or None) of an alert not decided here to its
+        owner (falsy when it knows none; raises ``AckOutdatedError`` when it knows the level rose since);
         ``share_silence``: hands a silence created or deleted here to the other instances (None: there are
         none); ``history``: the latest events, newest first (default: the service's own)."""
         # An empty token is allowed (the lead logs a warning): every request then answers 401.
@@ -101,6 +106,8 @@ class AlertApi:
             return _json(400, {"error": f"invalid request: {exc}"})
         except msgspec.DecodeError:
             return _json(400, {"error": "invalid JSON"})
+        except AckOutdatedError as exc:  # an acknowledgement covers the level acknowledged and lower ones
+            return _outdated(exc)
         except UnknownAlertError as exc:
             forwarded = self._forwarded(path, body)
             if forwarded is not None:
@@ -112,9 +119,12 @@ class AlertApi:
         m = _ACK.match(path)
         if m is None or self._forward_ack is None:
             return None
-        operator = msgspec.json.decode(body, type=_AckBody).operator  # validated before the lookup failed
+        ack = msgspec.json.decode(body, type=_AckBody)  # validated before the lookup failed
+        operator = ack.operator
         try:
-            sent = self._forward_ack(m.group(1), operator)
+            sent = self._forward_ack(m.group(1), operator, ack.level)
+        except AckOutdatedError as exc:
+            return _outdated(exc)
         except Exception as exc:  # the broker: the operator must know the acknowledgement did not go out
             return _json(503, {"error": f"could not forward the acknowledgement: {type(exc).__name__}"})
         if not sent:
@@ -161,12 +171,7 @@ class AlertApi:
             ack = msgspec.json.decode(body, type=_AckBody)
             if not ack.operator.strip():
                 return _json(400, {"error": "operator is required"})
-            ep = self._service.episode(m.group(1)) if ack.level is not None else None
-            if ep is not None and ack.level is not None and ep.level > ack.level:
-                # an acknowledgement covers the level acknowledged and lower ones: this one was not seen yet
-                return _json(409, {"error": f"the level rose to {ep.level} ({ep.level_name}) since level {ack.level}: "
-                                            "acknowledge the new level", "level": ep.level})
-            return _json(200, {"alert": self._service.ack(m.group(1), ack.operator)})
+            return _json(200, {"alert": self._service.ack(m.group(1), ack.operator, ack.level)})
         if path == "/api/silences":
             if method == "GET":
                 return _json(200, {"silences": self._service.silences()})

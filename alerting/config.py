@@ -90,6 +90,8 @@ class SilenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ends: str = ""
     # Why (shown in the API).
     comment: str = ""
+    # The highest level it covers: a change to a higher level breaks through and is notified (absent: every level).
+    max_level: int | None = None
 
 
 def _default_group_rules() -> list[GroupRule]:
@@ -209,4 +211,6 @@ def validate(cfg: AlertingConfig) -> list[tuple[str, str]]:
             p.append((f"{k}.hazard", f"unknown hazard {s.hazard!r}"))
         _check_time(p, f"{k}.starts", s.starts)
         _check_time(p, f"{k}.ends", s.ends)
+        if s.max_level is not None and s.max_level < 1:
+            p.append((f"{k}.max_level", "must be >= 1 (a silence of level 0 would hold back nothing)"))
     return p

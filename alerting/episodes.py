@@ -59,12 +59,19 @@ class Episode:
     route_since: dict[int, int] = field(default_factory=dict)
     held: bool = False  # a change of state a silence held back: its current state goes out when none covers it
     notified_level: int = -1  # the level of the last state sent to channels (-1: none, or not recorded)
+    #: event time of the value shown when it was refreshed at an unchanged level (0: that of the last event)
+    value_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.value is None:
             self.value = math.nan
         if self.threshold is None:
             self.threshold = math.nan
+
+    @property
+    def shown_ns(self) -> int:
+        """Event time of the value shown: of the last event, or of a later refresh at the same level."""
+        return max(self.last_ns, self.value_ns)
 
     @property
     def key(self) -> EpisodeKey:
@@ -86,12 +93,15 @@ def episode_view(ep: Episode) -> dict[str, Any]:
             "level": ep.level, "level_name": ep.level_name, "district": ep.district,
             "district_name": ep.district_name, "sensors": list(ep.sensors), "value": ep.value,
             "threshold": ep.threshold, "rule": ep.rule, "started_at": rfc3339(ep.started_ns),
-            "time": rfc3339(ep.last_ns), "acked_by": ep.acked_by or None,
+            "time": rfc3339(ep.last_ns), "value_at": rfc3339(ep.shown_ns), "acked_by": ep.acked_by or None,
             "acked_at": rfc3339(ep.acked_ns) if ep.acked_by else None}
 
 
 def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None, AlertRecord | None]:
-    """Apply one change: (episode after, record emitted or None); an unchanged level emits nothing."""
+    """Apply one change: (episode after, record emitted or None).
+
+    An unchanged level emits nothing; while firing, it may bring a new reading (or other sensors holding the
+    level): the episode after then shows it, and is a new object the caller stores."""
     if current is None:
         if change.level <= 0:
             return None, None
@@ -105,7 +115,13 @@ def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None
         )
         return ep, ep.record("firing", change.time_ns)
     if change.level == current.level:
-        return current, None
+        if change.level <= 0 or (change.time_ns < current.shown_ns or (
+                change.value == current.value and tuple(change.sensors) == current.sensors)):
+            return current, None
+        return replace(current, value=change.value, threshold=change.threshold, rule=change.rule,
+                       sensors=tuple(change.sensors) or current.sensors, value_ns=change.time_ns,
+                       route_since=dict(current.route_since), notified_tags=list(current.notified_tags),
+                       escalated=list(current.escalated), routes=list(current.routes)), None
     rose = change.level > current.level  # a new, higher level needs a new acknowledgement; a fall keeps it
     ep = replace(
         current, level=max(change.level, 0), level_name=change.level_name, seq=current.seq + 1,
@@ -114,7 +130,7 @@ def step(current: Episode | None, change: DistrictLevel) -> tuple[Episode | None
         district_name=change.district_name or current.district_name,
         acked_by="" if rose else current.acked_by, acked_ns=0 if rose else current.acked_ns,
         route_since=dict(current.route_since), notified_tags=list(current.notified_tags),
-        escalated=list(current.escalated), routes=list(current.routes),
+        escalated=list(current.escalated), routes=list(current.routes), value_ns=0,
     )
     event = "resolved" if change.level <= 0 else "update"
     return ep, ep.record(event, change.time_ns)

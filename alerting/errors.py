@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stadtwacht.errors import StadtwachtError
 
-__all__ = ["AlertingError", "ChannelSecretError", "StateStoreError", "UnknownAlertError"]
+__all__ = ["AckOutdatedError", "AlertingError", "ChannelSecretError", "StateStoreError", "UnknownAlertError"]
 
 
 class AlertingError(StadtwachtError):
@@ -35,3 +35,15 @@ class UnknownAlertError(AlertingError):
     def __init__(self, ident: str) -> None:
         super().__init__(f"unknown id {ident!r}")
         self.ident = ident
+
+
+class AckOutdatedError(AlertingError):
+    """An acknowledgement of a level the alert has since risen above: the new level was not seen yet."""
+
+    def __init__(self, ident: str, acked_level: int, level: int, level_name: str) -> None:
+        super().__init__(f"the level of {ident!r} rose to {level} ({level_name}) since level {acked_level}: "
+                         "acknowledge the new level")
+        self.ident = ident
+        self.acked_level = acked_level
+        self.level = level
+        self.level_name = level_name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -14,12 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from alerting.channels import BrokenChannel, Channel, build_channels, make_channel
 from alerting.config import AlertingConfig
 from alerting.episodes import Episode, episode_view, rfc3339, step
-from alerting.errors import UnknownAlertError
+from alerting.errors import AckOutdatedError, UnknownAlertError
 from alerting.metrics import AlertingMetrics
 from alerting.outbox import Notifier, RetryPolicy
 from alerting.record import AlertRecord
@@ -55,10 +57,13 @@ class AlertService:
                  registry: CollectorRegistry, clock: Callable[[], int] = time.time_ns, exercise: bool = False,
                  environ: Mapping[str, str] | None = None, extra_urls: list[str] | tuple[str, ...] = (),
                  channels: Mapping[str, Channel] | None = None,
-                 rule_aggregates: Mapping[str, str] | None = None) -> None:
+                 rule_aggregates: Mapping[str, str] | None = None,
+                 sensor_names: Mapping[str, str] | None = None) -> None:
         self.config = config
         #: rule name -> aggregate: a record names its rule only, and a rate-of-rise rule's value is per hour
         self.rule_aggregates = dict(rule_aggregates or {})
+        #: sensor id -> the registry's name: messages name a gauge as people know it, with its id
+        self.sensor_names = dict(sensor_names or {})
         self.districts = dict(districts)
         self.exercise = exercise
         self._clock = clock
@@ -152,12 +157,15 @@ class AlertService:
                         continue
                     ep, rec = step(current, ch)
                     if rec is None or ep is None:
+                        if ep is not None and ep is not current:  # a new reading at the same level: shown only
+                            self._store.save_episode(ep, active=True)
                         continue
                     if current is not None and current.acked_by and not ep.acked_by:
-                        # a rise cleared the acknowledgement: the new level's escalations count from now
+                        # a rise cleared the acknowledgement: the new level needs its own, so the escalations
+                        # start over and count from now (those already sent go out again if it stays unacknowledged)
+                        ep.escalated = []
                         for idx in ep.route_since:
-                            if idx not in ep.escalated:
-                                ep.route_since[idx] = now
+                            ep.route_since[idx] = now
                     if not ep.district_name:
                         ep.district_name = self.districts.get(ep.district, ep.district)
                         rec.district_names = [ep.district_name]
@@ -185,13 +193,18 @@ class AlertService:
                   sees: Sees | None = None, districts: Collection[str] | None = None) -> list[AlertRecord]:
         """Bring episodes in line with the current picture (after a restart or warm-up): an active episode
         the picture lacks is resolved, except where a partial picture does not see it (see :meth:`apply`).
-        ``districts``: the picture covers only these (a district stage taking over some districts)."""
+        ``districts``: the picture covers only these (a district stage taking over some districts).
+
+        The picture may hold levels of 0 (an episode that ended meanwhile ends with that event's reading). One
+        it lacks altogether ends with no value (NaN): no reading of the rebuilt picture exceeds a level, but
+        which reading is current is not known here, and the one the episode fired with would read as if it was.
+        """
         with self._lock:
             seen = {(c.district, c.hazard, c.quantity) for c in current}
             now = self._clock()
             gone = [DistrictLevel(district=ep.district, district_name=ep.district_name, hazard=ep.hazard,
                                   quantity=ep.quantity, rule=ep.rule, level=0, level_name="normal",
-                                  value=ep.value, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
+                                  value=math.nan, threshold=ep.threshold, sensors=ep.sensors, time_ns=now)
                     for ep in self._store.active_episodes()
                     if ep.key not in seen and (districts is None or ep.district in districts)]
             return self.apply([*gone, *current], offsets, sees=sees)
@@ -227,7 +240,8 @@ class AlertService:
                 for ep in self._store.active_episodes():
                     if ep.acked_by:
                         continue
-                    rec = ep.record("firing" if ep.seq == 1 else "update", ep.last_ns)
+                    # as of the value shown ("Stand"): refreshed while the level held
+                    rec = ep.record("firing" if ep.seq == 1 else "update", ep.shown_ns)
                     if self._silenced(rec, now):
                         continue
                     changed = False
@@ -295,9 +309,10 @@ class AlertService:
         return [ep.alert_id for ep in eps]
 
     # ------------------------------------------------------------------ operator actions
-    def ack(self, alert_id: str, operator: str) -> dict[str, Any]:
+    def ack(self, alert_id: str, operator: str, level: int | None = None) -> dict[str, Any]:
         """Record an acknowledgement: stops reminders and escalation of the episode at its current level (a
-        rise in level clears it again, a fall keeps it)."""
+        rise in level clears it again, a fall keeps it). ``level``: the level the operator saw; refused
+        (``AckOutdatedError``) when the episode has risen above it since, as that level was not seen."""
         operator = clean(operator, 100) or "unknown"
         with self._lock:
             now = self._clock()
@@ -305,6 +320,8 @@ class AlertService:
                 ep = self._store.episode(alert_id)
                 if ep is None or not self._store.episode_active(alert_id):
                     raise UnknownAlertError(alert_id)
+                if level is not None and ep.level > level:
+                    raise AckOutdatedError(alert_id, level, ep.level, ep.level_name)
                 self._store.add_ack(alert_id, operator, now)
                 if not ep.acked_by:
                     ep.acked_by, ep.acked_ns = operator, now
@@ -501,7 +518,7 @@ class AlertService:
                 self._store.put_silence(Silence(
                     id=c.id, districts=tuple(c.districts), sensors=tuple(c.sensors), hazard=c.hazard,
                     starts_ns=_parse_time_ns(c.starts), ends_ns=_parse_time_ns(c.ends), comment=c.comment,
-                    created_by="config", source="config"))
+                    created_by="config", source="config", max_level=c.max_level))
 
     def _silenced(self, rec: AlertRecord, now: int, level: int | None = None) -> bool:
         """Whether a silence covers the record now (``level``: as if it had that level)."""
@@ -534,6 +551,10 @@ class AlertService:
                 ep.held = True  # sent once no silence covers the episode (tick, or the silence removed)
             return
         ep.held = False
+        if rec.event == "update" and not ep.notified_tags:
+            # nobody heard of the episode yet (its earlier levels matched no route, or a silence held them):
+            # told as a first warning, not as an update of one they never got
+            rec = msgspec.structs.replace(rec, event="firing")
         self._queue(ep, rec, self._tags(ep, rec), reading_ns, now, ep.prev_level)
 
     def _tags(self, ep: Episode, rec: AlertRecord) -> tuple[str, ...]:
@@ -598,7 +619,8 @@ class AlertService:
             if ep is not None and ep.acked_by:
                 acks[r.alert_id] = (ep.acked_by, rfc3339(ep.acked_ns))
         title, body = render_event_message(events, self.config.language, self.exercise, self.config.public_url,
-                                           aggregates=self.rule_aggregates, acks=acks)
+                                           aggregates=self.rule_aggregates, acks=acks,
+                                           sensor_names=self.sensor_names)
         if first.event == "resolved" and not measurement_lost(first):
             ntype = "success"
         else:
@@ -613,7 +635,8 @@ class AlertService:
         if not channels:
             return
         title, body = render_followup_message(kind, rec, self.config.language, self.exercise,
-                                              self.config.public_url, aggregates=self.rule_aggregates)
+                                              self.config.public_url, aggregates=self.rule_aggregates,
+                                              sensor_names=self.sensor_names)
         self._store.add_message(now, title, body, "failure", [f"{rec.alert_id}/{rec.seq}"], 0, kind, channels)
         self._queued = True
 

@@ -72,13 +72,15 @@ _LABELS = {
            "exercise": "ÜBUNG", "acked": "quittiert von {who} um {at}", "rate": "Anstieg",
            "fell": "unter {bound} gefallen: Aufhebungswert von Stufe {level}", "fell_0": "unter {bound} gefallen",
            "last_level": "zuletzt Stufe {level}", "was": "zuletzt", "no_reading": "kein Messwert", "na": "k. A.",
-           "lost": "Die Warnung endet, weil der Messwert fehlt oder die Sonde gestört ist (letzter Wert {value})"},
+           "lost": "Die Warnung endet, weil der Messwert fehlt oder die Sonde gestört ist (letzter Wert {value})",
+           "rebuilt": "keine Überschreitung mehr im neu aufgebauten Lagebild (aktueller Messwert nicht bekannt)"},
     "en": {"where": "Where", "level": "Level", "value": "Value", "threshold": "threshold", "trend": "Trend",
            "since": "Since", "action": "Recommended action", "sensors": "Sensors", "ack": "Acknowledge",
            "now": "As of", "exercise": "EXERCISE", "acked": "acknowledged by {who} at {at}", "rate": "Rise",
            "fell": "fell below {bound}: clear value of level {level}", "fell_0": "fell below {bound}",
            "last_level": "last level {level}", "was": "last", "no_reading": "no reading", "na": "n/a",
-           "lost": "The warning ends because the reading is missing or the probe is faulty (last value {value})"},
+           "lost": "The warning ends because the reading is missing or the probe is faulty (last value {value})",
+           "rebuilt": "no exceedance left in the rebuilt picture (current reading not known)"},
 }
 
 #: What a sensor fault's value and threshold are (its record's quantity is the fault kind).
@@ -182,12 +184,20 @@ def _measure(lang: str, rec: AlertRecord, prev: int, aggregates: Mapping[str, st
     value = _amount(lang, rec.value, unit)
     if measurement_lost(rec):
         return L["lost"].format(value=value)
+    if rec.event == "resolved" and not math.isfinite(rec.value):  # ended by a reconcile: see AlertService
+        return L["rebuilt"]
     bound = _amount(lang, rec.threshold, unit)
     if rec.event == "resolved" or (rec.event == "update" and rec.level < prev):
         # the boundary of a fall is the clear value of the level left, not the threshold of the level now
         fell = L["fell"].format(bound=bound, level=prev) if prev > 0 else L["fell_0"].format(bound=bound)
         return f"{label} {value} ({fell})"
     return f"{label} {value} ({L['threshold']} {bound})"
+
+
+def _sensor_label(sensor_id: str, names: Mapping[str, str] | None) -> str:
+    name = names.get(sensor_id) if names else None
+    sid = clean(sensor_id, 64)
+    return f"{clean(name, 80)} [{sid}]" if name and name != sensor_id else sid
 
 
 def _acked(lang: str, rec: AlertRecord, acks: Mapping[str, tuple[str, str]] | None) -> str:
@@ -209,13 +219,15 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
                          exercise: bool = False, public_url: str = "", *,
                          aggregates: Mapping[str, str] | None = None,
                          acks: Mapping[str, tuple[str, str]] | None = None,
+                         sensor_names: Mapping[str, str] | None = None,
                          unchanged: bool = False) -> tuple[str, str]:
     """(title, body) for a group of events of the same hazard, event and level; events are (record, prev_level).
     ``unchanged``: a reminder or escalation repeating the last event (its trend "unverändert", not "neu").
 
     ``aggregates``: rule name -> aggregate of the configured rules (a record names its rule only), so a
     rate-of-rise rule reads "Anstieg 36.1 cm/h". ``acks``: alert_id -> (operator, RFC 3339 time) of
-    acknowledged episodes.
+    acknowledged episodes. ``sensor_names``: sensor id -> the registry's name ("Pegel Plochingen [pegel-7]";
+    a sensor without one, a citizen sensor, by its id).
     A ``resolved`` event whose episode ended for want of a measurement (``measurement_lost``) is no all-clear:
     it is headed "MESSAUSFALL" / "MEASUREMENT LOST" and asks to check on site.
     """
@@ -242,7 +254,7 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
             trend = _TREND[lang]["same"]
         else:
             trend = _TREND[lang][(rec.level > prev) - (rec.level < prev)] if rec.event != "firing" else _TREND[lang][0]
-        sensors = ", ".join(clean(s, 64) for s in rec.sensors[:10])
+        sensors = ", ".join(_sensor_label(s, sensor_names) for s in rec.sensors[:10])
         lines.append(f"- {', '.join(clean(n) for n in rec.district_names)}: {_measure(lang, rec, prev, aggregates)}"
                      + (f", {L['trend']}: {trend}" if rec.hazard != "sensor" and not measurement_lost(rec) else "")
                      + (f", {L['sensors']}: {sensors}" if sensors else "")
@@ -253,7 +265,9 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
     if action:
         lines.append(f"{L['action']}: {action}")
     if public_url and first.event != "resolved":
-        lines.append(f"{L['ack']}: {public_url.rstrip('/')}/")
+        # one alert: its row on the page (the page scrolls to it and marks it); several: the page
+        anchor = f"#alert-{first.alert_id}" if len({r.alert_id for r, _ in events}) == 1 else ""
+        lines.append(f"{L['ack']}: {public_url.rstrip('/')}/{anchor}")
     lines.append("")
     lines.extend(f"Ref: {r.alert_id}/{r.seq}" for r, _ in events)
     return title, "\n".join(lines)
@@ -261,11 +275,13 @@ def render_event_message(events: Sequence[tuple[AlertRecord, int]], language: st
 
 def render_followup_message(kind: str, record: AlertRecord, language: str = "de", exercise: bool = False,
                             public_url: str = "", *, aggregates: Mapping[str, str] | None = None,
-                            acks: Mapping[str, tuple[str, str]] | None = None) -> tuple[str, str]:
+                            acks: Mapping[str, tuple[str, str]] | None = None,
+                            sensor_names: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(title, body) of a reminder or escalation for a still-firing, unacknowledged alert."""
     lang = language if language in _LABELS else "de"
     title, body = render_event_message([(record, record.level)], lang, exercise, public_url,
-                                       aggregates=aggregates, acks=acks, unchanged=True)
+                                       aggregates=aggregates, acks=acks, sensor_names=sensor_names,
+                                       unchanged=True)
     head = _EVENT[lang][kind]
     prefix = f"[{_LABELS[lang]['exercise']}] " if exercise else ""
     return f"{prefix}{head}: {title.removeprefix(prefix)}"[:250], f"{prefix}{head}\n{body}"

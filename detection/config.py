@@ -103,6 +103,9 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     #: Readings older than the sensor's newest event time minus this are late (dead-lettered, not judged).
     late_tolerance: str = "10m"
+    #: While a (sensor, rule) fires, its current value is reported this often (event time) without a change of
+    #: level, so an alert shows the reading now, not the one it fired with ("0s": only at level changes).
+    value_refresh: str = "5m"
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     #: Anomaly scoring (see detection/anomaly_config.py).
     anomaly: AnomalyConfig = msgspec.field(default_factory=AnomalyConfig)
@@ -134,6 +137,7 @@ def validate(detection: DetectionConfig, rules: list[RuleConfig]) -> list[tuple[
     problems: list[tuple[str, str]] = list(validate_anomaly(detection.anomaly))
     known = ", ".join(QUANTITIES)
     _duration_problem("detection.late_tolerance", detection.late_tolerance, problems)
+    _duration_problem("detection.value_refresh", detection.value_refresh, problems)
     h = detection.health
     if h.stale_factor <= 0:
         problems.append(("detection.health.stale_factor", "must be > 0"))

@@ -13,7 +13,7 @@ Python only runs per batch, never per rule or per reading.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -55,10 +55,13 @@ _FAR = np.iinfo(np.int64).max
 
 @dataclass(frozen=True, slots=True)
 class DetectionResult:
-    """What one ``process`` call found: the transitions, and which input rows were too late to judge."""
+    """What one ``process`` call found: the transitions, which input rows were too late to judge, and the
+    value refreshes of firing (sensor, rule) pairs (rows with ``level == prev``: no transition, the current
+    aggregate; see ``DetectionConfig.value_refresh``)."""
 
     events: DetectionBatch
     late: np.ndarray  # bool per input row
+    values: DetectionBatch = field(default_factory=DetectionBatch.empty)
 
 
 class DetectionEngine:
@@ -112,6 +115,8 @@ class DetectionEngine:
         self._anomaly_rule = len(self.rule_info)
         self.rule_info.append(RuleInfo("anomaly", "anomaly", "sensor", "anomaly", ("normal", "Anomalie")))
         self.slot_of = np.zeros((0, n), np.int32)  # per sensor and rule: slot, _NO_SLOT or _NO_MATCH
+        self._refresh_ns = parse_duration(config.value_refresh)
+        self.value_sent = np.zeros((0, n), np.int64)  # per sensor and rule: event time its value was last reported
         self.matched_upto = 0  # sensors [0, matched_upto) have been matched against the rules' patterns
         self.capacity = 0
         self._based = False  # window bucket numberings fixed (by the first batch)
@@ -132,6 +137,7 @@ class DetectionEngine:
             if self.anomaly is not None:
                 self.anomaly.reserve(new)
             self.slot_of = grown(self.slot_of, new, _NO_MATCH)
+            self.value_sent = grown(self.value_sent, new, 0)
             self._counts = np.zeros(new + 1, np.int64)
             self.capacity = new
         if n > self.matched_upto:
@@ -202,13 +208,14 @@ class DetectionEngine:
                 region[slots, R_SENSOR] = owners
         self.anomaly_level[mask] = 0
         self.anomaly_until[mask] = 0
+        self.value_sent[mask] = 0
         if self.anomaly is not None:
             self.anomaly.reset(mask)
 
     def state_nbytes(self) -> int:
         """Bytes of per-sensor state held (rules, health, anomaly)."""
         total = (self.health.nbytes() + self.anomaly_level.nbytes + self.anomaly_until.nbytes
-                 + self.slot_of.nbytes
+                 + self.slot_of.nbytes + self.value_sent.nbytes
                  + sum(r.nbytes() for r in self.rules))
         if self.anomaly is not None:
             total += self.anomaly.nbytes()
@@ -252,7 +259,7 @@ class DetectionEngine:
                 self.health.interval, self.health.flags, self.health.primary, self.health.head, self.health.records,
                 self.health.rel_tol, self.health.params(), self.health.stale_due, self.slot_of, self.table,
                 self.rules_of, self.n_rules_of, self.levels, self.clear, self.for_ns, self.arena, self.templates,
-                self._ev_int, self._ev_float, n_ev, ok, n_ok)
+                self._ev_int, self._ev_float, n_ev, ok, n_ok, self.value_sent, self._refresh_ns)
             if start >= m:
                 break
             if full >= 0:
@@ -260,10 +267,14 @@ class DetectionEngine:
                                                      self.n_rules_of, len(self.rules)))
             else:
                 self._grow_events()
-        events = self._events(n_ev)
+        events, values = self._events(n_ev), DetectionBatch.empty()
+        if self._refresh_ns and n_ev:  # the kernel wrote value refreshes among the transitions: level == prev
+            refresh = events.level == events.prev_level
+            if refresh.any():
+                events, values = events.take(~refresh), events.take(refresh)
         if self.anomaly is not None and n_ok:
             events = DetectionBatch.concat([events, self._anomalies(ok[:n_ok], sensor, quantity, time, value)])
-        return DetectionResult(_by_time(events), late)
+        return DetectionResult(_by_time(events), late, values)
 
     def tick(self, now_ns: int) -> DetectionBatch:
         """Time-driven transitions at ``now_ns``: sensors turning stale, `for` maturing, keep_firing_for ending."""
@@ -467,8 +478,12 @@ def _suppress(i, tn, slot_of, table, arena, f, ev, evf, n_ev):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _process_rows(start, sensor, quantity, time, value, limits, newest, interval, flags, primary, hhead, hrec,
                   rel_tol, hparams, stale_due, slot_of, table, rules_of, n_rules_of, levels, clear, for_ns, arena,
-                  templates, ev, evf, n_ev, ok, n_ok):
+                  templates, ev, evf, n_ev, ok, n_ok, value_sent, refresh):
     """Health, then suppression and every rule of the row's quantity, row by row (rows in (sensor, time) order).
+
+    A rule still firing at a row ``refresh`` ns (event time) or more after its value was last reported
+    (``value_sent``: by a transition or a refresh; ``refresh`` 0: never) writes a value refresh, a row with
+    ``level == prev`` and its current aggregate, which the caller separates from the transitions.
 
     Stops early, before a row, when the event buffers might overflow or a rule needs a slot and
     has none free. Returns (next position, events written, in-range rows listed in ``ok``, the rule
@@ -481,7 +496,7 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
     hrec, rel_tol, slot_of, table, arena = borrowed(hrec), borrowed(rel_tol), borrowed(slot_of), borrowed(table), \
         borrowed(arena)
     levels, clear, for_ns, ev, evf = borrowed(levels), borrowed(clear), borrowed(for_ns), borrowed(ev), borrowed(evf)
-    templates = borrowed(templates)
+    templates, value_sent = borrowed(templates), borrowed(value_sent)
     f = borrowed(arena.view(np.float64))
     hf = borrowed(hrec.view(np.float64))
     n_rules = R
@@ -598,6 +613,11 @@ def _process_rows(start, sensor, quantity, time, value, limits, newest, interval
             if lv != prev:
                 n_ev = _emit(ev, evf, n_ev, i, q, r, table[r, T.KIND], table[r, T.HAZARD], lv, prev, agg,
                              _boundary(levels, clear, r, K, prev, lv), tn)
+                value_sent[i, r] = tn
+            elif lv > 0 and refresh > 0 and tn - value_sent[i, r] >= refresh:
+                n_ev = _emit(ev, evf, n_ev, i, q, r, table[r, T.KIND], table[r, T.HAZARD], lv, lv, f[rec + R_AGG],
+                             levels[r, lv - 1], tn)
+                value_sent[i, r] = tn
     return m_rows, n_ev, n_ok, -1
 
 

@@ -35,7 +35,8 @@ _DTYPES = (np.int32, np.uint8, np.int16, np.uint8, np.uint8, np.int8, np.int8, n
 
 @dataclass(frozen=True, slots=True)
 class DetectionBatch:
-    """One level transition per row.
+    """One level transition per row (or, as ``DetectionResult.values``, one value refresh: ``level ==
+    prev_level``, the current aggregate of a firing rule).
 
     ``rule`` indexes the engine's ``rule_names`` (which also names the health
     and anomaly pseudo-rules); ``threshold`` is the level boundary crossed

@@ -87,7 +87,8 @@ class Rollup:
         self._seen[sensor[ok], scale[ok]] = True
 
     def apply(self, events: DetectionBatch) -> list[DistrictLevel]:
-        """Take level transitions; the district levels that changed (level 0 = back to normal).
+        """Take level transitions (and value refreshes); the district levels that changed (level 0 = back to
+        normal), or that kept a level >= 1 but show another reading or other sensors now.
 
         A batch may hold several transitions of one (sensor, rule), e.g. a gauge
         flapping during a catch-up: they are applied in event-time order, one per
@@ -150,9 +151,11 @@ class Rollup:
         districts = self.districts.districts_of(idx).tolist()
         return self._recompute({(d, sc) for d in districts for sc in range(len(self.scales))})
 
-    def current(self) -> list[DistrictLevel]:
-        """Every (district, hazard, quantity) at level >= 1 (to reconcile alert state after a restart)."""
-        return [dl for _, dl in sorted(self._state.items()) if dl.level >= 1]
+    def current(self, with_normal: bool = False) -> list[DistrictLevel]:
+        """Every (district, hazard, quantity) at level >= 1; ``with_normal``: also those back at level 0 with
+        the event that brought them there (to reconcile alert state after a restart: an episode ended while
+        the process was away then ends with that reading, not with the one it fired with)."""
+        return [dl for _, dl in sorted(self._state.items()) if with_normal or dl.level >= 1]
 
     def _recompute(self, keys: set[tuple[int, int]]) -> list[DistrictLevel]:
         districts_of_scale: dict[int, list[int]] = {}
@@ -167,7 +170,7 @@ class Rollup:
             old = self._state.get(key)
             if new is None:
                 continue
-            if (old.level if old else 0) != new.level:
+            if (old.level if old else 0) != new.level or (new.level >= 1 and _shows_other(old, new)):
                 changed.append(new)
             self._state[key] = new
         return changed
@@ -289,3 +292,9 @@ class Rollup:
         drop = set(np.asarray(districts, dtype=np.int64).tolist())
         for key in [k for k in self._state if k[0] in drop]:
             del self._state[key]
+
+
+def _shows_other(old: DistrictLevel, new: DistrictLevel) -> bool:
+    """Whether a district at an unchanged level shows another reading (NaN equal to NaN) or other sensors."""
+    same_value = old.value == new.value or (old.value != old.value and new.value != new.value)
+    return not same_value or old.threshold != new.threshold or old.sensors != new.sensors or old.rule != new.rule

@@ -101,9 +101,9 @@ class Service:
                                self.pipeline.active_records, cfg.http.max_body_bytes,
                                cfg.alerting.public_url)
 
-    def _forward_ack(self, alert_id: str, operator: str):
+    def _forward_ack(self, alert_id: str, operator: str, level: int | None):
         city = self.pipeline.city_view
-        return city.forward_ack(alert_id, operator) if city is not None else None
+        return city.forward_ack(alert_id, operator, level) if city is not None else None
 
     def _share_silence(self, silence_id: str) -> bool | None:
         """With several instances: a silence created or deleted here goes to the others; None: no others."""

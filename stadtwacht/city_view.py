@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from alerting.episodes import Episode, episode_view
+from alerting.errors import AckOutdatedError
 from alerting.record import AlertRecord
 from alerting.store import Silence
 from ingest.config import KafkaConfig
@@ -165,14 +166,19 @@ class CityView:
         episode of may still have one)."""
         return self._caught_up
 
-    def forward_ack(self, alert_id: str, operator: str) -> Episode | None:
-        """Send an acknowledgement to the owner of a remote alert's district; the episode, None if unknown."""
+    def forward_ack(self, alert_id: str, operator: str, level: int | None = None) -> Episode | None:
+        """Send an acknowledgement to the owner of a remote alert's district; the episode, None if unknown.
+
+        ``level`` (the level the operator saw) goes with it: the owner refuses it when the level rose since,
+        and so does this, at once, when the view already shows the rise (``AckOutdatedError``)."""
         with self._lock:
             ep = next((e for e in self._episodes.values() if e.alert_id == alert_id), None)
         if ep is None:
             return None
+        if level is not None and ep.level > level:
+            raise AckOutdatedError(alert_id, level, ep.level, ep.level_name)
         key = f"{ep.district}{ACK_KEY.decode()}{alert_id}".encode()
-        value = _encode(AckCommand(operator=operator))
+        value = _encode(AckCommand(operator=operator, level=level))
         self.producer.send(self.topic, key=key, value=value,
                            partition=district_partition(ep.district, self.partitions)).get(timeout=10)
         log.info("acknowledgement of %s by %s forwarded to the owner of district %s", alert_id, operator,

@@ -52,7 +52,7 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from kafka.partitioner.default import murmur2
 
 from alerting.episodes import Episode
-from alerting.errors import UnknownAlertError
+from alerting.errors import AckOutdatedError, UnknownAlertError
 from alerting.record import AlertRecord
 from detection.events import DetectionBatch
 from geodata.levels import DistrictLevel
@@ -96,6 +96,7 @@ class AckCommand(msgspec.Struct, kw_only=True):
     """An acknowledgement given on another instance, for the district's owner to apply (msgpack)."""
 
     operator: str
+    level: int | None = None  # the level the operator saw (None: any; an older version's command has none)
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -362,9 +363,11 @@ class DistrictStage:
             del self._acks[key]
             alert_id = key.split(ACK_KEY, 1)[1].decode(errors="replace")
             try:
-                self.pipeline.alerts.ack(alert_id, ack.operator)
+                self.pipeline.alerts.ack(alert_id, ack.operator, ack.level)
             except UnknownAlertError:
                 log.info("forwarded acknowledgement of %s: no such active alert here (ended?)", alert_id)
+            except AckOutdatedError as e:  # the operator saw a lower level than the one now in force
+                log.warning("forwarded acknowledgement of %s by %s not applied: %s", alert_id, ack.operator, e)
             self.publisher.send(key, None, p)
 
     def _note_watched(self) -> None:
@@ -511,7 +514,7 @@ class DistrictStage:
     def _reconcile(self, districts: set[int]) -> list[AlertRecord]:
         """Bring the alert state of some districts in line with the rebuilt levels (Pipeline.reconcile, scoped)."""
         ids = {self.pipeline.layer.ids[d] for d in districts}
-        current = [lv for lv in self.pipeline.rollup.current() if lv.district in ids]
+        current = [lv for lv in self.pipeline.rollup.current(with_normal=True) if lv.district in ids]
         return self.pipeline.alerts.reconcile(current, districts=ids)
 
 

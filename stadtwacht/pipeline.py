@@ -101,7 +101,8 @@ class Pipeline:
         names = dict(zip(self.layer.ids, self.layer.names, strict=True))
         self.alerts = AlertService(with_extra_channels(cfg.alerting, extra_channels), state_dir, names, registry,
                                    clock=alert_clock_ns or clock_ns, exercise=exercise,
-                                   rule_aggregates=rule_aggregates(cfg.rules))
+                                   rule_aggregates=rule_aggregates(cfg.rules),
+                                   sensor_names={s.sensor_id: s.name for s in self.registry.sensors})
         self.watermark_ns = 0  # newest accepted event time (the event-time clock for ticks)
         self._partition_time: dict[int, int] = {}  # newest event time per partition code
         self.behind: set[int] = set()  # partition codes with unread messages (set by the Kafka loop)
@@ -171,7 +172,7 @@ class Pipeline:
                 result.dead.extend(self._late_letters(batch, det.late, messages))
                 result.accepted -= int(det.late.sum())
                 result.late_by_quantity = np.bincount(batch.quantity[det.late], minlength=len(QUANTITIES))
-            events = det.events
+            events, values = det.events, det.values
             ok = ~det.late
             newest = int(batch.time[ok].max()) if ok.any() else 0
             if newest > self.watermark_ns:
@@ -179,11 +180,14 @@ class Pipeline:
                 self.metrics.last_reading.set(newest / 1e9)
             self._advance_partition_times(batch.sensor[ok], batch.time[ok])
         else:
-            events = DetectionBatch.empty()
+            events = values = DetectionBatch.empty()
         events = DetectionBatch.concat([events, self.engine.tick(self.now_ns())])
         result.detections = len(events)
         if deliver:  # a re-read's detections were counted the first time
             self._count_detections(events)
+        if len(values):  # the current values of firing rules travel with the transitions, in time order
+            events = DetectionBatch.concat([events, values])
+            events = events.take(np.argsort(events.time, kind="stable"))
         if self.district_out is not None:
             self.district_out.publish(batch, events, deliver)
             return result
@@ -239,7 +243,7 @@ class Pipeline:
         if self.district_out is not None:  # the district side reconciles per district partition
             self.district_out.snapshot()
             return []
-        return self.alerts.reconcile(self.rollup.current(), offsets=offsets, sees=self._sees())
+        return self.alerts.reconcile(self.rollup.current(with_normal=True), offsets=offsets, sees=self._sees())
 
     def set_view(self, owned: list[tuple[str, int]] | None) -> None:
         """The readings partitions this process owns while it does not own them all (None: it sees every

@@ -33,6 +33,12 @@ def _page_alert(pipeline: Pipeline, a: dict) -> dict:
             "trend": a.get("trend") or _trend(pipeline, a["alert_id"])}
 
 
+def _sensor_name(pipeline: Pipeline, sensor_id: str) -> str | None:
+    """The registry's name for people (None: not registered, e.g. a citizen sensor)."""
+    reg = pipeline.registry.get(sensor_id)
+    return reg.name if reg is not None and reg.name != sensor_id else None
+
+
 def build_state(pipeline: Pipeline, language: str = "de") -> dict:
     """A JSON-ready snapshot; read under the pipeline lock."""
     levels: dict[str, dict[str, int]] = {d: {"flood": 0, "air": 0, "sensor": 0} for d in pipeline.layer.ids}
@@ -42,8 +48,8 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
         cur = levels.setdefault(lv.district, {"flood": 0, "air": 0, "sensor": 0})
         cur[lv.hazard] = max(cur.get(lv.hazard, 0), lv.level)
         if lv.hazard == "sensor":
-            health.extend({"sensor_id": s, "district": lv.district, "district_name": lv.district_name,
-                           "kind": lv.quantity,
+            health.extend({"sensor_id": s, "sensor_name": _sensor_name(pipeline, s), "district": lv.district,
+                           "district_name": lv.district_name, "kind": lv.quantity,
                            "since": _rfc3339(lv.time_ns)} for s in lv.sensors)
     alerts = [_page_alert(pipeline, a) for a in pipeline.alerts.active()]
     # with several instances: what the others decide, from their episode changelog (once read to its end,
@@ -55,9 +61,9 @@ def build_state(pipeline: Pipeline, language: str = "de") -> dict:
             cur = levels.setdefault(ep.district, {"flood": 0, "air": 0, "sensor": 0})
             cur[ep.hazard] = max(cur.get(ep.hazard, 0), ep.level)
             if ep.hazard == "sensor":
-                health.extend({"sensor_id": s, "district": ep.district, "district_name": ep.district_name,
-                               "kind": ep.quantity, "since": _rfc3339(ep.started_ns), "remote": True}
-                              for s in ep.sensors)
+                health.extend({"sensor_id": s, "sensor_name": _sensor_name(pipeline, s), "district": ep.district,
+                               "district_name": ep.district_name, "kind": ep.quantity,
+                               "since": _rfc3339(ep.started_ns), "remote": True} for s in ep.sensors)
         alerts += [_page_alert(pipeline, a) for a in pipeline.remote_alerts()]
     timeline = [msgspec.to_builtins(r) for r in pipeline.alert_history(100)]
     max_levels: dict[str, int] = {}

@@ -104,6 +104,7 @@
   let lang = store.getItem("stadtwacht.lang") || null;
   let hazard = store.getItem("stadtwacht.hazard") || "flood";
   let seenAlerts = null; // Set of alert ids already announced
+  let scrolledToLink = false; // the row a notification linked to (#alert-<id>) was scrolled to
   let mapKey = null; // districts geometry already drawn (ids joined)
   let clockOffset = 0; // ms the pipeline's event-time clock (state.now) is ahead of this browser's clock
   let silences = null; // GET /api/silences (logged in only); null: not loaded
@@ -326,7 +327,9 @@
     alerts.forEach((al) => {
       const idx = scaleIndex(al.level, al.hazard);
       const tr = el("tr", { "data-alert-id": al.alert_id, "data-level": al.level, "data-hazard": al.hazard,
-        className: (al.acked_by ? "acked " : "") + (al.silenced ? "silenced" : "") });
+        id: "alert-" + al.alert_id,
+        className: (al.acked_by ? "acked " : "") + (al.silenced ? "silenced" : "") +
+          (location.hash === "#alert-" + al.alert_id ? " linked" : "") });
       const badge = el("span", { className: "badge" + (idx === 4 ? " hatch" : "") }, al.level);
       badge.style.background = SCALE[idx]; badge.style.color = TEXT_ON[idx];
       const lvl = el("td", { className: "level" });
@@ -335,7 +338,7 @@
       what.append(el("strong", {}, t("hz_" + al.hazard) + " "), el("span", {}, quantityName(al.quantity)),
         el("span", { className: "level-name" }, al.level_name || ""));
       const names = (al.district_names && al.district_names.length ? al.district_names : al.districts) || [];
-      const val = el("td", { className: "value" });
+      const val = el("td", { className: "value", title: timeFmt(al.value_at || al.time) });  // as of (refreshed)
       const [shown, limit] = measure(al);
       val.append(el("span", {}, shown), el("span", { className: "muted small" }, " " + limit));
       const ageTd = el("td", { className: "age", "data-since": al.started_at, title: timeFmt(al.started_at) }, age(al.started_at));
@@ -368,6 +371,11 @@
         $("announcer").textContent = fresh.map((x) => `${t("new_alert")}: ${t("hz_" + x.hazard)} ${t("level")} ${x.level} ${x.level_name || ""} – ${((x.district_names || x.districts) || []).join(", ")}`).join(". ");
       }
     }
+    // opened from a notification's link (#alert-<id>): that alert's row once it is there
+    if (!scrolledToLink && location.hash.startsWith("#alert-")) {
+      const row = document.getElementById(location.hash.slice(1));
+      if (row) { row.scrollIntoView({ block: "center" }); scrolledToLink = true; }
+    }
     seenAlerts = new Set([...(seenAlerts || []), ...ids]);
   }
 
@@ -378,7 +386,9 @@
     list.replaceChildren();
     items.forEach((h) => {
       const li = el("li", { "data-sensor-id": h.sensor_id, "data-kind": h.kind, className: "kind-" + h.kind });
-      li.append(el("span", { className: "tag" }, quantityName(h.kind)), el("code", {}, h.sensor_id),
+      li.append(el("span", { className: "tag" }, quantityName(h.kind)),
+        ...(h.sensor_name ? [el("span", { className: "sensor-name" }, h.sensor_name + " ")] : []),
+        el("code", {}, h.sensor_id),
         el("span", {}, ` ${h.district ? "(" + (h.district_name || h.district) + ") " : ""}${t(h.kind)}, ${t("since")} ${timeFmt(h.since)}`));
       list.appendChild(li);
     });

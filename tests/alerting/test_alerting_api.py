@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from alerting.api import MAX_BODY, AlertApi
 from alerting.config import AlertingConfig, ChannelConfig
 from alerting.episodes import Episode
+from alerting.errors import AckOutdatedError
 from alerting.service import AlertService
 from alerting.store import Silence
 from tests.alerting.alerting_helpers import FakeClock, level
@@ -159,10 +160,12 @@ def test_an_acknowledgement_of_an_alert_decided_elsewhere_is_forwarded(setup):
     sent: list[tuple[str, str]] = []
     remote = [{"alert_id": "flood-elsewhere", "remote": True}]
 
-    def forward(alert_id, operator):
+    def forward(alert_id, operator, level):
         if alert_id == "broken":
             raise OSError("broker down")
-        sent.append((alert_id, operator))
+        if level is not None and level < 2:  # the owner's alert (as last seen here) is at level 2
+            raise AckOutdatedError(alert_id, level, 2, "Alarm")
+        sent.append((alert_id, operator) if level is None else (alert_id, operator, level))
         return alert_id == "flood-elsewhere"
 
     api = AlertApi(svc, TOKEN, remote=lambda: remote, forward_ack=forward)
@@ -172,6 +175,12 @@ def test_an_acknowledgement_of_an_alert_decided_elsewhere_is_forwarded(setup):
     assert call(api, "POST", "/api/alerts/broken/ack", b'{"operator": "Schmidt"}')[0] == 503
     assert sent == [("flood-elsewhere", "Schmidt"), ("nowhere", "Schmidt")]
     assert call(api, "POST", "/api/alerts/flood-elsewhere/ack", b'{"operator": " "}')[0] == 400  # checked first
+    # the level the operator saw goes with it; a level the alert has risen above since is refused (409)
+    status, out = call(api, "POST", "/api/alerts/flood-elsewhere/ack", b'{"operator": "Schmidt", "level": 1}')
+    assert status == 409 and out["level"] == 2 and "rose to 2 (Alarm) since level 1" in out["error"]
+    assert call(api, "POST", "/api/alerts/flood-elsewhere/ack", b'{"operator": "Schmidt", "level": 2}')[0] == 202
+    assert sent[-1] == ("flood-elsewhere", "Schmidt", 2)
+    del sent[2:]
     svc.apply([level("mitte", 2)])
     alerts = call(api, "GET", "/api/alerts")[1]["alerts"]
     assert [a.get("remote", False) for a in alerts] == [False, True]

@@ -41,6 +41,7 @@ id = "wartung-pegel-7"
 sensors = ["pegel-7"]
 starts = "2025-06-01T08:00:00+02:00"
 ends = "2025-06-01T12:00:00+02:00"
+max_level = 2
 """
 
 
@@ -78,6 +79,7 @@ BAD = [
       "routes": [{"tags": ["t"], "escalate_after": "5m"}]}, "alerting.routes[0].escalate_tags"),
     ({"silences": [{"id": "s", "starts": "2025-06-01T08:00:00"}]}, "alerting.silences[0].starts"),
     ({"silences": [{"districts": ["mitte"]}]}, "alerting.silences[0].id"),
+    ({"silences": [{"id": "s", "max_level": 0}]}, "alerting.silences[0].max_level"),
 ]
 
 

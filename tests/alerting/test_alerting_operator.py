@@ -161,7 +161,44 @@ def test_an_acknowledgement_stops_escalation_and_a_rise_that_clears_it_restarts_
     d.close()
 
 
+def test_an_escalation_already_sent_goes_out_again_for_a_new_level_left_unacknowledged(tmp_path):
+    """Escalated at Meldebeginn, then acknowledged, then risen to Hochwasseralarm: the new level needs its own
+    acknowledgement, so after escalate_after without one the chief is told again (once); a fall keeps the
+    acknowledgement and starts nothing over."""
+    d = Desk(tmp_path, [RouteConfig(hazard="flood", min_level=1, tags=["duty"], escalate_after="10m",
+                                    escalate_tags=["chief"])])
+    d.level(1, 0)
+    d.tick(10)
+    assert d.heard("chief") == ["ESKALATION (unbestätigt): Meldebeginn"]
+    d.at(12).svc.ack(d.alert()["alert_id"], "Müller")
+    d.level(4, 60)
+    assert d.heard("chief") == ["AKTUALISIERUNG: Hochwasseralarm"]  # warned of the rise, as everyone warned
+    d.tick(65)
+    assert d.heard("chief") == []
+    d.tick(70)
+    assert d.heard("chief") == ["ESKALATION (unbestätigt): Hochwasseralarm"]
+    d.tick(90)
+    assert d.heard("chief") == []  # once per level
+    d.at(91).svc.ack(d.alert()["alert_id"], "Müller")
+    d.level(3, 100)
+    d.tick(130)
+    assert d.heard("chief") == ["AKTUALISIERUNG: Krisenstab"]
+    d.close()
+
+
 # ---------------------------------------------------------------- 3. updates to everyone warned
+def test_the_first_message_a_recipient_gets_is_a_warning_not_an_update(tmp_path):
+    """Meldebeginn matched no route: the crisis team first hears of the episode at Krisenstab, as a WARNUNG
+    (an AKTUALISIERUNG would send them looking for a first message that never came); later changes are updates."""
+    d = Desk(tmp_path, [RouteConfig(hazard="flood", min_level=3, tags=["duty"])])
+    d.level(1, 0)
+    d.level(3, 30)
+    d.level(4, 60)
+    assert d.heard("duty") == ["WARNUNG: Krisenstab", "AKTUALISIERUNG: Hochwasseralarm"]
+    assert [r.event for r in d.svc.history()][::-1] == ["firing", "update", "update"]  # the record is unchanged
+    d.close()
+
+
 def test_those_warned_hear_the_level_fall_even_where_the_lower_level_matches_no_route(tmp_path):
     d = Desk(tmp_path, [RouteConfig(hazard="flood", min_level=3, tags=["duty"])])
     d.level(3, 0)
@@ -213,6 +250,25 @@ def test_a_rise_above_the_silenced_level_breaks_through(tmp_path):
     assert d.heard("duty") == []
     d.tick(60 + 4 * 60)
     assert d.heard("duty") == ["ERINNERUNG (unbestätigt): Meldebeginn"]
+    d.close()
+
+
+def test_a_configured_silence_may_stop_at_a_level(tmp_path):
+    """A maintenance window in the configuration with ``max_level = 1``: Meldebeginn is held back, a rise to
+    Hochwasseralarm breaks through at once."""
+    from alerting.config import SilenceConfig
+    d = Desk(tmp_path, [RouteConfig(hazard="flood", min_level=1, tags=["duty"])])
+    d.svc.close()
+    cfg = AlertingConfig(group_wait="0s", group_rules=[], routes=d.routes, repeat_interval="4h",
+                         silences=[SilenceConfig(id="pegelwartung", hazard="flood", max_level=1)])
+    d.svc = AlertService(cfg, tmp_path / "state", {"bad-cannstatt": "Bad Cannstatt"}, CollectorRegistry(),
+                         clock=d.clock, channels=d.inbox)
+    d.api = AlertApi(d.svc, TOKEN)
+    d.level(1, 0)
+    assert d.heard("duty") == [] and d.alert()["silenced"] is True
+    d.level(4, 10)
+    assert d.heard("duty") == ["WARNUNG: Hochwasseralarm"]
+    assert d.svc.silences()[0]["max_level"] == 1
     d.close()
 
 

@@ -37,6 +37,18 @@ def test_grouped_message_has_one_ref_per_event():
     assert refs == [f"Ref: {r.alert_id}/1" for r in recs]
 
 
+def test_sensors_are_named_as_the_registry_names_them():
+    """A gauge by its registry name and id; a sensor without a name (a citizen sensor) by its id; names are
+    outside text, so markup in them is stripped."""
+    rec = _rec("mitte", 3, sensors=("pegel-7", "cs-1", "pegel-8"))
+    names = {"pegel-7": "Pegel Plochingen", "pegel-8": "<b>Pegel Wendlingen</b>"}
+    _, body = render_event_message([(rec, 0)], "de", sensor_names=names)
+    assert "Sensoren: Pegel Plochingen [pegel-7], cs-1, Pegel Wendlingen [pegel-8]" in body
+    _, body = render_followup_message("reminder", rec, "de", sensor_names=names)
+    assert "Pegel Plochingen [pegel-7]" in body
+    assert "Sensoren: pegel-7, cs-1, pegel-8" in render_event_message([(rec, 0)], "de")[1]
+
+
 def test_trend_and_all_clear():
     ep, _ = step(None, level("mitte", 2))
     ep, up = step(ep, level("mitte", 3, t=T0 + S))
@@ -92,3 +104,16 @@ def test_sensor_faults_say_what_was_measured_without_a_trend(quantity, value, th
 def test_a_hazard_line_keeps_value_threshold_unit_and_trend():
     _, body = render_event_message([(_rec("mitte", 3), 0)], "de")
     assert "- Mitte: Messwert 305.0 cm (Schwelle 300.0 cm), Tendenz: neu, Sensoren: pegel-1" in body.splitlines()
+
+
+def test_the_acknowledge_link_leads_to_the_alert_on_the_page():
+    """With ``public_url``: one alert's message links to its row (``#alert-<id>``), a grouped one to the page; an
+    all-clear has nothing to acknowledge."""
+    one = _rec("mitte", 3)
+    _, body = render_event_message([(one, 0)], "de", public_url="https://leitstelle.example/lage/")
+    assert f"Bestätigen: https://leitstelle.example/lage/#alert-{one.alert_id}" in body.splitlines()
+    two = [one, _rec("west", 3, t=T0 + S)]
+    _, body = render_event_message([(r, 0) for r in two], "en", public_url="https://leitstelle.example")
+    assert "Acknowledge: https://leitstelle.example/" in body.splitlines()
+    _, res = step(step(None, level("mitte", 1))[0], level("mitte", 0, t=T0 + S))
+    assert "Bestätigen" not in render_event_message([(res, 1)], "de", public_url="https://leitstelle.example")[1]

@@ -283,7 +283,7 @@ def test_replay_of_a_gauge_going_silent_at_its_top_level(tmp_path, capsys):
     assert last_flood["title"].startswith("MESSAUSFALL"), last_flood
     assert " – zuletzt Stufe 4 – " in last_flood["title"], last_flood
     assert ("- Bad Cannstatt: Die Warnung endet, weil der Messwert fehlt oder die Sonde gestört ist (letzter Wert "
-            "512.0 cm), Sensoren: pegel-stuttgart") in last_flood["body"].splitlines()
+            "512.0 cm), Sensoren: Pegel Stuttgart (Neckar) [pegel-stuttgart]") in last_flood["body"].splitlines()
     lost = etree.parse(str(cap / f"{end.alert_id}-{end.seq}.xml")).getroot()
     assert texts(lost, "cap:info/cap:urgency") == ["Unknown", "Unknown"]
     assert "AllClear" not in texts(lost, "cap:info/cap:responseType")

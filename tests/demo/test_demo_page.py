@@ -58,7 +58,8 @@ def _state() -> dict:
                 for a in alerts]
     return {"generated_at": now, "exercise": True, "approximate": True, "language": "de",
             "districts": layer.geojson(levels), "alerts": alerts, "timeline": timeline,
-            "sensor_health": [{"sensor_id": "pegel-hofen", "district": "muehlhausen", "kind": "stale", "since": now},
+            "sensor_health": [{"sensor_id": "pegel-hofen", "sensor_name": "Pegel Hofen (Neckar) – Demo",
+                               "district": "muehlhausen", "kind": "stale", "since": now},
                               {"sensor_id": "cs-feuerbach-4", "district": "feuerbach", "kind": "stuck", "since": now}],
             "max_levels": {"flood": 4, "air": 2, "sensor": 1}}
 
@@ -200,6 +201,11 @@ def test_page_flood_alarm_ack_silence_and_live_update(browser_page) -> None:
         ack = row.locator('button[data-action="ack"]')
         assert ack.is_disabled()  # not logged in
         assert page.locator("#health li").count() == 2
+        # a registered sensor by its name and id, a citizen sensor (no name) by its id
+        hofen = page.locator('#health li[data-sensor-id="pegel-hofen"]')
+        assert hofen.locator(".sensor-name").inner_text().strip() == "Pegel Hofen (Neckar) – Demo"
+        assert hofen.locator("code").inner_text() == "pegel-hofen"
+        assert page.locator('#health li[data-sensor-id="cs-feuerbach-4"] .sensor-name').count() == 0
 
         # a wrong token: the API answers 401 and the page says so
         page.fill("#login-operator", "Erika Muster")

@@ -68,6 +68,7 @@ def test_validate_reports_key_paths(rules, path):
 
 @pytest.mark.parametrize(("config", "path"), [
     (DetectionConfig(late_tolerance="x"), "detection.late_tolerance"),
+    (DetectionConfig(value_refresh="-5m"), "detection.value_refresh"),
     (DetectionConfig(health=HealthConfig(stale_factor=0)), "detection.health.stale_factor"),
     (DetectionConfig(health=HealthConfig(stuck_for="0s")), "detection.health.stuck_for"),
     (DetectionConfig(health=HealthConfig(stuck_min_readings=0)), "detection.health.stuck_min_readings"),

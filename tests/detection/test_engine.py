@@ -246,3 +246,54 @@ def test_a_held_anomaly_ends_on_the_tick_that_reaches_its_time():
         else:
             assert len(out) == 0
         assert len(anomaly(engine.tick(last + 4 * HOUR))) == 0
+
+
+# ---------------------------------------------------------------- value refreshes of firing rules
+def _refreshes_reference(minutes, values, levels, refresh_min):
+    """Plain reference for a "last" rule without hysteresis: per reading, the level; while it fires and no
+    transition or refresh reported the value for ``refresh_min`` minutes or more, a refresh (minute, level,
+    value)."""
+    out, sent, prev = [], None, 0
+    for m, v in zip(minutes, values, strict=True):
+        lv = sum(v >= b for b in levels)
+        if lv != prev:
+            sent = m
+        elif lv > 0 and m - sent >= refresh_min:
+            out.append((m, lv, v))
+            sent = m
+        prev = lv
+    return out
+
+
+@pytest.mark.parametrize("per_reading", [True, False])
+def test_a_firing_rule_reports_its_current_value_every_value_refresh(per_reading):
+    """A gauge at its top level keeps rising: no transition, but its value is reported every 5 min of event time
+    (rows with level == prev, the aggregate and the level's threshold), the same in one batch or one per reading."""
+    rule = _rule(quantity="water_level", levels=[400.0, 500.0], window="0s", aggregate="last")
+    cfg = DetectionConfig(anomaly=AnomalyConfig(enabled=False), value_refresh="5m")
+    engine, _ = _engine([rule], cfg)
+    minutes = list(range(0, 40, 2))
+    values = [390.0, 420.0, 450.0, 480.0, 510.0, 520.0, 530.0, 540.0, 550.0, 545.0, 560.0, 470.0, 480.0, 490.0,
+              495.0, 300.0, 310.0, 320.0, 600.0, 610.0]
+    batches = [([m], [v]) for m, v in zip(minutes, values, strict=True)] if per_reading else [(minutes, values)]
+    got = []
+    for ms, vs in batches:
+        _, res = _feed(engine, "water_level", ms, vs)
+        v = res.values
+        assert (v.level == v.prev_level).all() and (v.rule == 0).all()
+        assert list(v.threshold) == [[400.0, 500.0][lv - 1] for lv in v.level]
+        got += [(int(t // MIN), int(lv), float(x)) for t, lv, x in zip(v.time, v.level, v.value, strict=True)]
+    assert got == _refreshes_reference(minutes, values, [400.0, 500.0], 5)
+    assert got == [(14, 2, 540.0), (20, 2, 560.0), (28, 1, 495.0)]
+
+
+def test_value_refreshes_can_be_turned_off_and_end_with_a_reset():
+    rule = _rule(quantity="water_level", levels=[400.0], window="0s", aggregate="last")
+    off, _ = _engine([rule], DetectionConfig(anomaly=AnomalyConfig(enabled=False), value_refresh="0s"))
+    _, res = _feed(off, "water_level", [0, 10, 20], [450.0, 460.0, 470.0])
+    assert len(res.values) == 0
+    on, _ = _engine([rule], DetectionConfig(anomaly=AnomalyConfig(enabled=False), value_refresh="5m"))
+    _feed(on, "water_level", [0], [450.0])
+    on.reset(np.array([True]))  # its partition was revoked: state gone, level 0 again, nothing to refresh
+    got, res = _feed(on, "water_level", [10], [460.0])
+    assert got == [(10, 1)] and len(res.values) == 0  # a transition again, which reports the value itself

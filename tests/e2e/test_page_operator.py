@@ -5,6 +5,7 @@ row's level (a rise breaks through), and the active silences are listed and can 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -107,3 +108,26 @@ def test_page_ack_cleared_by_a_rise_silence_up_to_the_level_and_lift(desk, chrom
     assert desk.svc.silences() == []
     assert errors == [], errors
     page.close()
+
+
+def test_a_notification_link_opens_the_page_at_its_alert(desk, chromium):
+    """A message about one alert links to its row (``public_url/#alert-<id>``): the page marks that row, and only
+    that one, and scrolls it into view."""
+    from alerting.templates import render_event_message
+
+    desk.level(2, 0)
+    (first,) = desk.svc.history()
+    _, body = render_event_message([(first, 0)], public_url=desk.url)
+    link = next(line for line in body.splitlines() if line.startswith("Bestätigen: ")).removeprefix("Bestätigen: ")
+    assert link == f"{desk.url}/#alert-{first.alert_id}"
+    with desk.svc._lock:  # a second alert, in another district, listed above it
+        desk.svc.apply([replace(flood(4, 1), district="muenster", district_name="Münster")])
+    page = chromium.new_page(locale="de-DE", viewport={"width": 700, "height": 240})
+    page.goto(link)
+    row = page.locator(f'#alerts tr[data-alert-id="{first.alert_id}"]')
+    row.wait_for(timeout=10_000)
+    assert "linked" in row.get_attribute("class")
+    assert page.locator("#alerts tr.linked").count() == 1
+    assert row.is_visible() and page.evaluate(
+        "(r => { const b = r.getBoundingClientRect(); return b.top >= 0 && b.bottom <= innerHeight; })"
+        f'(document.getElementById("alert-{first.alert_id}"))')

@@ -94,7 +94,9 @@ def test_trusted_station_counts_alone_and_levels_fall(demo_layer, demo_mapper):
     station = sensors.get("lubw-300")  # official, in Mitte
     (dl,) = rollup.apply(_events([(station, 0, 1, 60.0)]))
     assert (dl.district, dl.level, dl.sensors) == ("mitte", 1, ("lubw-300",))
-    assert rollup.apply(_events([(station, 0, 1, 70.0)])) == []  # same level: nothing emitted
+    (now,) = rollup.apply(_events([(station, 0, 1, 70.0)]))  # same level, a new reading: shown, same level
+    assert (now.level, now.value, now.sensors) == (1, 70.0, ("lubw-300",))
+    assert rollup.apply(_events([(station, 0, 1, 70.0)])) == []  # nothing new: nothing emitted
     (back,) = rollup.apply(_events([(station, 0, 0, 30.0)]))
     assert (back.level, back.level_name, back.sensors) == (0, "normal", ())
     assert rollup.current() == []

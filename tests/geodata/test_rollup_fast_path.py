@@ -27,7 +27,8 @@ from geodata.rollup import Rollup
 from ingest.quantities import HAZARD_OF, QUANTITIES, quantity_code
 from ingest.sensor_index import SensorIndex
 
-# -- the reference: verbatim copy of the pre-fast-path Rollup (only the class name and docstring differ) --
+# -- the reference: verbatim copy of the pre-fast-path Rollup (only the class name and docstring differ, and the
+# value refreshes' reporting rule in _recompute) --
 
 
 class _ReferenceRollup:
@@ -174,8 +175,14 @@ class _ReferenceRollup:
             old = self._state.get(key)
             if new is None:
                 continue
+            # (since value refreshes: also a district at an unchanged level >= 1 that shows another reading)
             if (old.level if old else 0) != new.level:
                 changed.append(new)
+            elif new.level >= 1:
+                same_value = old.value == new.value or (math.isnan(old.value) and math.isnan(new.value))
+                if not (same_value and (old.threshold, old.sensors, old.rule) == (new.threshold, new.sensors,
+                                                                                  new.rule)):
+                    changed.append(new)
             self._state[key] = new
         return changed
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 from kafka import KafkaProducer
 
@@ -313,8 +314,12 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
         doc = scene.wait_for(lambda: _cap(other, alert_id), 30, "the CAP message on the other instance")
         assert cap_identifier(alert_id, 1) in doc and "<msgType>Alert</msgType>" in doc
 
-        status, body = other.get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt"}', headers=auth,
-                                 method="POST")
+        # the level the operator saw goes with the acknowledgement: one the alert has risen above is refused
+        status, body = other.get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt", "level": 0}',
+                                 headers=auth, method="POST")
+        assert status == 409, body
+        status, body = other.get(f"/api/alerts/{alert_id}/ack", data=b'{"operator": "Schmidt", "level": 1}',
+                                 headers=auth, method="POST")
         assert status == 202, body
         scene.wait_for(lambda: [a for a in json.loads(owner.get("/api/alerts", headers=auth)[1])["alerts"]
                                 if a["acked_by"] == "Schmidt"], 30, "the owner applying the acknowledgement")
@@ -322,6 +327,7 @@ def test_every_instance_shows_the_whole_city_and_forwards_acknowledgements(kafka
                        "the acknowledgement on the other page")
         commands = [r.value for r in read_topic(kafka_bootstrap, scene.districts, timeout=5) if ACK_KEY in r.key]
         assert len(commands) == 2 and commands[-1] is None  # the command, then its tombstone once applied
+        assert msgspec.msgpack.decode(commands[0]) == {"operator": "Schmidt", "level": 1}
 
         scene.send(300.0, 20)
         scene.wait_for(lambda: not json.loads(other.get("/api/state")[1])["alerts"], 40,

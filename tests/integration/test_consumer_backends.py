@@ -323,6 +323,12 @@ def test_rebuild_end_is_the_first_fetched_high_watermark_after_a_seek(client, ka
                 assert consumer.highwater(tps[0]) is None
             wait_until(lambda: (consumer.poll(timeout_ms=200), None not in [consumer.highwater(tp) for tp in tps])[1],
                        30, interval=0, what=f"a fetch answer for both partitions (want {want})")
+            if client == "kafka-python" and want[1]:
+                # the empty partition's seek moved nothing, so kafka-python kept its last high watermark (0): a
+                # fetch answer for it may come after the other one's (CI on Apache Kafka, once), so wait for it
+                # (a partition the stage rebuilds is newly assigned: kafka-python starts it with none)
+                wait_until(lambda: (consumer.poll(timeout_ms=200), consumer.highwater(tps[1]) != 0)[1], 30,
+                           interval=0, what="a fetch answer for the empty partition after the produce")
             assert [consumer.highwater(tp) for tp in tps] == want
             _produce(kafka_bootstrap, topic, [[b"{}"] * 4, [b"{}"] * 3])  # the cached 13 and 0 are stale now
     finally:

@@ -80,11 +80,14 @@ def skip_unless_own_broker_can_run(broker_kind: str, what: str, tls: bool = Fals
     runs in the ``--broker=apache`` pass only (one broker tier at a time), and only where the broker can run."""
     import pytest
 
+    def skip(reason: str) -> None:  # reported at the test, not at this helper (as pytest's skip marks are)
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+
     if broker_kind != "apache":
-        pytest.skip(f"starts its own Apache Kafka {what}: runs in the --broker=apache pass")
+        skip(f"starts its own Apache Kafka {what}: runs in the --broker=apache pass")
     ok, why = ApacheKafka.available(tls=tls)
     if not ok:
-        pytest.skip(f"Apache Kafka{' with TLS' if tls else ''} unavailable: {why}")
+        skip(f"Apache Kafka{' with TLS' if tls else ''} unavailable: {why}")
 
 
 class ApacheKafka:

@@ -1,4 +1,5 @@
-"""Atom 1.0 feed of active alerts: one entry per episode, linking its latest CAP message.
+"""Atom 1.0 feed of alerts: one entry per episode, linking its latest CAP message (the caller passes the active
+alerts' records and, for a while, the last of those that ended, so a reader learns the end).
 
 Follows the usual CAP-feed layout (an Atom entry per alert whose ``alternate``
 link has type ``application/cap+xml``); entry ids are the CAP identifiers, so a
@@ -48,7 +49,7 @@ def atom_feed(
     base_url: str,
     updated: str | None = None,
     self_path: str = "/cap/atom.xml",
-    title: str = "Stadtwacht Stuttgart – aktive Warnungen",
+    title: str = "Stadtwacht Stuttgart – Warnungen (aktive und seit 24 h beendete)",
 ) -> bytes:
     """The feed document (UTF-8 with declaration), newest entry first.
 

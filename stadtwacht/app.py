@@ -98,7 +98,7 @@ class Service:
             lambda: self.pipeline.alerts.outbox_status()["oldest_pending_age_s"])
         self.http = HttpServer(cfg.http.host, cfg.http.port if port is None else port, self.registry, self.api,
                                self.feed, self.readiness, self.pipeline.cap_dir,
-                               self.pipeline.active_records, cfg.http.max_body_bytes,
+                               self.pipeline.feed_records, cfg.http.max_body_bytes,
                                cfg.alerting.public_url)
 
     def _forward_ack(self, alert_id: str, operator: str, level: int | None):

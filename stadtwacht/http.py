@@ -75,14 +75,14 @@ class HttpServer:
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, api: AlertApi, feed: StateFeed,
                  readiness: Callable[[], tuple[bool, dict]], cap_dir: Path | None,
-                 active_records: Callable[[], list], max_body_bytes: int = 65536,
+                 feed_records: Callable[[], list], max_body_bytes: int = 65536,
                  public_url: str = "") -> None:
         self.registry = registry
         self.api = api
         self.feed = feed
         self.readiness = readiness
         self.cap_dir = cap_dir
-        self.active_records = active_records
+        self.feed_records = feed_records  # the Atom feed's (Pipeline.feed_records)
         self.max_body = max_body_bytes
         self.stopping = threading.Event()
         self._web = resources.files("stadtwacht") / "web"
@@ -204,7 +204,7 @@ def _make_handler(srv: HttpServer) -> type[BaseHTTPRequestHandler]:
                 elif path == "/events":
                     self._events()
                 elif path in ("/cap/atom.xml", "/cap/feed.atom"):
-                    feed = atom_feed(srv.active_records(), base_url=self._base_url(), self_path="/cap/atom.xml")
+                    feed = atom_feed(srv.feed_records(), base_url=self._base_url(), self_path="/cap/atom.xml")
                     self._send(200, feed, "application/atom+xml; charset=utf-8")
                 elif path.startswith("/cap/") and path.endswith(".xml"):
                     self._cap(unquote(path[len("/cap/"):-len(".xml")]))

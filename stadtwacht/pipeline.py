@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -43,6 +44,9 @@ from stadtwacht.metrics import PipelineMetrics
 __all__ = ["Pipeline", "StepResult"]
 
 log = logging.getLogger(__name__)
+
+#: How long an ended alert's last record stays in the Atom feed (event time; see ``Pipeline.feed_records``).
+FEED_ENDED_NS = 24 * 3600 * 10**9
 
 
 @dataclass(slots=True)
@@ -308,6 +312,16 @@ class Pipeline:
         if self.city_view is None or here is None:
             return local
         return local + self.city_view.remote_records(here)
+
+    def feed_records(self) -> list[AlertRecord]:
+        """The Atom feed's records: every active alert's latest, and the last of every alert that ended (all-clear
+        or measurement lost) within ``FEED_ENDED_NS`` of the event-time clock. A reader that polls the feed learns
+        the end that way: the CAP messages carry no expiry, and an alert that only dropped out would stay active
+        for it."""
+        since = self.now_ns() / 1e9 - FEED_ENDED_NS / 1e9
+        ended = [r for r in self.alert_history(1000)
+                 if r.event == "resolved" and datetime.fromisoformat(r.time).timestamp() >= since]
+        return self.active_records() + ended
 
     def top_level(self, hazard: str, quantity: str) -> int | None:
         """The highest level of the (hazard, quantity) scale, for mapping to CAP severity."""

@@ -271,7 +271,7 @@ class DetectionEngine:
         if self._refresh_ns and n_ev:  # the kernel wrote value refreshes among the transitions: level == prev
             refresh = events.level == events.prev_level
             if refresh.any():
-                events, values = events.take(~refresh), events.take(refresh)
+                events, values = events.take(~refresh), events.take(refresh & _last_of_pair(events))
         if self.anomaly is not None and n_ok:
             events = DetectionBatch.concat([events, self._anomalies(ok[:n_ok], sensor, quantity, time, value)])
         return DetectionResult(_by_time(events), late, values)
@@ -353,6 +353,19 @@ class DetectionEngine:
             sensor.astype(np.int32), quantity.astype(np.uint8), np.full(k, self._anomaly_rule, np.int16),
             np.full(k, kind_code("anomaly"), np.uint8), np.full(k, _SENSOR_HAZARD, np.uint8), np.zeros(k, np.int8),
             np.ones(k, np.int8), np.zeros(k), np.full(k, self.config.anomaly.threshold), time.astype(np.int64))
+
+
+def _last_of_pair(events: DetectionBatch) -> np.ndarray:
+    """Per row (in the kernel's order, per sensor in event time): whether it is the last of its (sensor, rule).
+
+    Only a batch's last value refresh of a pair is passed on, and none that a later transition of the pair
+    supersedes (it carries the value): a sensor reading hourly refreshes at every reading, and a catch-up
+    batch holds hours of them."""
+    key = events.sensor.astype(np.int64) << 16 | events.rule.astype(np.int64)
+    _, from_end = np.unique(key[::-1], return_index=True)
+    last = np.zeros(key.size, bool)
+    last[key.size - 1 - from_end] = True
+    return last
 
 
 def _by_time(events: DetectionBatch) -> DetectionBatch:

@@ -249,6 +249,11 @@ def test_a_held_anomaly_ends_on_the_tick_that_reaches_its_time():
 
 
 # ---------------------------------------------------------------- value refreshes of firing rules
+_MINUTES = list(range(0, 40, 2))
+_LEVELS_RISING = [390.0, 420.0, 450.0, 480.0, 510.0, 520.0, 530.0, 540.0, 550.0, 545.0, 560.0, 470.0, 480.0, 490.0,
+                  495.0, 300.0, 310.0, 320.0, 600.0, 610.0]
+
+
 def _refreshes_reference(minutes, values, levels, refresh_min):
     """Plain reference for a "last" rule without hysteresis: per reading, the level; while it fires and no
     transition or refresh reported the value for ``refresh_min`` minutes or more, a refresh (minute, level,
@@ -265,26 +270,32 @@ def _refreshes_reference(minutes, values, levels, refresh_min):
     return out
 
 
-@pytest.mark.parametrize("per_reading", [True, False])
-def test_a_firing_rule_reports_its_current_value_every_value_refresh(per_reading):
+def test_a_firing_rule_reports_its_current_value_every_value_refresh():
     """A gauge at its top level keeps rising: no transition, but its value is reported every 5 min of event time
-    (rows with level == prev, the aggregate and the level's threshold), the same in one batch or one per reading."""
+    (rows with level == prev, the aggregate and the level's threshold), as a plain per-reading reference does."""
     rule = _rule(quantity="water_level", levels=[400.0, 500.0], window="0s", aggregate="last")
     cfg = DetectionConfig(anomaly=AnomalyConfig(enabled=False), value_refresh="5m")
     engine, _ = _engine([rule], cfg)
-    minutes = list(range(0, 40, 2))
-    values = [390.0, 420.0, 450.0, 480.0, 510.0, 520.0, 530.0, 540.0, 550.0, 545.0, 560.0, 470.0, 480.0, 490.0,
-              495.0, 300.0, 310.0, 320.0, 600.0, 610.0]
-    batches = [([m], [v]) for m, v in zip(minutes, values, strict=True)] if per_reading else [(minutes, values)]
     got = []
-    for ms, vs in batches:
-        _, res = _feed(engine, "water_level", ms, vs)
-        v = res.values
-        assert (v.level == v.prev_level).all() and (v.rule == 0).all()
-        assert list(v.threshold) == [[400.0, 500.0][lv - 1] for lv in v.level]
-        got += [(int(t // MIN), int(lv), float(x)) for t, lv, x in zip(v.time, v.level, v.value, strict=True)]
-    assert got == _refreshes_reference(minutes, values, [400.0, 500.0], 5)
+    for m, v in zip(_MINUTES, _LEVELS_RISING, strict=True):
+        _, res = _feed(engine, "water_level", [m], [v])
+        r = res.values
+        assert (r.level == r.prev_level).all() and (r.rule == 0).all()
+        assert list(r.threshold) == [[400.0, 500.0][lv - 1] for lv in r.level]
+        got += [(int(t // MIN), int(lv), float(x)) for t, lv, x in zip(r.time, r.level, r.value, strict=True)]
+    assert got == _refreshes_reference(_MINUTES, _LEVELS_RISING, [400.0, 500.0], 5)
     assert got == [(14, 2, 540.0), (20, 2, 560.0), (28, 1, 495.0)]
+
+
+@pytest.mark.parametrize(("upto", "want"), [(15, [(28, 1, 495.0)]), (len(_MINUTES), [])])
+def test_a_batch_passes_on_only_the_last_value_refresh_of_a_rule_not_one_a_transition_superseded(upto, want):
+    """Hours of readings in one batch (a catch-up, an hourly sensor): only the newest refresh of a (sensor, rule)
+    goes on, and none when a later transition of it (which carries the value) ends the batch."""
+    rule = _rule(quantity="water_level", levels=[400.0, 500.0], window="0s", aggregate="last")
+    engine, _ = _engine([rule], DetectionConfig(anomaly=AnomalyConfig(enabled=False), value_refresh="5m"))
+    _, res = _feed(engine, "water_level", _MINUTES[:upto], _LEVELS_RISING[:upto])
+    r = res.values
+    assert [(int(t // MIN), int(lv), float(x)) for t, lv, x in zip(r.time, r.level, r.value, strict=True)] == want
 
 
 def test_value_refreshes_can_be_turned_off_and_end_with_a_reset():

@@ -195,9 +195,9 @@ class AlertService:
         the picture lacks is resolved, except where a partial picture does not see it (see :meth:`apply`).
         ``districts``: the picture covers only these (a district stage taking over some districts).
 
-        The picture may hold levels of 0 (an episode that ended meanwhile ends with that event's reading). One
-        it lacks altogether ends with no value (NaN): no reading of the rebuilt picture exceeds a level, but
-        which reading is current is not known here, and the one the episode fired with would read as if it was.
+        An episode the picture lacks ends with no value (NaN): no reading of the rebuilt picture exceeds a level,
+        but which reading is current is not known here, and the one the episode fired with would read as if it
+        was current.
         """
         with self._lock:
             seen = {(c.district, c.hazard, c.quantity) for c in current}

@@ -151,11 +151,9 @@ class Rollup:
         districts = self.districts.districts_of(idx).tolist()
         return self._recompute({(d, sc) for d in districts for sc in range(len(self.scales))})
 
-    def current(self, with_normal: bool = False) -> list[DistrictLevel]:
-        """Every (district, hazard, quantity) at level >= 1; ``with_normal``: also those back at level 0 with
-        the event that brought them there (to reconcile alert state after a restart: an episode ended while
-        the process was away then ends with that reading, not with the one it fired with)."""
-        return [dl for _, dl in sorted(self._state.items()) if with_normal or dl.level >= 1]
+    def current(self) -> list[DistrictLevel]:
+        """Every (district, hazard, quantity) at level >= 1 (to reconcile alert state after a restart)."""
+        return [dl for _, dl in sorted(self._state.items()) if dl.level >= 1]
 
     def _recompute(self, keys: set[tuple[int, int]]) -> list[DistrictLevel]:
         districts_of_scale: dict[int, list[int]] = {}

@@ -514,7 +514,7 @@ class DistrictStage:
     def _reconcile(self, districts: set[int]) -> list[AlertRecord]:
         """Bring the alert state of some districts in line with the rebuilt levels (Pipeline.reconcile, scoped)."""
         ids = {self.pipeline.layer.ids[d] for d in districts}
-        current = [lv for lv in self.pipeline.rollup.current(with_normal=True) if lv.district in ids]
+        current = [lv for lv in self.pipeline.rollup.current() if lv.district in ids]
         return self.pipeline.alerts.reconcile(current, districts=ids)
 
 

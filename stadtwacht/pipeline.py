@@ -247,7 +247,7 @@ class Pipeline:
         if self.district_out is not None:  # the district side reconciles per district partition
             self.district_out.snapshot()
             return []
-        return self.alerts.reconcile(self.rollup.current(with_normal=True), offsets=offsets, sees=self._sees())
+        return self.alerts.reconcile(self.rollup.current(), offsets=offsets, sees=self._sees())
 
     def set_view(self, owned: list[tuple[str, int]] | None) -> None:
         """The readings partitions this process owns while it does not own them all (None: it sees every
